@@ -1,0 +1,96 @@
+/* store.h -- the Redis side: commit builder, fenced atomic commit, prefetch.
+ *
+ * Only store.c includes <hiredis.h>. One connection, pipelined: the run loop
+ * sends batch N's commit without waiting, decodes batch N+1, sends its
+ * prefetch, then reads both replies in order. So a batch costs at most two
+ * round trips (prefetch, commit) and consumption goes on while a commit is
+ * in flight.
+ *
+ * A commit is ONE EVALSHA of a Lua script that, atomically:
+ *  1. checks the fence: for every partition in the batch, the stored next
+ *     offset in sp:{NS}:offsets (field "topic/partition") must be absent or
+ *     equal to the batch's expected offset; otherwise nothing is applied and
+ *     the reply is the error "FENCED <field> <stored>";
+ *  2. sets each partition's next offset and max event time
+ *     (sp:{NS}:wm field "topic/partition");
+ *  3. applies entity state: SET key value PX ttl, DEL key;
+ *  4. for each window hash: reads the current values of the changed fields
+ *     and of the ratio inputs (HMGET), adds deltas, writes counters, sets and
+ *     ratios in one HSET, deletes ratios whose denominator is 0 (HDEL),
+ *     and PEXPIREs the hash;
+ *  5. raises "max pointers" (SET key v if v > current: latest/final);
+ *  6. HINCRBY health counters, HSET gauges;
+ *  7. PUBLISHes the update message.
+ * Ratios: kind 'r' = num/den as "%.6g"; kind 'a' = integer average,
+ * rounded half away from zero.
+ * Counters are exact up to 2^53 (Lua numbers). */
+#ifndef SP_STORE_H
+#define SP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/event.h"
+
+typedef struct sp_commit sp_commit_t;
+typedef struct sp_store sp_store_t;
+
+/* ---- commit builder (no I/O; all bytes are copied in) ---- */
+sp_commit_t *sp_commit_new(void);
+void sp_commit_reset(sp_commit_t *c);
+void sp_commit_destroy(sp_commit_t *c);
+int sp_commit_is_empty(const sp_commit_t *c);
+
+/* Fence + new position of one partition; field is "topic/partition". */
+void sp_commit_offset(sp_commit_t *c, const char *field, int64_t expected, int64_t next,
+                      int64_t max_event_time);
+/* Entity state: value NULL => DEL key. */
+void sp_commit_kv(sp_commit_t *c, const char *key, const void *value, size_t len, int64_t ttl_ms);
+/* Start a window hash section; the following incr/set/ratio calls go to it. */
+void sp_commit_hash(sp_commit_t *c, const char *key, int64_t ttl_ms);
+void sp_commit_incr(sp_commit_t *c, const char *field, size_t field_len, int64_t delta);
+void sp_commit_hset(sp_commit_t *c, const char *field, const char *value);
+void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *num_field,
+                     const char *den_field);
+/* SET key value if value > current (or key absent). */
+void sp_commit_max(sp_commit_t *c, const char *key, int64_t value);
+void sp_commit_health(sp_commit_t *c, const char *field, int64_t delta); /* sp:{NS}:health */
+void sp_commit_gauge(sp_commit_t *c, const char *field, int64_t value);  /* sp:{NS}:gauges */
+void sp_commit_publish(sp_commit_t *c, const char *message);             /* sp:{NS}:updates */
+/* Redis commands this commit will run inside the script (for stats). */
+int64_t sp_commit_command_estimate(const sp_commit_t *c);
+
+/* ---- the connection ---- */
+sp_store_t *sp_store_new(const sp_config_t *cfg, char *errstr, size_t errstr_size);
+void sp_store_destroy(sp_store_t *st);
+/* Drop and re-open the connection (after SP_ERR_IO); reloads the script. */
+int sp_store_reconnect(sp_store_t *st, char *errstr, size_t errstr_size);
+const char *sp_store_ns(const sp_store_t *st); /* "sp:{store}" prefix */
+
+/* Blocking: stored next offset and max event time per "topic/partition"
+ * field; -1 where absent. */
+int sp_store_load_offsets(sp_store_t *st, const char *const *fields, int n, int64_t *next_out,
+                          int64_t *max_et_out, char *errstr, size_t errstr_size);
+/* Blocking GET of integer keys (pointers); -1 where absent. */
+int sp_store_get_ints(sp_store_t *st, const char *const *keys, int n, int64_t *out, char *errstr,
+                      size_t errstr_size);
+
+/* Pipelined: queue the commit (EVALSHA) and flush; do not wait. */
+int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, size_t errstr_size);
+/* Read the oldest outstanding commit reply. SP_OK, SP_ERR_FENCED (errstr
+ * names the partition) or SP_ERR_IO. */
+int sp_store_commit_recv(sp_store_t *st, char *errstr, size_t errstr_size);
+
+/* Pipelined prefetch: MGET of keys (one command). */
+int sp_store_mget_send(sp_store_t *st, const char *const *keys, const size_t *lens, int n,
+                       char *errstr, size_t errstr_size);
+/* Read its reply; cb(opaque, index, value or NULL, len) per key. */
+int sp_store_mget_recv(sp_store_t *st,
+                       void (*cb)(void *opaque, int idx, const char *val, size_t len),
+                       void *opaque, char *errstr, size_t errstr_size);
+
+/* Number of replies outstanding (commits + prefetches). */
+int sp_store_pending(const sp_store_t *st);
+
+#endif

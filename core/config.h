@@ -1,0 +1,127 @@
+/* config.h -- the resolved configuration and its declarative table.
+ *
+ * The YAML file (libyaml) is matched against one table of options (name,
+ * type, default, one-line description) in config.c; that table validates at
+ * start-up (unknown keys are errors naming file, line and key), fills
+ * sp_config_t, prints the resolved config for `check-config` (secrets
+ * redacted) and generates the config reference in docs/CONFIG.md.
+ *
+ * Environment overrides: STOREPULSE_<KEY> with dots as underscores, upper
+ * case (STOREPULSE_REDIS_PASSWORD, STOREPULSE_NAMESPACE). Any librdkafka
+ * property: `kafka.<property>` in the file, or STOREPULSE_KAFKA_<PROPERTY>
+ * (underscores become dots: STOREPULSE_KAFKA_SASL_PASSWORD). Environment wins
+ * over the file. */
+#ifndef SP_CONFIG_H
+#define SP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include "core/event.h"
+
+#define SP_MAX_WINDOWS 8
+#define SP_MAX_SCHEMAS 64
+#define SP_MAX_KAFKA_PROPS 64
+
+typedef enum { SP_FORMAT_AVRO = 0, SP_FORMAT_JSON } sp_format_t;
+
+typedef struct sp_topic_conf {
+    char name[256];
+    sp_format_t format;
+} sp_topic_conf_t;
+
+typedef struct sp_schema_conf {
+    int32_t id;          /* Confluent schema id */
+    char path[512];      /* resolved path of the .avsc (relative to schemas.dir) */
+    sp_stream_t stream;  /* which input stream this writer schema is for */
+} sp_schema_conf_t;
+
+typedef struct sp_kv {
+    char key[128];
+    char value[512];
+} sp_kv_t;
+
+typedef struct sp_config {
+    char source[512];  /* the file it came from ("" for defaults only) */
+    char ns[64];       /* namespace: keys are sp:{NS}:... */
+
+    /* kafka.*: bootstrap.servers and group.id are ordinary passthrough keys
+     * with defaults; every kafka.<x> goes to librdkafka as <x>. */
+    sp_kv_t kafka[SP_MAX_KAFKA_PROPS];
+    int kafka_cnt;
+
+    /* redis.* */
+    char redis_host[256];
+    int redis_port;
+    char redis_unix_socket[512];
+    char redis_user[128];
+    char redis_password[256]; /* secret */
+    int redis_db;
+    int64_t redis_timeout_ms;
+
+    /* topics.* */
+    sp_topic_conf_t topics[SP_STREAM__COUNT]; /* topics.clickstream.name / .format ... */
+    char topic_deadletter[256];
+    char topic_alerts[256];
+
+    /* schemas.* */
+    char schemas_dir[512];
+    sp_schema_conf_t schemas[SP_MAX_SCHEMAS]; /* schemas.ids: {1: {stream: clickstream, file: clickstream.avsc}} */
+    int schema_cnt;
+
+    /* windows.* */
+    int64_t window_ms[SP_MAX_WINDOWS]; /* windows.sizes: [1m, 5m, 1h, 1d], ascending */
+    int64_t window_ttl_ms[SP_MAX_WINDOWS]; /* windows.ttl: {1m: 2d, ...} */
+    int window_cnt;
+    char timezone[64];
+    int64_t max_out_of_orderness_ms;
+    int64_t allowed_lateness_ms;
+    int64_t idle_timeout_ms;
+
+    /* metrics.* */
+    int max_dimension_values;
+    char currency[8];           /* store.currency */
+    /* metrics.funnel.dimensions: subset of channel, device, country */
+    sp_str_field_t funnel_dims[4];
+    int funnel_dim_cnt;
+
+    /* dedup.*, state.*, pipeline.* */
+    int64_t dedup_max_ids;
+    int64_t state_ttl_ms;        /* entity state TTL in Redis (default 2d) */
+    int64_t state_cache_max;     /* entities kept in process memory */
+    int batch_max;               /* messages per batch (default 10000) */
+    int64_t batch_timeout_ms;    /* poll budget per batch (default 100ms) */
+    int64_t shutdown_timeout_ms; /* default 10s */
+    int partitions;              /* embedded broker: partitions per topic (default 8) */
+
+    char log_level[16];
+} sp_config_t;
+
+/* Defaults for everything. */
+void sp_config_defaults(sp_config_t *cfg);
+
+/* Load a YAML file over the defaults, then apply environment overrides.
+ * On error returns SP_ERR_CONFIG with "FILE:LINE: key 'a.b': reason" in
+ * errstr. path NULL: defaults + environment only. */
+int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errstr_size);
+
+/* Write the resolved config as YAML, every option, secrets as "<redacted>". */
+void sp_config_print(const sp_config_t *cfg, FILE *out);
+
+/* Markdown reference of every option (name, type, default, description). */
+void sp_config_print_reference(FILE *out);
+
+/* Value of a kafka.* property, or NULL. */
+const char *sp_config_kafka_get(const sp_config_t *cfg, const char *key);
+/* Set/replace a kafka.* property (used by --embedded-kafka for bootstrap). */
+int sp_config_kafka_set(sp_config_t *cfg, const char *key, const char *value);
+
+/* Parse "250ms", "5s", "10m", "1h", "2d" (and plain ms integers). */
+int sp_duration_parse(const char *s, int64_t *out_ms);
+/* Format a duration the way windows are named in Redis keys: "1m", "5m",
+ * "1h", "1d", "30s", "250ms" (largest exact unit). */
+void sp_duration_format(int64_t ms, char *buf, size_t size);
+
+#endif
