@@ -93,4 +93,8 @@ int sp_store_mget_recv(sp_store_t *st,
 /* Number of replies outstanding (commits + prefetches). */
 int sp_store_pending(const sp_store_t *st);
 
+/* Redis commands the last successful commit ran inside the script; -1
+ * before the first. */
+int64_t sp_store_last_commit_commands(const sp_store_t *st);
+
 #endif

@@ -1,0 +1,1005 @@
+/* store.c -- the Redis side: commit builder, fenced atomic commit, prefetch.
+ *
+ * What it does
+ *  - sp_commit_t collects one batch's effects without doing I/O. Every byte
+ *    handed in is COPIED into one growable arena; each Redis argument is an
+ *    (offset, len) pair into it, kept in one vector per section. Arenas and
+ *    vectors survive sp_commit_reset, so a steady-state batch allocates
+ *    nothing. The whole commit is bounded (SP_COMMIT_MAX_BYTES): past it the
+ *    builder turns sticky-bad and sp_store_commit_send refuses it.
+ *  - sp_store_commit_send turns the commit into ONE
+ *        EVALSHA <sha> 1 sp:{NS}:offsets <ARGV...>
+ *    KEYS[1] is the offsets hash so Redis Cluster routes by the namespace
+ *    hash tag; every other key carries the same tag. ARGV is a flat list of
+ *    sections, each led by its count:
+ *        prefix                                  "sp:{NS}"
+ *        n_off,   n_off   x (field, expected, next, max_event_time)
+ *        n_kv,    n_kv    x (key, ttl|"0"|"d", value)   "d" = DEL, "0" = no PX
+ *        n_hash,  n_hash  x (key, ttl, n_incr, n_set, n_ratio,
+ *                            n_incr x (field, delta), n_set x (field, value),
+ *                            n_ratio x (field, kind, num_field, den_field))
+ *        n_max,   n_max   x (key, value)
+ *        n_health, x (field, delta)      n_gauge, x (field, value)
+ *        n_pub,   n_pub   x message
+ *    The Lua script (SCRIPT) checks the fence before any write, then applies
+ *    everything and returns how many Redis commands it ran. Repeated incr of
+ *    one field in a section is summed in Lua. HMGET/HSET/HDEL argument lists
+ *    are chunked (SP_LUA_CHUNK fields per call) because Lua 5.1's unpack()
+ *    stops near 8000 values.
+ *  - Pipelining: *_send append with redisAppendCommandArgv and flush the
+ *    output buffer; *_recv read replies in order. A small FIFO remembers the
+ *    kind of every outstanding reply so a commit reply is never taken for a
+ *    prefetch (asserted).
+ *
+ * Errors: a broken connection, a timeout or an unexpected reply gives
+ * SP_ERR_IO and marks the store broken (sticky) until sp_store_reconnect,
+ * which also reloads the script. The run loop then reloads its positions
+ * from sp:{NS}:offsets, so nothing in flight needs replaying here.
+ *
+ * What it deliberately does not do
+ *  - No EVAL fallback on NOSCRIPT: the script is loaded at every connect, so
+ *    NOSCRIPT only follows a SCRIPT FLUSH. The EVALSHA was not run, so it is
+ *    reported as SP_ERR_IO ("NOSCRIPT ...") and the reconnect reloads the
+ *    script; the fence makes the retry safe even with commits pipelined
+ *    behind it.
+ *  - Redis does not roll back a script that fails half-way (WRONGTYPE on a
+ *    key someone else wrote, out of memory). Offsets are written first, as
+ *    step 2 of store.h says; such a failure is reported as SP_ERR_IO with the
+ *    server's text and needs an operator.
+ *  - Never logs, and never copies the password anywhere but the AUTH
+ *    command. */
+#include "aggregators/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <hiredis.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "core/err.h"
+
+#define SP_COMMIT_MAX_BYTES ((size_t)64 << 20) /* arena + argument table */
+#define SP_STORE_FIFO_MAX 64                   /* outstanding replies */
+#define SP_GET_CHUNK 1000                      /* keys per MGET/HMGET */
+
+/* ------------------------------------------------------------------ */
+/* the Lua script                                                      */
+/* ------------------------------------------------------------------ */
+
+static const char SCRIPT[] =
+    "local A, CH, ncmd = ARGV, 1000, 0\n"
+    "local function call(...) ncmd = ncmd + 1; return redis.call(...) end\n"
+    "local function hmget(key, f)\n"
+    "  local n = #f\n"
+    "  if n == 0 then return {} end\n"
+    "  if n <= CH then return call('HMGET', key, unpack(f)) end\n"
+    "  local res = {}\n"
+    "  for i = 1, n, CH do\n"
+    "    local r = call('HMGET', key, unpack(f, i, math.min(i + CH - 1, n)))\n"
+    "    for k = 1, #r do res[i + k - 1] = r[k] end\n"
+    "  end\n"
+    "  return res\n"
+    "end\n"
+    "local function hmany(cmd, key, f, step)\n"
+    "  local n = #f\n"
+    "  for i = 1, n, step do call(cmd, key, unpack(f, i, math.min(i + step - 1, n))) end\n"
+    "end\n"
+    "local pre, p = A[1], 2\n"
+    /* 1. fence, before any write */
+    "local offkey = KEYS[1]\n"
+    "local noff = tonumber(A[p]); p = p + 1\n"
+    "local ob = p; p = p + 4 * noff\n"
+    "if noff > 0 then\n"
+    "  local fields = {}\n"
+    "  for i = 1, noff do fields[i] = A[ob + 4 * (i - 1)] end\n"
+    "  local stored = hmget(offkey, fields)\n"
+    "  for i = 1, noff do\n"
+    "    local s = stored[i]\n"
+    "    if s and tonumber(s) ~= tonumber(A[ob + 4 * (i - 1) + 1]) then\n"
+    "      return redis.error_reply('FENCED ' .. fields[i] .. ' ' .. s)\n"
+    "    end\n"
+    "  end\n"
+    /* 2. next offsets and watermarks */
+    "  local hs, ws = {}, {}\n"
+    "  for i = 1, noff do\n"
+    "    hs[2 * i - 1] = fields[i]; hs[2 * i] = A[ob + 4 * (i - 1) + 2]\n"
+    "  end\n"
+    "  hmany('HSET', offkey, hs, 2 * CH)\n"
+    "  local wmkey = pre .. ':wm'\n"
+    "  local old = hmget(wmkey, fields)\n"
+    "  for i = 1, noff do\n"
+    "    local m = A[ob + 4 * (i - 1) + 3]\n"
+    "    local o = tonumber(old[i])\n"
+    "    if o and o > tonumber(m) then m = old[i] end\n"
+    "    ws[2 * i - 1] = fields[i]; ws[2 * i] = m\n"
+    "  end\n"
+    "  hmany('HSET', wmkey, ws, 2 * CH)\n"
+    "end\n"
+    /* 3. entity state */
+    "local nkv = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nkv do\n"
+    "  local k, t = A[p], A[p + 1]\n"
+    "  if t == 'd' then call('DEL', k)\n"
+    "  elseif t == '0' then call('SET', k, A[p + 2])\n"
+    "  else call('SET', k, A[p + 2], 'PX', t) end\n"
+    "  p = p + 3\n"
+    "end\n"
+    /* 4. window hashes */
+    "local nh = tonumber(A[p]); p = p + 1\n"
+    "for h = 1, nh do\n"
+    "  local key, ttl = A[p], A[p + 1]\n"
+    "  local ni, ns, nr = tonumber(A[p + 2]), tonumber(A[p + 3]), tonumber(A[p + 4])\n"
+    "  local ib = p + 5\n"
+    "  local sb = ib + 2 * ni\n"
+    "  local rb = sb + 2 * ns\n"
+    "  p = rb + 4 * nr\n"
+    "  local delta, order, no = {}, {}, 0\n"
+    "  for i = ib, sb - 1, 2 do\n"
+    "    local f, d = A[i], tonumber(A[i + 1])\n"
+    "    local cur = delta[f]\n"
+    "    if cur then delta[f] = cur + d else delta[f] = d; no = no + 1; order[no] = f end\n"
+    "  end\n"
+    "  local nincr, need = no, {}\n"
+    "  for i = rb, p - 1, 4 do\n"
+    "    for j = 2, 3 do\n"
+    "      local f = A[i + j]\n"
+    "      if delta[f] == nil and not need[f] then need[f] = true; no = no + 1; order[no] = f end\n"
+    "    end\n"
+    "  end\n"
+    "  local old = hmget(key, order)\n"
+    "  local vals, out, nout = {}, {}, 0\n"
+    "  for i = 1, nincr do\n"
+    "    local f = order[i]\n"
+    "    local v = (tonumber(old[i]) or 0) + delta[f]\n"
+    "    vals[f] = v\n"
+    "    out[nout + 1] = f; out[nout + 2] = string.format('%d', v); nout = nout + 2\n"
+    "  end\n"
+    "  for i = nincr + 1, no do vals[order[i]] = tonumber(old[i]) or 0 end\n"
+    "  for i = sb, rb - 1, 2 do\n"
+    "    local f, v = A[i], A[i + 1]\n"
+    "    vals[f] = tonumber(v) or 0\n"
+    "    out[nout + 1] = f; out[nout + 2] = v; nout = nout + 2\n"
+    "  end\n"
+    "  local del = {}\n"
+    "  for i = rb, p - 1, 4 do\n"
+    "    local f, kind = A[i], A[i + 1]\n"
+    "    local num, den = vals[A[i + 2]] or 0, vals[A[i + 3]] or 0\n"
+    "    if den ~= 0 then\n"
+    "      local x, s = num / den\n"
+    "      if kind == 'a' then\n"
+    "        if x >= 0 then x = math.floor(x + 0.5) else x = -math.floor(-x + 0.5) end\n"
+    "        s = string.format('%d', x)\n"
+    "      else s = string.format('%.6g', x) end\n"
+    "      out[nout + 1] = f; out[nout + 2] = s; nout = nout + 2\n"
+    "    else del[#del + 1] = f end\n"
+    "  end\n"
+    "  hmany('HSET', key, out, 2 * CH)\n"
+    "  hmany('HDEL', key, del, CH)\n"
+    "  if ttl ~= '0' then call('PEXPIRE', key, ttl) end\n"
+    "end\n"
+    /* 5. max pointers */
+    "local nmax = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nmax do\n"
+    "  local k, v = A[p], A[p + 1]\n"
+    "  local cur = call('GET', k)\n"
+    "  local c = cur and tonumber(cur)\n"
+    "  if not c or tonumber(v) > c then call('SET', k, v) end\n"
+    "  p = p + 2\n"
+    "end\n"
+    /* 6. health and gauges */
+    "local nhl = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nhl do call('HINCRBY', pre .. ':health', A[p], A[p + 1]); p = p + 2 end\n"
+    "local ng = tonumber(A[p]); p = p + 1\n"
+    "if ng > 0 then\n"
+    "  local g = {}\n"
+    "  for i = 1, 2 * ng do g[i] = A[p + i - 1] end\n"
+    "  hmany('HSET', pre .. ':gauges', g, 2 * CH)\n"
+    "  p = p + 2 * ng\n"
+    "end\n"
+    /* 7. publish */
+    "local np = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, np do call('PUBLISH', pre .. ':updates', A[p]); p = p + 1 end\n"
+    "return ncmd\n";
+
+#define SP_LUA_CHUNK 1000 /* must match CH in SCRIPT */
+
+/* ------------------------------------------------------------------ */
+/* commit builder                                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct sp_arg {
+    size_t off; /* into the arena */
+    size_t len;
+} sp_arg_t;
+
+typedef struct sp_argvec {
+    sp_arg_t *v;
+    size_t n, cap;
+} sp_argvec_t;
+
+typedef struct sp_hash_sec {
+    sp_arg_t key, ttl;
+    size_t incr_lo, incr_hi; /* argument ranges in incr/set/ratio vectors */
+    size_t set_lo, set_hi;
+    size_t ratio_lo, ratio_hi;
+} sp_hash_sec_t;
+
+enum { SEC_OFF, SEC_KV, SEC_INCR, SEC_SET, SEC_RATIO, SEC_MAX, SEC_HEALTH, SEC_GAUGE, SEC_PUB,
+       SEC__COUNT };
+
+struct sp_commit {
+    char *arena; /* all strings, copied */
+    size_t used, cap;
+    sp_argvec_t sec[SEC__COUNT];
+    sp_hash_sec_t *hash;
+    size_t nhash, hash_cap;
+    int err; /* sticky: out of memory or over SP_COMMIT_MAX_BYTES */
+};
+
+static size_t commit_bytes(const sp_commit_t *c) {
+    size_t b = c->used + c->nhash * sizeof(sp_hash_sec_t);
+    for (int i = 0; i < SEC__COUNT; i++)
+        b += c->sec[i].n * sizeof(sp_arg_t);
+    return b;
+}
+
+/* Grow *p (elements of size sz) to hold at least need; bounded. */
+static int grow(sp_commit_t *c, void **p, size_t *cap, size_t need, size_t sz) {
+    if (need <= *cap)
+        return 0;
+    if (c->err)
+        return -1;
+    size_t ncap = *cap ? *cap : 64;
+    while (ncap < need)
+        ncap *= 2;
+    if (commit_bytes(c) + (ncap - *cap) * sz > SP_COMMIT_MAX_BYTES * 2) {
+        c->err = 1;
+        return -1;
+    }
+    void *np = realloc(*p, ncap * sz);
+    if (!np) {
+        c->err = 1;
+        return -1;
+    }
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+static int commit_full(sp_commit_t *c, size_t more) {
+    if (c->err)
+        return 1;
+    if (commit_bytes(c) + more > SP_COMMIT_MAX_BYTES) {
+        c->err = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Copy bytes into the arena; returns the argument. On failure c->err. */
+static sp_arg_t arena_put(sp_commit_t *c, const void *s, size_t len) {
+    sp_arg_t a = {0, 0};
+    if (commit_full(c, len + sizeof(sp_arg_t)))
+        return a;
+    if (grow(c, (void **)&c->arena, &c->cap, c->used + len + 1, 1))
+        return a;
+    if (len)
+        memcpy(c->arena + c->used, s, len);
+    c->arena[c->used + len] = '\0';
+    a.off = c->used;
+    a.len = len;
+    c->used += len + 1;
+    return a;
+}
+
+static size_t fmt_i64(char *buf, int64_t v) {
+    char tmp[24];
+    size_t n = 0, i = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        buf[i++] = '-';
+    while (n)
+        buf[i++] = tmp[--n];
+    buf[i] = '\0';
+    return i;
+}
+
+static sp_arg_t arena_i64(sp_commit_t *c, int64_t v) {
+    char buf[24];
+    size_t n = fmt_i64(buf, v);
+    return arena_put(c, buf, n);
+}
+
+static void push(sp_commit_t *c, int sec, sp_arg_t a) {
+    sp_argvec_t *av = &c->sec[sec];
+    if (c->err)
+        return;
+    if (grow(c, (void **)&av->v, &av->cap, av->n + 1, sizeof(sp_arg_t)))
+        return;
+    av->v[av->n++] = a;
+}
+
+static void push_str(sp_commit_t *c, int sec, const char *s, size_t len) {
+    sp_arg_t a = arena_put(c, s, len);
+    push(c, sec, a);
+}
+
+static void push_i64(sp_commit_t *c, int sec, int64_t v) {
+    sp_arg_t a = arena_i64(c, v);
+    push(c, sec, a);
+}
+
+sp_commit_t *sp_commit_new(void) {
+    return calloc(1, sizeof(sp_commit_t));
+}
+
+void sp_commit_reset(sp_commit_t *c) {
+    c->used = 0;
+    for (int i = 0; i < SEC__COUNT; i++)
+        c->sec[i].n = 0;
+    c->nhash = 0;
+    c->err = 0;
+}
+
+void sp_commit_destroy(sp_commit_t *c) {
+    if (!c)
+        return;
+    free(c->arena);
+    for (int i = 0; i < SEC__COUNT; i++)
+        free(c->sec[i].v);
+    free(c->hash);
+    free(c);
+}
+
+int sp_commit_is_empty(const sp_commit_t *c) {
+    if (c->nhash)
+        return 0;
+    for (int i = 0; i < SEC__COUNT; i++)
+        if (c->sec[i].n)
+            return 0;
+    return 1;
+}
+
+void sp_commit_offset(sp_commit_t *c, const char *field, int64_t expected, int64_t next,
+                      int64_t max_event_time) {
+    push_str(c, SEC_OFF, field, strlen(field));
+    push_i64(c, SEC_OFF, expected);
+    push_i64(c, SEC_OFF, next);
+    push_i64(c, SEC_OFF, max_event_time);
+}
+
+void sp_commit_kv(sp_commit_t *c, const char *key, const void *value, size_t len, int64_t ttl_ms) {
+    push_str(c, SEC_KV, key, strlen(key));
+    if (!value) {
+        push_str(c, SEC_KV, "d", 1);
+        push_str(c, SEC_KV, "", 0);
+        return;
+    }
+    push_i64(c, SEC_KV, ttl_ms > 0 ? ttl_ms : 0);
+    push_str(c, SEC_KV, value, len);
+}
+
+void sp_commit_hash(sp_commit_t *c, const char *key, int64_t ttl_ms) {
+    if (c->err)
+        return;
+    sp_hash_sec_t h;
+    h.key = arena_put(c, key, strlen(key));
+    h.ttl = arena_i64(c, ttl_ms > 0 ? ttl_ms : 0);
+    h.incr_lo = h.incr_hi = c->sec[SEC_INCR].n;
+    h.set_lo = h.set_hi = c->sec[SEC_SET].n;
+    h.ratio_lo = h.ratio_hi = c->sec[SEC_RATIO].n;
+    if (c->err || grow(c, (void **)&c->hash, &c->hash_cap, c->nhash + 1, sizeof(h)))
+        return;
+    c->hash[c->nhash++] = h;
+}
+
+/* The open hash section, after an incr/set/ratio call appended to sec. */
+static void hash_close(sp_commit_t *c) {
+    assert(c->nhash > 0 && "sp_commit_incr/hset/ratio before sp_commit_hash");
+    if (c->nhash == 0) {
+        c->err = 1;
+        return;
+    }
+    sp_hash_sec_t *h = &c->hash[c->nhash - 1];
+    h->incr_hi = c->sec[SEC_INCR].n;
+    h->set_hi = c->sec[SEC_SET].n;
+    h->ratio_hi = c->sec[SEC_RATIO].n;
+}
+
+void sp_commit_incr(sp_commit_t *c, const char *field, size_t field_len, int64_t delta) {
+    if (c->err)
+        return;
+    push_str(c, SEC_INCR, field, field_len);
+    push_i64(c, SEC_INCR, delta);
+    hash_close(c);
+}
+
+void sp_commit_hset(sp_commit_t *c, const char *field, const char *value) {
+    if (c->err)
+        return;
+    push_str(c, SEC_SET, field, strlen(field));
+    push_str(c, SEC_SET, value, strlen(value));
+    hash_close(c);
+}
+
+void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *num_field,
+                     const char *den_field) {
+    assert(kind == 'r' || kind == 'a');
+    if (c->err)
+        return;
+    push_str(c, SEC_RATIO, field, strlen(field));
+    push_str(c, SEC_RATIO, &kind, 1);
+    push_str(c, SEC_RATIO, num_field, strlen(num_field));
+    push_str(c, SEC_RATIO, den_field, strlen(den_field));
+    hash_close(c);
+}
+
+void sp_commit_max(sp_commit_t *c, const char *key, int64_t value) {
+    push_str(c, SEC_MAX, key, strlen(key));
+    push_i64(c, SEC_MAX, value);
+}
+
+void sp_commit_health(sp_commit_t *c, const char *field, int64_t delta) {
+    push_str(c, SEC_HEALTH, field, strlen(field));
+    push_i64(c, SEC_HEALTH, delta);
+}
+
+void sp_commit_gauge(sp_commit_t *c, const char *field, int64_t value) {
+    push_str(c, SEC_GAUGE, field, strlen(field));
+    push_i64(c, SEC_GAUGE, value);
+}
+
+void sp_commit_publish(sp_commit_t *c, const char *message) {
+    push_str(c, SEC_PUB, message, strlen(message));
+}
+
+static int64_t chunks(size_t n, size_t per) {
+    return (int64_t)((n + per - 1) / per);
+}
+
+int64_t sp_commit_command_estimate(const sp_commit_t *c) {
+    int64_t n = 0;
+    size_t noff = c->sec[SEC_OFF].n / 4;
+    /* HMGET + HSET on offsets, HMGET + HSET on watermarks */
+    n += 4 * chunks(noff, SP_LUA_CHUNK);
+    n += (int64_t)(c->sec[SEC_KV].n / 3);
+    for (size_t i = 0; i < c->nhash; i++) {
+        const sp_hash_sec_t *h = &c->hash[i];
+        size_t ni = (h->incr_hi - h->incr_lo) / 2, ns = (h->set_hi - h->set_lo) / 2,
+               nr = (h->ratio_hi - h->ratio_lo) / 4;
+        /* upper bound: every incr and ratio input distinct */
+        n += chunks(ni + 2 * nr, SP_LUA_CHUNK);
+        n += chunks(ni + ns + nr, SP_LUA_CHUNK);
+        if (!(h->ttl.len == 1 && c->arena[h->ttl.off] == '0'))
+            n++;
+    }
+    n += (int64_t)(c->sec[SEC_MAX].n / 2) * 2; /* GET, maybe SET */
+    n += (int64_t)(c->sec[SEC_HEALTH].n / 2);
+    n += chunks(c->sec[SEC_GAUGE].n / 2, SP_LUA_CHUNK);
+    n += (int64_t)c->sec[SEC_PUB].n;
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* the connection                                                      */
+/* ------------------------------------------------------------------ */
+
+enum { PEND_COMMIT = 1, PEND_MGET, PEND_MGET_EMPTY };
+
+struct sp_store {
+    sp_config_t cfg; /* copy: host, port, credentials, db, timeout, ns */
+    redisContext *rc;
+    int broken;          /* sticky I/O error: reconnect before use */
+    char prefix[80];     /* sp:{NS} */
+    char offsets_key[96];
+    char wm_key[96];
+    char sha[41];
+    /* outstanding replies, oldest first */
+    unsigned char fifo[SP_STORE_FIFO_MAX];
+    int fifo_head, fifo_len;
+    /* reused send buffers */
+    const char **argv;
+    size_t *argvlen;
+    size_t argv_cap;
+    char *nums; /* formatted counts for the argument list */
+    size_t nums_cap;
+    int64_t last_commands;
+};
+
+static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
+    if (!errstr || !errstr_size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+/* Record an I/O failure of the context; returns SP_ERR_IO. */
+static int io_fail(sp_store_t *st, const char *what, char *errstr, size_t errstr_size) {
+    st->broken = 1;
+    set_err(errstr, errstr_size, "redis %s: %s", what,
+            st->rc && st->rc->err ? st->rc->errstr : "connection lost");
+    return SP_ERR_IO;
+}
+
+static void fifo_push(sp_store_t *st, int kind) {
+    assert(st->fifo_len < SP_STORE_FIFO_MAX);
+    st->fifo[(st->fifo_head + st->fifo_len) % SP_STORE_FIFO_MAX] = (unsigned char)kind;
+    st->fifo_len++;
+}
+
+static int fifo_pop(sp_store_t *st) {
+    assert(st->fifo_len > 0);
+    int k = st->fifo[st->fifo_head];
+    st->fifo_head = (st->fifo_head + 1) % SP_STORE_FIFO_MAX;
+    st->fifo_len--;
+    return k;
+}
+
+/* Blocking command; the reply is the caller's (freeReplyObject). */
+static redisReply *command(sp_store_t *st, int argc, const char **argv, const size_t *lens) {
+    return redisCommandArgv(st->rc, argc, argv, lens);
+}
+
+static int connect_once(sp_store_t *st, char *errstr, size_t errstr_size) {
+    const sp_config_t *cfg = &st->cfg;
+    int64_t tmo = cfg->redis_timeout_ms > 0 ? cfg->redis_timeout_ms : 5000;
+    struct timeval tv = {(time_t)(tmo / 1000), (suseconds_t)((tmo % 1000) * 1000)};
+    redisReply *r = NULL;
+    int ret = SP_ERR_IO;
+
+    st->broken = 1;
+    st->fifo_head = st->fifo_len = 0;
+    if (st->rc) {
+        redisFree(st->rc);
+        st->rc = NULL;
+    }
+    if (cfg->redis_unix_socket[0])
+        st->rc = redisConnectUnixWithTimeout(cfg->redis_unix_socket, tv);
+    else
+        st->rc = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+    if (!st->rc) {
+        set_err(errstr, errstr_size, "redis connect: out of memory");
+        return SP_ERR_NOMEM;
+    }
+    if (st->rc->err) {
+        if (cfg->redis_unix_socket[0])
+            set_err(errstr, errstr_size, "redis connect %s: %s", cfg->redis_unix_socket,
+                    st->rc->errstr);
+        else
+            set_err(errstr, errstr_size, "redis connect %s:%d: %s", cfg->redis_host,
+                    cfg->redis_port, st->rc->errstr);
+        goto out;
+    }
+    if (cfg->redis_timeout_ms > 0 && redisSetTimeout(st->rc, tv) != REDIS_OK) {
+        set_err(errstr, errstr_size, "redis set timeout: %s", st->rc->errstr);
+        goto out;
+    }
+
+    if (cfg->redis_password[0]) {
+        const char *av[3];
+        size_t al[3];
+        int ac = 0;
+        av[ac] = "AUTH", al[ac++] = 4;
+        if (cfg->redis_user[0])
+            av[ac] = cfg->redis_user, al[ac] = strlen(cfg->redis_user), ac++;
+        av[ac] = cfg->redis_password, al[ac] = strlen(cfg->redis_password), ac++;
+        r = command(st, ac, av, al);
+        if (!r) {
+            io_fail(st, "AUTH", errstr, errstr_size);
+            goto out;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            /* the server's text never contains the password */
+            set_err(errstr, errstr_size, "redis AUTH failed: %s", r->str);
+            goto out;
+        }
+        freeReplyObject(r);
+        r = NULL;
+    }
+    if (cfg->redis_db != 0) {
+        char db[16];
+        const char *av[2] = {"SELECT", db};
+        size_t al[2] = {6, fmt_i64(db, cfg->redis_db)};
+        r = command(st, 2, av, al);
+        if (!r) {
+            io_fail(st, "SELECT", errstr, errstr_size);
+            goto out;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            set_err(errstr, errstr_size, "redis SELECT %d: %s", cfg->redis_db, r->str);
+            goto out;
+        }
+        freeReplyObject(r);
+        r = NULL;
+    }
+    {
+        const char *av[3] = {"SCRIPT", "LOAD", SCRIPT};
+        size_t al[3] = {6, 4, sizeof(SCRIPT) - 1};
+        r = command(st, 3, av, al);
+        if (!r) {
+            io_fail(st, "SCRIPT LOAD", errstr, errstr_size);
+            goto out;
+        }
+        if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+            set_err(errstr, errstr_size, "redis SCRIPT LOAD: %s",
+                    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            goto out;
+        }
+        memcpy(st->sha, r->str, 40);
+        st->sha[40] = '\0';
+    }
+    st->broken = 0;
+    ret = SP_OK;
+out:
+    if (r)
+        freeReplyObject(r);
+    return ret;
+}
+
+sp_store_t *sp_store_new(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
+    sp_store_t *st = calloc(1, sizeof(*st));
+    if (!st) {
+        set_err(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    st->cfg = *cfg;
+    const char *ns = cfg->ns[0] ? cfg->ns : "store";
+    snprintf(st->prefix, sizeof(st->prefix), "sp:{%s}", ns);
+    snprintf(st->offsets_key, sizeof(st->offsets_key), "%s:offsets", st->prefix);
+    snprintf(st->wm_key, sizeof(st->wm_key), "%s:wm", st->prefix);
+    st->last_commands = -1;
+    if (connect_once(st, errstr, errstr_size) != SP_OK) {
+        sp_store_destroy(st);
+        return NULL;
+    }
+    return st;
+}
+
+void sp_store_destroy(sp_store_t *st) {
+    if (!st)
+        return;
+    if (st->rc)
+        redisFree(st->rc);
+    free(st->argv);
+    free(st->argvlen);
+    free(st->nums);
+    /* the copied config holds the password: do not leave it in freed memory */
+    memset(&st->cfg, 0, sizeof(st->cfg));
+    free(st);
+}
+
+int sp_store_reconnect(sp_store_t *st, char *errstr, size_t errstr_size) {
+    return connect_once(st, errstr, errstr_size);
+}
+
+const char *sp_store_ns(const sp_store_t *st) {
+    return st->prefix;
+}
+
+int sp_store_pending(const sp_store_t *st) {
+    return st->fifo_len;
+}
+
+int64_t sp_store_last_commit_commands(const sp_store_t *st) {
+    return st->last_commands;
+}
+
+static int usable(sp_store_t *st, char *errstr, size_t errstr_size) {
+    if (st->broken || !st->rc || st->rc->err) {
+        st->broken = 1;
+        set_err(errstr, errstr_size, "redis: connection broken, reconnect first");
+        return SP_ERR_IO;
+    }
+    return SP_OK;
+}
+
+/* Write the whole output buffer without reading. */
+static int flush(sp_store_t *st, const char *what, char *errstr, size_t errstr_size) {
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(st->rc, &done) != REDIS_OK)
+            return io_fail(st, what, errstr, errstr_size);
+    }
+    return SP_OK;
+}
+
+static int parse_i64(const char *s, size_t len, int64_t *out) {
+    char buf[32];
+    char *end;
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Blocking, pipelined: HMGET key fields (chunked) into out (-1 = absent).
+ * Sends every chunk, then reads every reply. */
+static int hmget_ints(sp_store_t *st, const char *cmd, const char *key, const char *const *names,
+                      int n, int64_t *out, char *errstr, size_t errstr_size) {
+    int is_mget = strcmp(cmd, "MGET") == 0;
+    const char *av[SP_GET_CHUNK + 2];
+    size_t al[SP_GET_CHUNK + 2];
+    int nchunks = 0, ret = SP_OK;
+
+    for (int lo = 0; lo < n; lo += SP_GET_CHUNK) {
+        int hi = lo + SP_GET_CHUNK < n ? lo + SP_GET_CHUNK : n, ac = 0;
+        av[ac] = cmd, al[ac++] = strlen(cmd);
+        if (!is_mget)
+            av[ac] = key, al[ac++] = strlen(key);
+        for (int i = lo; i < hi; i++)
+            av[ac] = names[i], al[ac++] = strlen(names[i]);
+        if (redisAppendCommandArgv(st->rc, ac, av, al) != REDIS_OK)
+            return io_fail(st, cmd, errstr, errstr_size);
+        nchunks++;
+    }
+    for (int c = 0; c < nchunks; c++) {
+        redisReply *r = NULL;
+        int lo = c * SP_GET_CHUNK;
+        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+            return io_fail(st, cmd, errstr, errstr_size);
+        if (r->type != REDIS_REPLY_ARRAY) {
+            if (ret == SP_OK) {
+                st->broken = 1;
+                set_err(errstr, errstr_size, "redis %s %s: %s", cmd, is_mget ? "" : key,
+                        r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                ret = SP_ERR_IO;
+            }
+            freeReplyObject(r);
+            continue; /* keep reading so the pipeline stays in step */
+        }
+        for (size_t i = 0; i < r->elements && lo + (int)i < n; i++) {
+            redisReply *e = r->element[i];
+            out[lo + i] = -1;
+            if (e->type == REDIS_REPLY_STRING && parse_i64(e->str, e->len, &out[lo + i]) != 0 &&
+                ret == SP_OK) {
+                set_err(errstr, errstr_size, "redis %s: '%s' is not an integer",
+                        is_mget ? "key" : key, names[lo + i]);
+                ret = SP_ERR_INVALID;
+            }
+        }
+        freeReplyObject(r);
+    }
+    return ret;
+}
+
+int sp_store_load_offsets(sp_store_t *st, const char *const *fields, int n, int64_t *next_out,
+                          int64_t *max_et_out, char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    if (ret != SP_OK)
+        return ret;
+    ret = hmget_ints(st, "HMGET", st->offsets_key, fields, n, next_out, errstr, errstr_size);
+    if (ret == SP_OK)
+        ret = hmget_ints(st, "HMGET", st->wm_key, fields, n, max_et_out, errstr, errstr_size);
+    return ret;
+}
+
+int sp_store_get_ints(sp_store_t *st, const char *const *keys, int n, int64_t *out, char *errstr,
+                      size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    if (ret != SP_OK)
+        return ret;
+    return hmget_ints(st, "MGET", NULL, keys, n, out, errstr, errstr_size);
+}
+
+/* Make room for n arguments. */
+static int argv_reserve(sp_store_t *st, size_t n) {
+    if (n <= st->argv_cap)
+        return 0;
+    size_t cap = st->argv_cap ? st->argv_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    const char **av = realloc(st->argv, cap * sizeof(*av));
+    if (!av)
+        return -1;
+    st->argv = av;
+    size_t *al = realloc(st->argvlen, cap * sizeof(*al));
+    if (!al)
+        return -1;
+    st->argvlen = al;
+    st->argv_cap = cap;
+    return 0;
+}
+
+int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    if (ret != SP_OK)
+        return ret;
+    if (c->err) {
+        set_err(errstr, errstr_size, "commit too large (over %zu MiB) or out of memory",
+                SP_COMMIT_MAX_BYTES >> 20);
+        return SP_ERR_INVALID;
+    }
+    if (st->fifo_len >= SP_STORE_FIFO_MAX) {
+        set_err(errstr, errstr_size, "too many outstanding replies");
+        return SP_ERR_INVALID;
+    }
+
+    /* counts: 7 sections + 3 per hash, each at most 20 digits + NUL */
+    size_t ncounts = 7 + 3 * c->nhash;
+    if (ncounts * 24 > st->nums_cap) {
+        char *nb = realloc(st->nums, ncounts * 24);
+        if (!nb) {
+            set_err(errstr, errstr_size, "out of memory");
+            return SP_ERR_NOMEM;
+        }
+        st->nums = nb;
+        st->nums_cap = ncounts * 24;
+    }
+    size_t argc = 5 + 7 + 5 * c->nhash;
+    for (int i = 0; i < SEC__COUNT; i++)
+        argc += c->sec[i].n;
+    if (argv_reserve(st, argc)) {
+        set_err(errstr, errstr_size, "out of memory");
+        return SP_ERR_NOMEM;
+    }
+
+    const char **av = st->argv;
+    size_t *al = st->argvlen;
+    size_t k = 0, nk = 0;
+#define ARG_S(s, l) (av[k] = (s), al[k] = (l), k++)
+#define ARG_A(a) ARG_S(c->arena + (a).off, (a).len)
+#define ARG_N(v) (ARG_S(st->nums + nk * 24, fmt_i64(st->nums + nk * 24, (int64_t)(v))), nk++)
+#define ARG_SEC(s)                                                                                 \
+    do {                                                                                           \
+        for (size_t i_ = 0; i_ < c->sec[s].n; i_++)                                                \
+            ARG_A(c->sec[s].v[i_]);                                                                \
+    } while (0)
+    ARG_S("EVALSHA", 7);
+    ARG_S(st->sha, 40);
+    ARG_S("1", 1);
+    ARG_S(st->offsets_key, strlen(st->offsets_key));
+    ARG_S(st->prefix, strlen(st->prefix));
+    ARG_N(c->sec[SEC_OFF].n / 4);
+    ARG_SEC(SEC_OFF);
+    ARG_N(c->sec[SEC_KV].n / 3);
+    ARG_SEC(SEC_KV);
+    ARG_N(c->nhash);
+    for (size_t h = 0; h < c->nhash; h++) {
+        const sp_hash_sec_t *hs = &c->hash[h];
+        ARG_A(hs->key);
+        ARG_A(hs->ttl);
+        ARG_N((hs->incr_hi - hs->incr_lo) / 2);
+        ARG_N((hs->set_hi - hs->set_lo) / 2);
+        ARG_N((hs->ratio_hi - hs->ratio_lo) / 4);
+        for (size_t i = hs->incr_lo; i < hs->incr_hi; i++)
+            ARG_A(c->sec[SEC_INCR].v[i]);
+        for (size_t i = hs->set_lo; i < hs->set_hi; i++)
+            ARG_A(c->sec[SEC_SET].v[i]);
+        for (size_t i = hs->ratio_lo; i < hs->ratio_hi; i++)
+            ARG_A(c->sec[SEC_RATIO].v[i]);
+    }
+    ARG_N(c->sec[SEC_MAX].n / 2);
+    ARG_SEC(SEC_MAX);
+    ARG_N(c->sec[SEC_HEALTH].n / 2);
+    ARG_SEC(SEC_HEALTH);
+    ARG_N(c->sec[SEC_GAUGE].n / 2);
+    ARG_SEC(SEC_GAUGE);
+    ARG_N(c->sec[SEC_PUB].n);
+    ARG_SEC(SEC_PUB);
+#undef ARG_S
+#undef ARG_A
+#undef ARG_N
+#undef ARG_SEC
+    assert(k == argc && nk <= ncounts);
+
+    if (redisAppendCommandArgv(st->rc, (int)k, av, al) != REDIS_OK)
+        return io_fail(st, "EVALSHA", errstr, errstr_size);
+    fifo_push(st, PEND_COMMIT);
+    return flush(st, "EVALSHA", errstr, errstr_size);
+}
+
+int sp_store_commit_recv(sp_store_t *st, char *errstr, size_t errstr_size) {
+    redisReply *r = NULL;
+    int ret = usable(st, errstr, errstr_size);
+    if (ret != SP_OK)
+        return ret;
+    assert(st->fifo_len > 0 && st->fifo[st->fifo_head] == PEND_COMMIT &&
+           "commit_recv: the oldest outstanding reply is not a commit");
+    if (st->fifo_len == 0 || st->fifo[st->fifo_head] != PEND_COMMIT) {
+        set_err(errstr, errstr_size, "commit_recv: no commit reply outstanding");
+        return SP_ERR_INVALID;
+    }
+    fifo_pop(st);
+    if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+        return io_fail(st, "EVALSHA", errstr, errstr_size);
+    if (r->type == REDIS_REPLY_INTEGER) {
+        st->last_commands = r->integer;
+        ret = SP_OK;
+    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "FENCED ", 7) == 0) {
+        set_err(errstr, errstr_size, "fenced: %s", r->str + 7);
+        ret = SP_ERR_FENCED;
+    } else {
+        /* NOSCRIPT (cache flushed), OOM, BUSY, a script error: the caller
+         * reconnects (reloading the script) and reloads its positions */
+        st->broken = 1;
+        set_err(errstr, errstr_size, "redis commit: %s",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        ret = SP_ERR_IO;
+    }
+    freeReplyObject(r);
+    return ret;
+}
+
+int sp_store_mget_send(sp_store_t *st, const char *const *keys, const size_t *lens, int n,
+                       char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    if (ret != SP_OK)
+        return ret;
+    if (st->fifo_len >= SP_STORE_FIFO_MAX) {
+        set_err(errstr, errstr_size, "too many outstanding replies");
+        return SP_ERR_INVALID;
+    }
+    if (n <= 0) { /* MGET needs a key: nothing to send, an empty reply */
+        fifo_push(st, PEND_MGET_EMPTY);
+        return SP_OK;
+    }
+    if (argv_reserve(st, (size_t)n + 1)) {
+        set_err(errstr, errstr_size, "out of memory");
+        return SP_ERR_NOMEM;
+    }
+    st->argv[0] = "MGET";
+    st->argvlen[0] = 4;
+    for (int i = 0; i < n; i++) {
+        st->argv[i + 1] = keys[i];
+        st->argvlen[i + 1] = lens ? lens[i] : strlen(keys[i]);
+    }
+    if (redisAppendCommandArgv(st->rc, n + 1, st->argv, st->argvlen) != REDIS_OK)
+        return io_fail(st, "MGET", errstr, errstr_size);
+    fifo_push(st, PEND_MGET);
+    return flush(st, "MGET", errstr, errstr_size);
+}
+
+int sp_store_mget_recv(sp_store_t *st,
+                       void (*cb)(void *opaque, int idx, const char *val, size_t len),
+                       void *opaque, char *errstr, size_t errstr_size) {
+    redisReply *r = NULL;
+    int ret = usable(st, errstr, errstr_size);
+    if (ret != SP_OK)
+        return ret;
+    assert(st->fifo_len > 0 && st->fifo[st->fifo_head] != PEND_COMMIT &&
+           "mget_recv: the oldest outstanding reply is not a prefetch");
+    if (st->fifo_len == 0 || st->fifo[st->fifo_head] == PEND_COMMIT) {
+        set_err(errstr, errstr_size, "mget_recv: no prefetch reply outstanding");
+        return SP_ERR_INVALID;
+    }
+    if (fifo_pop(st) == PEND_MGET_EMPTY)
+        return SP_OK;
+    if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+        return io_fail(st, "MGET", errstr, errstr_size);
+    if (r->type != REDIS_REPLY_ARRAY) {
+        st->broken = 1;
+        set_err(errstr, errstr_size, "redis MGET: %s",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return SP_ERR_IO;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_STRING)
+            cb(opaque, (int)i, e->str, e->len);
+        else
+            cb(opaque, (int)i, NULL, 0);
+    }
+    freeReplyObject(r);
+    return SP_OK;
+}
