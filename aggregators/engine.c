@@ -1,0 +1,691 @@
+/* engine.c -- windows, watermark, entity cache and interned dimensions.
+ *
+ * What it does
+ *  - Watermark: per assigned partition, max event time seen and the wall time
+ *    of its last event. The pipeline watermark is the minimum, over partitions
+ *    that are not idle, of max_event_time - max_out_of_orderness. A partition
+ *    is idle when it delivered nothing for idle_timeout AND has no lag; a
+ *    partition that has delivered nothing yet and is not idle holds the
+ *    watermark where it is. When every partition is idle the watermark follows
+ *    the wall clock (minus the out-of-orderness bound), so windows close when
+ *    traffic stops, but never while there is lag (a replay is never turned
+ *    late). The watermark never moves backwards.
+ *  - Windows: per size a short list of open windows (a handful at any time:
+ *    events are at most max_out_of_orderness + allowed_lateness behind).
+ *    Closing walks window starts from the final pointer up to the watermark:
+ *    a window in memory is emitted with closed=1, a window not in memory is
+ *    zero-filled (overall counters 0, closed=1). Windows older than the size's
+ *    TTL are skipped (they would expire at once), and at most
+ *    CLOSE_MAX_PER_TICK windows close per call so one tick stays bounded.
+ *  - Entity cache: a chained hash table + LRU list over Redis entity state.
+ *    want() creates a placeholder for keys not in memory; the run loop fetches
+ *    them in one MGET and hands the values to fetched(). Entities changed in a
+ *    batch are written in its commit; cold clean ones are evicted past
+ *    state.cache_max.
+ *  - Interned dimension values: small integer ids so a window's per-dimension
+ *    tables compare ids, not strings. At most INTERN_MAX values; past that a
+ *    value is counted as __other__ (id 0).
+ *
+ * What it deliberately does not do: any I/O, any event-id dedup (consumer's
+ * job), time zones (UTC-aligned windows; daily windows in a store's zone are
+ * a later step). */
+#include "aggregators/engine.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregators/family.h"
+#include "core/log.h"
+
+#define INTERN_MAX 65536
+#define CLOSE_MAX_PER_TICK 2000
+#define MAX_OPEN_PER_SIZE 256
+
+static const sp_family_t *const families[] = {&sp_family_funnel};
+#define NFAM ((int)(sizeof(families) / sizeof(families[0])))
+
+static const sp_entity_kind_t *const kinds[SP_KIND__COUNT] = {&sp_kind_session, &sp_kind_order};
+
+typedef struct part {
+    int topic_idx;
+    int32_t partition;
+    int64_t max_et;     /* -1: nothing seen */
+    int64_t last_wall;  /* wall ms of its last event (or assignment) */
+    int64_t lag;        /* -1 unknown */
+} part_t;
+
+typedef struct win {
+    int64_t start;
+    int dirty;
+    void *fam[NFAM > 0 ? NFAM : 1];
+} win_t;
+
+typedef struct closing {
+    int size_idx;
+    int64_t start;
+    win_t *w; /* NULL: not in memory */
+} closing_t;
+
+struct sp_engine {
+    const sp_config_t *cfg;
+    char prefix[96]; /* sp:{NS} */
+    char final_key[SP_MAX_WINDOWS][128];
+    char latest_key[SP_MAX_WINDOWS][128];
+    char size_name[SP_MAX_WINDOWS][16];
+
+    /* watermark */
+    part_t *parts;
+    int npart, part_cap;
+    int last_part;
+    int64_t watermark; /* INT64_MIN until known */
+    int64_t now_ms;    /* wall time of the last advance() */
+
+    /* windows */
+    win_t *open[SP_MAX_WINDOWS][MAX_OPEN_PER_SIZE];
+    int nopen[SP_MAX_WINDOWS];
+    int64_t final_start[SP_MAX_WINDOWS]; /* -1 none */
+    int64_t latest_start[SP_MAX_WINDOWS];
+    closing_t *closing;
+    int nclosing, closing_cap;
+
+    /* interned dimension values */
+    uint64_t *ihash;   /* open addressing: hash per slot, 0 = empty */
+    uint32_t *iid;     /* id per slot */
+    sp_str_t *istr;    /* id -> string */
+    uint32_t icount;   /* ids 1..icount used */
+    uint32_t icap;     /* slots (power of two) */
+    sp_arena_t *iarena;
+
+    /* entity cache */
+    sp_entity_t **buckets;
+    size_t nbuckets, nentities;
+    sp_entity_t *lru_head, *lru_tail;
+    sp_entity_t **dirty;
+    size_t ndirty, dirty_cap;
+
+    /* want list (prefetch) */
+    sp_entity_t **want;
+    const char **want_keys;
+    size_t *want_lens;
+    int nwant, want_cap;
+
+    char keybuf[512];
+    char *encbuf;
+    size_t enccap;
+};
+
+/* ------------------------------------------------------------------ */
+
+const sp_config_t *sp_engine_cfg(const sp_engine_t *e) { return e->cfg; }
+int sp_engine_size_count(const sp_engine_t *e) { return e->cfg->window_cnt; }
+
+int64_t sp_engine_window_start(const sp_engine_t *e, int size_idx, int64_t t) {
+    int64_t sz = e->cfg->window_ms[size_idx];
+    int64_t q = t / sz;
+    if (t < 0 && q * sz != t) q--;
+    return q * sz;
+}
+
+const char *sp_engine_final_key(const sp_engine_t *e, int size_idx) {
+    return e->final_key[size_idx];
+}
+
+sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
+    sp_engine_t *e = calloc(1, sizeof(*e));
+    if (!e) goto oom;
+    e->cfg = cfg;
+    snprintf(e->prefix, sizeof(e->prefix), "sp:{%s}", cfg->ns);
+    for (int i = 0; i < cfg->window_cnt; i++) {
+        sp_duration_format(cfg->window_ms[i], e->size_name[i], sizeof(e->size_name[i]));
+        snprintf(e->final_key[i], sizeof(e->final_key[i]), "%s:final:funnel:%s", e->prefix,
+                 e->size_name[i]);
+        snprintf(e->latest_key[i], sizeof(e->latest_key[i]), "%s:latest:funnel:%s", e->prefix,
+                 e->size_name[i]);
+        e->final_start[i] = -1;
+        e->latest_start[i] = -1;
+    }
+    e->watermark = INT64_MIN;
+    e->icap = 1024;
+    e->ihash = calloc(e->icap, sizeof(*e->ihash));
+    e->iid = calloc(e->icap, sizeof(*e->iid));
+    e->istr = calloc(INTERN_MAX + 1, sizeof(*e->istr));
+    e->iarena = sp_arena_new(64 * 1024);
+    e->nbuckets = 1024;
+    e->buckets = calloc(e->nbuckets, sizeof(*e->buckets));
+    e->enccap = 4096;
+    e->encbuf = malloc(e->enccap);
+    if (!e->ihash || !e->iid || !e->istr || !e->iarena || !e->buckets || !e->encbuf) goto oom;
+    e->istr[0].p = SP_OTHER;
+    e->istr[0].len = (uint32_t)strlen(SP_OTHER);
+    return e;
+oom:
+    snprintf(errstr, errstr_size, "out of memory creating the engine");
+    sp_engine_destroy(e);
+    return NULL;
+}
+
+static void win_free(win_t *w) {
+    if (!w) return;
+    for (int f = 0; f < NFAM; f++) free(w->fam[f]);
+    free(w);
+}
+
+static void cache_clear(sp_engine_t *e) {
+    for (size_t b = 0; b < e->nbuckets; b++) {
+        sp_entity_t *en = e->buckets[b];
+        while (en) {
+            sp_entity_t *n = en->hnext;
+            free(en);
+            en = n;
+        }
+        e->buckets[b] = NULL;
+    }
+    e->nentities = 0;
+    e->lru_head = e->lru_tail = NULL;
+    e->ndirty = 0;
+    e->nwant = 0;
+}
+
+static void windows_clear(sp_engine_t *e) {
+    for (int i = 0; i < SP_MAX_WINDOWS; i++) {
+        for (int j = 0; j < e->nopen[i]; j++) win_free(e->open[i][j]);
+        e->nopen[i] = 0;
+    }
+    e->nclosing = 0; /* closing entries point into open windows: freed above */
+}
+
+void sp_engine_destroy(sp_engine_t *e) {
+    if (!e) return;
+    cache_clear(e);
+    windows_clear(e);
+    free(e->buckets);
+    free(e->ihash);
+    free(e->iid);
+    free(e->istr);
+    sp_arena_destroy(e->iarena);
+    free(e->parts);
+    free(e->closing);
+    free(e->dirty);
+    free(e->want);
+    free(e->want_keys);
+    free(e->want_lens);
+    free(e->encbuf);
+    free(e);
+}
+
+void sp_engine_reset(sp_engine_t *e) {
+    cache_clear(e);
+    windows_clear(e);
+    e->npart = 0;
+    e->last_part = 0;
+    e->watermark = INT64_MIN;
+    for (int i = 0; i < SP_MAX_WINDOWS; i++) e->final_start[i] = e->latest_start[i] = -1;
+}
+
+/* ---- interning ----------------------------------------------------- */
+
+static int intern_grow(sp_engine_t *e) {
+    uint32_t ncap = e->icap * 2;
+    uint64_t *nh = calloc(ncap, sizeof(*nh));
+    uint32_t *ni = calloc(ncap, sizeof(*ni));
+    if (!nh || !ni) {
+        free(nh);
+        free(ni);
+        return -1;
+    }
+    for (uint32_t s = 0; s < e->icap; s++) {
+        if (!e->ihash[s]) continue;
+        uint32_t j = (uint32_t)e->ihash[s] & (ncap - 1);
+        while (nh[j]) j = (j + 1) & (ncap - 1);
+        nh[j] = e->ihash[s];
+        ni[j] = e->iid[s];
+    }
+    free(e->ihash);
+    free(e->iid);
+    e->ihash = nh;
+    e->iid = ni;
+    e->icap = ncap;
+    return 0;
+}
+
+uint32_t sp_engine_intern(sp_engine_t *e, const char *p, size_t len) {
+    uint64_t h = sp_hash64(p, len, 0x5eed) | 1; /* never 0 */
+    uint32_t j = (uint32_t)h & (e->icap - 1);
+    while (e->ihash[j]) {
+        if (e->ihash[j] == h) {
+            sp_str_t *s = &e->istr[e->iid[j]];
+            if (s->len == len && memcmp(s->p, p, len) == 0) return e->iid[j];
+        }
+        j = (j + 1) & (e->icap - 1);
+    }
+    if (e->icount >= INTERN_MAX) return 0;
+    if ((e->icount + 1) * 2 > e->icap) {
+        if (intern_grow(e) != 0) return 0;
+        return sp_engine_intern(e, p, len);
+    }
+    sp_str_t s = sp_arena_strdup(e->iarena, p, len);
+    if (!s.p) return 0;
+    e->icount++;
+    e->istr[e->icount] = s;
+    e->ihash[j] = h;
+    e->iid[j] = e->icount;
+    return e->icount;
+}
+
+const char *sp_engine_interned(const sp_engine_t *e, uint32_t id, size_t *len) {
+    if (id > e->icount) id = 0;
+    *len = e->istr[id].len;
+    return e->istr[id].p;
+}
+
+/* ---- entity cache -------------------------------------------------- */
+
+static void lru_unlink(sp_engine_t *e, sp_entity_t *en) {
+    if (en->lprev) en->lprev->lnext = en->lnext;
+    else e->lru_head = en->lnext;
+    if (en->lnext) en->lnext->lprev = en->lprev;
+    else e->lru_tail = en->lprev;
+    en->lprev = en->lnext = NULL;
+}
+
+static void lru_push_front(sp_engine_t *e, sp_entity_t *en) {
+    en->lprev = NULL;
+    en->lnext = e->lru_head;
+    if (e->lru_head) e->lru_head->lprev = en;
+    e->lru_head = en;
+    if (!e->lru_tail) e->lru_tail = en;
+}
+
+static int build_key(sp_engine_t *e, int kind, sp_str_t id) {
+    int n = snprintf(e->keybuf, sizeof(e->keybuf), "%s:state:%s:", e->prefix, kinds[kind]->name);
+    if (n < 0 || (size_t)n + id.len >= sizeof(e->keybuf)) return -1;
+    memcpy(e->keybuf + n, id.p, id.len);
+    e->keybuf[n + id.len] = '\0';
+    return n + (int)id.len;
+}
+
+static sp_entity_t *cache_find(sp_engine_t *e, uint64_t h, const char *key, size_t len) {
+    for (sp_entity_t *en = e->buckets[h & (e->nbuckets - 1)]; en; en = en->hnext)
+        if (en->hash == h && en->keylen == len && memcmp(en->key, key, len) == 0) return en;
+    return NULL;
+}
+
+static void cache_grow(sp_engine_t *e) {
+    size_t nb = e->nbuckets * 2;
+    sp_entity_t **b = calloc(nb, sizeof(*b));
+    if (!b) return; /* keep the longer chains */
+    for (size_t i = 0; i < e->nbuckets; i++) {
+        sp_entity_t *en = e->buckets[i];
+        while (en) {
+            sp_entity_t *n = en->hnext;
+            size_t j = en->hash & (nb - 1);
+            en->hnext = b[j];
+            b[j] = en;
+            en = n;
+        }
+    }
+    free(e->buckets);
+    e->buckets = b;
+    e->nbuckets = nb;
+}
+
+static void cache_remove(sp_engine_t *e, sp_entity_t *en) {
+    sp_entity_t **pp = &e->buckets[en->hash & (e->nbuckets - 1)];
+    while (*pp && *pp != en) pp = &(*pp)->hnext;
+    if (*pp) *pp = en->hnext;
+    lru_unlink(e, en);
+    e->nentities--;
+    free(en);
+}
+
+static int grow_ptrs(void ***arr, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap * 2 : 256;
+    while (nc < need) nc *= 2;
+    void *p = realloc(*arr, nc * elem);
+    if (!p) return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
+void sp_engine_want_entity(sp_engine_t *e, int kind, sp_str_t id) {
+    if (!id.p) return;
+    int len = build_key(e, kind, id);
+    if (len < 0) return;
+    uint64_t h = sp_hash64(e->keybuf, (size_t)len, 0);
+    sp_entity_t *en = cache_find(e, h, e->keybuf, (size_t)len);
+    if (en) return;
+    size_t sz = sizeof(*en) + kinds[kind]->size + (size_t)len + 1;
+    en = calloc(1, sz);
+    if (!en) return; /* apply() will see it missing and skip the entity */
+    en->hash = h;
+    en->kind = (uint8_t)kind;
+    en->keylen = (uint16_t)len;
+    en->absent = 1;
+    en->key = (char *)en->data + kinds[kind]->size;
+    memcpy(en->key, e->keybuf, (size_t)len + 1);
+    size_t b = h & (e->nbuckets - 1);
+    en->hnext = e->buckets[b];
+    e->buckets[b] = en;
+    lru_push_front(e, en);
+    if (++e->nentities > e->nbuckets) cache_grow(e);
+
+    size_t cap = (size_t)e->want_cap;
+    size_t c1 = cap, c2 = cap, c3 = cap;
+    if (grow_ptrs((void ***)&e->want, &c1, (size_t)e->nwant + 1, sizeof(*e->want)) ||
+        grow_ptrs((void ***)&e->want_keys, &c2, (size_t)e->nwant + 1, sizeof(*e->want_keys)) ||
+        grow_ptrs((void ***)&e->want_lens, &c3, (size_t)e->nwant + 1, sizeof(*e->want_lens))) {
+        cache_remove(e, en);
+        return;
+    }
+    e->want_cap = (int)c1;
+    e->want[e->nwant] = en;
+    e->want_keys[e->nwant] = en->key;
+    e->want_lens[e->nwant] = en->keylen;
+    e->nwant++;
+}
+
+sp_entity_t *sp_engine_entity(sp_engine_t *e, int kind, sp_str_t id) {
+    if (!id.p) return NULL;
+    int len = build_key(e, kind, id);
+    if (len < 0) return NULL;
+    uint64_t h = sp_hash64(e->keybuf, (size_t)len, 0);
+    sp_entity_t *en = cache_find(e, h, e->keybuf, (size_t)len);
+    if (en && en != e->lru_head) {
+        lru_unlink(e, en);
+        lru_push_front(e, en);
+    }
+    return en;
+}
+
+void sp_engine_touch(sp_engine_t *e, sp_entity_t *en) {
+    if (en->dirty) return;
+    size_t cap = e->dirty_cap;
+    if (grow_ptrs((void ***)&e->dirty, &cap, e->ndirty + 1, sizeof(*e->dirty)) != 0) return;
+    e->dirty_cap = cap;
+    en->dirty = 1;
+    e->dirty[e->ndirty++] = en;
+}
+
+void sp_engine_want(sp_engine_t *e, const sp_event_t *ev) {
+    for (int f = 0; f < NFAM; f++) families[f]->want(e, ev);
+}
+
+int sp_engine_want_count(const sp_engine_t *e) { return e->nwant; }
+
+const char *const *sp_engine_want_keys(const sp_engine_t *e, const size_t **lens) {
+    *lens = e->want_lens;
+    return e->want_keys;
+}
+
+void sp_engine_fetched(sp_engine_t *e, int idx, const char *val, size_t len) {
+    if (idx < 0 || idx >= e->nwant) return;
+    sp_entity_t *en = e->want[idx];
+    if (!val) return; /* absent: stays new */
+    if (kinds[en->kind]->decode(e, val, len, en->data) == 0) {
+        en->absent = 0;
+    } else {
+        memset(en->data, 0, kinds[en->kind]->size);
+        sp_log(SP_LOG_WARN, "corrupt entity state at %s: starting it afresh", en->key);
+    }
+}
+
+/* ---- watermark ----------------------------------------------------- */
+
+static part_t *part_find(sp_engine_t *e, int topic_idx, int32_t partition) {
+    if (e->last_part < e->npart && e->parts[e->last_part].topic_idx == topic_idx &&
+        e->parts[e->last_part].partition == partition)
+        return &e->parts[e->last_part];
+    for (int i = 0; i < e->npart; i++)
+        if (e->parts[i].topic_idx == topic_idx && e->parts[i].partition == partition) {
+            e->last_part = i;
+            return &e->parts[i];
+        }
+    return NULL;
+}
+
+void sp_engine_partition_add(sp_engine_t *e, int topic_idx, int32_t partition, int64_t max_et,
+                             int64_t now_ms) {
+    part_t *p = part_find(e, topic_idx, partition);
+    if (!p) {
+        if (e->npart == e->part_cap) {
+            int nc = e->part_cap ? e->part_cap * 2 : 64;
+            part_t *np = realloc(e->parts, (size_t)nc * sizeof(*np));
+            if (!np) return;
+            e->parts = np;
+            e->part_cap = nc;
+        }
+        p = &e->parts[e->npart++];
+    }
+    p->topic_idx = topic_idx;
+    p->partition = partition;
+    p->max_et = max_et;
+    p->last_wall = now_ms;
+    p->lag = -1;
+}
+
+void sp_engine_partition_remove(sp_engine_t *e, int topic_idx, int32_t partition) {
+    part_t *p = part_find(e, topic_idx, partition);
+    if (!p) return;
+    *p = e->parts[--e->npart];
+    e->last_part = 0;
+}
+
+void sp_engine_partition_lag(sp_engine_t *e, int topic_idx, int32_t partition, int64_t lag) {
+    part_t *p = part_find(e, topic_idx, partition);
+    if (p) p->lag = lag;
+}
+
+int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t partition) {
+    for (int i = 0; i < e->npart; i++)
+        if (e->parts[i].topic_idx == topic_idx && e->parts[i].partition == partition)
+            return e->parts[i].max_et;
+    return -1;
+}
+
+void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start) {
+    if (watermark > e->watermark) e->watermark = watermark;
+    for (int i = 0; i < e->cfg->window_cnt; i++) {
+        e->final_start[i] = final_start[i];
+        if (final_start[i] > e->latest_start[i]) e->latest_start[i] = final_start[i];
+    }
+}
+
+int64_t sp_engine_watermark(const sp_engine_t *e) { return e->watermark; }
+
+/* ---- windows ------------------------------------------------------- */
+
+static win_t *win_get(sp_engine_t *e, int size_idx, int64_t start) {
+    for (int j = 0; j < e->nopen[size_idx]; j++)
+        if (e->open[size_idx][j]->start == start) return e->open[size_idx][j];
+    if (e->nopen[size_idx] >= MAX_OPEN_PER_SIZE) return NULL;
+    win_t *w = calloc(1, sizeof(*w));
+    if (!w) return NULL;
+    w->start = start;
+    for (int f = 0; f < NFAM; f++) {
+        w->fam[f] = calloc(1, families[f]->win_size);
+        if (!w->fam[f]) {
+            win_free(w);
+            return NULL;
+        }
+    }
+    e->open[size_idx][e->nopen[size_idx]++] = w;
+    return w;
+}
+
+int sp_engine_open_windows(const sp_engine_t *e) {
+    int n = 0;
+    for (int i = 0; i < e->cfg->window_cnt; i++) n += e->nopen[i];
+    return n;
+}
+
+int sp_engine_admit(sp_engine_t *e, const sp_event_t *ev) {
+    int64_t ws = sp_engine_window_start(e, 0, ev->i[SP_I_EVENT_TIME]);
+    if (e->final_start[0] >= 0 && ws <= e->final_start[0]) return SP_ERR_LATE;
+    return SP_OK;
+}
+
+int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev) {
+    win_t *ws[SP_MAX_WINDOWS];
+    int64_t t = ev->i[SP_I_EVENT_TIME];
+    int rc = SP_OK;
+
+    for (int i = 0; i < e->cfg->window_cnt; i++) {
+        ws[i] = win_get(e, i, sp_engine_window_start(e, i, t));
+        if (!ws[i]) return SP_ERR_NOMEM;
+    }
+    for (int f = 0; f < NFAM; f++) {
+        void *fw[SP_MAX_WINDOWS];
+        for (int i = 0; i < e->cfg->window_cnt; i++) fw[i] = ws[i]->fam[f];
+        int r = families[f]->apply(e, ev, fw);
+        if (r == SP_ERR_DUPLICATE) return r; /* a duplicate fact: no family counts it */
+        if (r != SP_OK) rc = r;
+    }
+    for (int i = 0; i < e->cfg->window_cnt; i++) {
+        ws[i]->dirty = 1;
+        if (ws[i]->start > e->latest_start[i]) e->latest_start[i] = ws[i]->start;
+    }
+    part_t *p = part_find(e, ev->topic_idx, ev->partition);
+    if (p) {
+        if (t > p->max_et) p->max_et = t;
+        p->last_wall = e->now_ms;
+    }
+    return rc;
+}
+
+/* Watermark from partitions; then queue closes. */
+int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
+    const sp_config_t *cfg = e->cfg;
+    int64_t cand = INT64_MAX;
+    int all_idle = 1, closed = 0;
+
+    e->now_ms = now_ms;
+    for (int i = 0; i < e->npart; i++) {
+        part_t *p = &e->parts[i];
+        int idle = p->lag == 0 && now_ms - p->last_wall >= cfg->idle_timeout_ms;
+        if (idle) continue;
+        all_idle = 0;
+        if (p->max_et < 0) {
+            cand = e->watermark; /* holds the watermark where it is */
+            break;
+        }
+        int64_t w = p->max_et - cfg->max_out_of_orderness_ms;
+        if (w < cand) cand = w;
+    }
+    if (e->npart > 0 && all_idle) cand = now_ms - cfg->max_out_of_orderness_ms;
+    if (e->npart > 0 && cand != INT64_MAX && cand > e->watermark) e->watermark = cand;
+    if (e->watermark == INT64_MIN) return 0;
+
+    for (int i = 0; i < cfg->window_cnt && closed < CLOSE_MAX_PER_TICK; i++) {
+        int64_t sz = cfg->window_ms[i];
+        int64_t next;
+        if (e->final_start[i] >= 0) {
+            next = e->final_start[i] + sz;
+        } else {
+            next = INT64_MAX;
+            for (int j = 0; j < e->nopen[i]; j++)
+                if (e->open[i][j]->start < next) next = e->open[i][j]->start;
+            if (next == INT64_MAX) continue;
+        }
+        /* Skip windows that would expire at once. */
+        int64_t oldest = sp_engine_window_start(e, i, e->watermark - cfg->window_ttl_ms[i]);
+        if (next < oldest) {
+            int has_open_before = 0;
+            for (int j = 0; j < e->nopen[i]; j++)
+                if (e->open[i][j]->start < oldest) has_open_before = 1;
+            if (!has_open_before) next = oldest;
+        }
+        while (next + sz + cfg->allowed_lateness_ms <= e->watermark && closed < CLOSE_MAX_PER_TICK) {
+            win_t *w = NULL;
+            for (int j = 0; j < e->nopen[i]; j++)
+                if (e->open[i][j]->start == next) {
+                    w = e->open[i][j];
+                    e->open[i][j] = e->open[i][--e->nopen[i]];
+                    break;
+                }
+            if (e->nclosing == e->closing_cap) {
+                int nc = e->closing_cap ? e->closing_cap * 2 : 256;
+                closing_t *np = realloc(e->closing, (size_t)nc * sizeof(*np));
+                if (!np) {
+                    /* put it back and try again next tick */
+                    if (w) e->open[i][e->nopen[i]++] = w;
+                    return closed;
+                }
+                e->closing = np;
+                e->closing_cap = nc;
+            }
+            e->closing[e->nclosing++] = (closing_t){i, next, w};
+            e->final_start[i] = next;
+            next += sz;
+            closed++;
+        }
+    }
+    return closed;
+}
+
+/* ---- commit -------------------------------------------------------- */
+
+static void emit_window(sp_engine_t *e, sp_commit_t *c, int i, int64_t start, win_t *w,
+                        int closing) {
+    char key[192];
+    snprintf(key, sizeof(key), "%s:funnel:%s:%lld", e->prefix, e->size_name[i], (long long)start);
+    sp_commit_hash(c, key, e->cfg->window_ttl_ms[i]);
+    for (int f = 0; f < NFAM; f++) families[f]->emit(e, w ? w->fam[f] : NULL, closing, c);
+    if (closing) sp_commit_hset(c, "closed", "1");
+}
+
+int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c) {
+    const sp_config_t *cfg = e->cfg;
+
+    /* Deltas of open windows. */
+    for (int i = 0; i < cfg->window_cnt; i++)
+        for (int j = 0; j < e->nopen[i]; j++) {
+            win_t *w = e->open[i][j];
+            if (!w->dirty) continue;
+            emit_window(e, c, i, w->start, w, 0);
+            w->dirty = 0;
+        }
+    /* Closes (with their last deltas) and zero-fills. */
+    for (int k = 0; k < e->nclosing; k++) {
+        closing_t *cl = &e->closing[k];
+        emit_window(e, c, cl->size_idx, cl->start, cl->w, 1);
+        win_free(cl->w);
+    }
+    if (e->nclosing) {
+        for (int i = 0; i < cfg->window_cnt; i++)
+            if (e->final_start[i] >= 0) sp_commit_max(c, e->final_key[i], e->final_start[i]);
+    }
+    e->nclosing = 0;
+    for (int i = 0; i < cfg->window_cnt; i++)
+        if (e->latest_start[i] >= 0) sp_commit_max(c, e->latest_key[i], e->latest_start[i]);
+
+    /* Entities changed in this batch. */
+    for (size_t k = 0; k < e->ndirty; k++) {
+        sp_entity_t *en = e->dirty[k];
+        const sp_entity_kind_t *kd = kinds[en->kind];
+        size_t n = kd->encode(e, en->data, e->encbuf, e->enccap);
+        sp_commit_kv(c, en->key, e->encbuf, n, cfg->state_ttl_ms);
+        en->dirty = 0;
+        en->absent = 0;
+    }
+    e->ndirty = 0;
+    e->nwant = 0;
+
+    /* Evict cold entities past the budget (all are clean now). */
+    while ((int64_t)e->nentities > cfg->state_cache_max && e->lru_tail)
+        cache_remove(e, e->lru_tail);
+
+    if (e->watermark != INT64_MIN) sp_commit_gauge(c, "watermark_ms", e->watermark);
+    sp_commit_gauge(c, "open_windows", sp_engine_open_windows(e));
+    sp_commit_gauge(c, "in_flight_entities", (int64_t)e->nentities);
+    return SP_OK;
+}
+
+void sp_engine_stats(const sp_engine_t *e, sp_engine_stats_t *out) {
+    out->entities = (int64_t)e->nentities;
+    out->open_windows = sp_engine_open_windows(e);
+    out->dim_values = e->icount;
+}

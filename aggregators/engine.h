@@ -1,0 +1,85 @@
+/* engine.h -- event-time windows, watermarks and entity state.
+ *
+ * The engine owns: the per-partition watermark tracker, the open windows of
+ * every configured size, the interned dimension values, the entity cache
+ * (write-through over Redis, see SPEC §6 "State and time") and the metric
+ * families plugged in through sp_family_t. It does no I/O: the run loop asks
+ * it which entity keys a batch needs (prefetch), feeds the fetched values
+ * back, applies events, and has it write the batch's effects into an
+ * sp_commit_t. After a failed or fenced commit the run loop calls
+ * sp_engine_reset() and replays from Redis's offsets.
+ *
+ * Lateness: an event is late when the window of the SMALLEST configured size
+ * containing it is already closed (final pointer). Every larger window is
+ * closed only after the smaller windows in it, so an event is applied to all
+ * sizes or to none, and the sizes always add up. */
+#ifndef SP_ENGINE_H
+#define SP_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "aggregators/store.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/event.h"
+
+typedef struct sp_engine sp_engine_t;
+
+sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_size);
+void sp_engine_destroy(sp_engine_t *e);
+
+/* Drop everything not committed: open windows' deltas, entity cache,
+ * partitions. Pointers and watermark must be reloaded by the caller. */
+void sp_engine_reset(sp_engine_t *e);
+
+/* ---- time ---- */
+/* Partition (topic_idx, partition) assigned; max_et from Redis or -1. */
+void sp_engine_partition_add(sp_engine_t *e, int topic_idx, int32_t partition, int64_t max_et,
+                             int64_t now_ms);
+void sp_engine_partition_remove(sp_engine_t *e, int topic_idx, int32_t partition);
+/* Lag of a partition (high watermark - next offset); -1 when unknown. */
+void sp_engine_partition_lag(sp_engine_t *e, int topic_idx, int32_t partition, int64_t lag);
+int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t partition);
+/* Restore the pipeline watermark (gauge) and the final pointer of each
+ * window size (index into cfg->window_ms), -1 = none. */
+void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start);
+int64_t sp_engine_watermark(const sp_engine_t *e);
+/* Recompute the watermark (idle partitions, wall clock) and close windows
+ * whose end + allowed_lateness it passed. Returns windows closed. */
+int sp_engine_advance(sp_engine_t *e, int64_t now_ms);
+int sp_engine_open_windows(const sp_engine_t *e);
+
+/* Redis keys of the final pointers, for the caller to load: key i is
+ * "sp:{NS}:final:funnel:<size i>". */
+const char *sp_engine_final_key(const sp_engine_t *e, int size_idx);
+
+/* ---- a batch ---- */
+/* Classify before anything else: SP_OK or SP_ERR_LATE (its window of the
+ * smallest size is closed). Event-id dedup is the consumer's (dedup.h). */
+int sp_engine_admit(sp_engine_t *e, const sp_event_t *ev);
+/* Collect the entity keys this event needs that are not in memory. */
+void sp_engine_want(sp_engine_t *e, const sp_event_t *ev);
+int sp_engine_want_count(const sp_engine_t *e);
+const char *const *sp_engine_want_keys(const sp_engine_t *e, const size_t **lens);
+/* Prefetch reply for want key idx (val NULL: absent in Redis). */
+void sp_engine_fetched(sp_engine_t *e, int idx, const char *val, size_t len);
+/* Apply an admitted event. SP_OK or SP_ERR_DUPLICATE (a business fact
+ * already counted: an order placed twice). Updates the partition's max
+ * event time. */
+int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev);
+/* Write counters, closes, entity changes, pointers and gauges into c, and
+ * forget the deltas. Evicts cold entities over the cache budget. */
+int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c);
+
+typedef struct sp_engine_stats {
+    int64_t entities;      /* in the cache */
+    int64_t open_windows;
+    int64_t dim_values;    /* interned */
+} sp_engine_stats_t;
+void sp_engine_stats(const sp_engine_t *e, sp_engine_stats_t *out);
+
+/* Window start of time t for size index (UTC epoch aligned). */
+int64_t sp_engine_window_start(const sp_engine_t *e, int size_idx, int64_t t);
+
+#endif

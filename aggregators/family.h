@@ -1,0 +1,71 @@
+/* family.h -- how a metric family plugs into the engine (internal to
+ * aggregators/). A family is a table of functions registered in engine.c;
+ * adding a family adds a file and one line there.
+ *
+ * Per window the engine keeps one block of `win_size` bytes per family
+ * (zeroed when the window opens, freed when it closes). Entity state goes
+ * through the engine's cache: the family names the keys it needs in want(),
+ * and finds them loaded in apply(). */
+#ifndef SP_FAMILY_H
+#define SP_FAMILY_H
+
+#include "aggregators/engine.h"
+
+#define SP_OTHER "__other__"
+
+/* A cached entity. data[] holds the family's fixed-size state. */
+typedef struct sp_entity {
+    struct sp_entity *hnext;         /* hash chain */
+    struct sp_entity *lprev, *lnext; /* LRU, most recent first */
+    uint64_t hash;
+    uint16_t keylen;
+    uint8_t kind;
+    uint8_t dirty;   /* changed since the last commit */
+    uint8_t absent;  /* new, not in Redis yet */
+    uint8_t deleted; /* to be removed from Redis */
+    char *key;       /* full Redis key, NUL-terminated (points after data) */
+    _Alignas(8) unsigned char data[];
+} sp_entity_t;
+
+/* An entity kind: its key prefix and its (de)serialisation. */
+typedef struct sp_entity_kind {
+    const char *name; /* key: sp:{NS}:state:<name>:<id> */
+    size_t size;      /* bytes of data[] */
+    /* Encode data into buf (cap bytes); returns length. */
+    size_t (*encode)(sp_engine_t *e, const void *data, char *buf, size_t cap);
+    /* Decode a Redis value into data (already zeroed); 0 ok, -1 corrupt. */
+    int (*decode)(sp_engine_t *e, const char *val, size_t len, void *data);
+} sp_entity_kind_t;
+
+enum { SP_KIND_SESSION = 0, SP_KIND_ORDER, SP_KIND__COUNT };
+
+typedef struct sp_family {
+    const char *name; /* "funnel": keys sp:{NS}:funnel:<size>:<start> */
+    size_t win_size;
+    void (*want)(sp_engine_t *e, const sp_event_t *ev);
+    /* wins[i]: this family's block in the window of size i holding ev. */
+    int (*apply)(sp_engine_t *e, const sp_event_t *ev, void **wins);
+    /* Write the window's deltas (and, when closing, its overall fields with
+     * zero deltas so an empty window exists) into the current hash section of
+     * c; then clear the deltas. win NULL: window not in memory (zero-fill or
+     * close of a window opened before a restart). */
+    void (*emit)(sp_engine_t *e, void *win, int closing, sp_commit_t *c);
+} sp_family_t;
+
+extern const sp_entity_kind_t sp_kind_session, sp_kind_order;
+extern const sp_family_t sp_family_funnel;
+
+/* Engine services for families. */
+const sp_config_t *sp_engine_cfg(const sp_engine_t *e);
+int sp_engine_size_count(const sp_engine_t *e);
+/* Intern a dimension value: a small id, stable for the life of the engine. */
+uint32_t sp_engine_intern(sp_engine_t *e, const char *p, size_t len);
+const char *sp_engine_interned(const sp_engine_t *e, uint32_t id, size_t *len);
+/* Ask for an entity (want phase). */
+void sp_engine_want_entity(sp_engine_t *e, int kind, sp_str_t id);
+/* Find an entity (apply phase); NULL only if it was never wanted. */
+sp_entity_t *sp_engine_entity(sp_engine_t *e, int kind, sp_str_t id);
+/* Mark an entity changed: it is written in the next commit. */
+void sp_engine_touch(sp_engine_t *e, sp_entity_t *en);
+
+#endif

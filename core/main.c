@@ -1,0 +1,39 @@
+/* main.c -- the storepulse binary: one command per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/broker.h"
+#include "core/run.h"
+#include "producers/gen.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: storepulse <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run           the pipeline daemon (run -c FILE [--embedded-kafka])\n"
+            "  broker        an embedded Kafka mock cluster as its own process\n"
+            "  gen           synthetic store traffic to Kafka\n"
+            "  check-config  validate a config file and print it resolved\n"
+            "\n"
+            "'storepulse <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "run")) return sp_run_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "broker")) return sp_broker_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "gen")) return sp_gen_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "check-config")) return sp_check_config_main(argc - 1, argv + 1);
+    fprintf(stderr, "storepulse: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,766 @@
+/* run.c -- `storepulse run`: the run loop that wires the stages together.
+ *
+ * One thread. Each turn of the loop is one batch:
+ *   1. poll up to pipeline.batch_max messages (rd_kafka_consume_batch_queue,
+ *      at most pipeline.batch_timeout); rebalance callbacks run inside it;
+ *   2. decode each message; bad ones go to the dead-letter topic with their
+ *      reason; late ones (their window is final) too; repeated event ids are
+ *      dropped; the rest are kept and their entity keys gathered;
+ *   3. send the prefetch (one MGET) of entity keys not in memory, then read
+ *      the reply of the PREVIOUS batch's commit (it ran in Redis while we
+ *      decoded) and the prefetch reply;
+ *   4. apply the events, advance the watermark, close windows;
+ *   5. wait for the broker's acknowledgement of this batch's dead letters
+ *      (a batch is committed only once its dead letters are safe);
+ *   6. build and send this batch's commit (one EVALSHA: counters, entity
+ *      state, pointers and the next offset of every partition involved,
+ *      fenced on the stored offsets) without waiting for its reply.
+ * So a batch costs two Redis round trips and consumption goes on while a
+ * commit is in flight.
+ *
+ * Recovery is one path: when a commit fails (Redis unreachable, fenced, a
+ * dead letter not acknowledged) everything in memory is dropped, the
+ * connection is re-opened with backoff, and every assigned partition seeks
+ * back to the offset stored in Redis. Redis is the checkpoint; Kafka's
+ * committed offsets are also committed after each Redis commit, for lag
+ * tools only.
+ *
+ * Not here: scale-out re-keying (pipeline.instances: many), alerts, HTTP. */
+#include "core/run.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aggregators/engine.h"
+#include "aggregators/store.h"
+#include "consumers/decode.h"
+#include "consumers/dedup.h"
+#include "core/broker.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#define MAX_TOPICS SP_STREAM__COUNT
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct pos {
+    int topic_idx;
+    int32_t partition;
+    int64_t committed; /* next offset as stored in Redis (-1: none) */
+    int64_t next;      /* next offset to process (-1: unknown yet) */
+    int touched;       /* in the batch being built */
+} pos_t;
+
+typedef struct run {
+    sp_config_t *cfg;
+    rd_kafka_t *rk;  /* consumer */
+    rd_kafka_t *dlq; /* dead-letter producer */
+    rd_kafka_queue_t *q;
+    sp_broker_t *broker;
+    sp_decoder_t *dec;
+    sp_dedup_t *dedup;
+    sp_engine_t *eng;
+    sp_store_t *st;
+    sp_commit_t *commit;
+    sp_arena_t *arena;
+    sp_event_t *evs;
+    rd_kafka_message_t **msgs;
+    char prefix[96];
+    char wm_key[128];
+
+    char topic_names[MAX_TOPICS][256];
+    sp_stream_t topic_stream[MAX_TOPICS];
+    sp_format_t topic_format[MAX_TOPICS];
+    int ntopics;
+
+    pos_t *pos;
+    int npos, pos_cap;
+
+    int commit_in_flight;
+    int64_t commit_sent_mono;
+    int need_reset;
+    int cooperative;
+    int dlq_failed; /* delivery failures since the last check */
+
+    /* health deltas of the batch being built */
+    int64_t h_consumed[MAX_TOPICS];
+    int64_t h_decoded, h_late, h_dup, h_dlq[SP_DLQ__COUNT];
+    int dlq_in_batch;
+} run_t;
+
+/* ---- partitions ---------------------------------------------------- */
+
+static int topic_index(run_t *r, const char *name) {
+    for (int i = 0; i < r->ntopics; i++)
+        if (strcmp(r->topic_names[i], name) == 0) return i;
+    return -1;
+}
+
+static pos_t *pos_find(run_t *r, int ti, int32_t p) {
+    for (int i = 0; i < r->npos; i++)
+        if (r->pos[i].topic_idx == ti && r->pos[i].partition == p) return &r->pos[i];
+    return NULL;
+}
+
+static pos_t *pos_add(run_t *r, int ti, int32_t p) {
+    pos_t *ps = pos_find(r, ti, p);
+    if (ps) return ps;
+    if (r->npos == r->pos_cap) {
+        int nc = r->pos_cap ? r->pos_cap * 2 : 64;
+        pos_t *n = realloc(r->pos, (size_t)nc * sizeof(*n));
+        if (!n) return NULL;
+        r->pos = n;
+        r->pos_cap = nc;
+    }
+    ps = &r->pos[r->npos++];
+    memset(ps, 0, sizeof(*ps));
+    ps->topic_idx = ti;
+    ps->partition = p;
+    ps->committed = ps->next = -1;
+    return ps;
+}
+
+static void pos_field(run_t *r, const pos_t *ps, char *buf, size_t size) {
+    snprintf(buf, size, "%s/%d", r->topic_names[ps->topic_idx], (int)ps->partition);
+}
+
+/* Wait for the reply of the commit in flight, if any. */
+static void drain_commit(run_t *r) {
+    char err[512];
+    if (!r->commit_in_flight) return;
+    r->commit_in_flight = 0;
+    int rc = sp_store_commit_recv(r->st, err, sizeof(err));
+    if (rc == SP_OK) return;
+    sp_log(SP_LOG_WARN, "commit failed (%s): %s; replaying from Redis offsets", sp_err_str(rc), err);
+    r->need_reset = rc == SP_ERR_IO ? 2 : 1;
+}
+
+/* Load stored offsets and watermarks of parts from Redis into our table and
+ * into the partition list (offset to start from). */
+static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
+    char err[512];
+    int n = parts->cnt, rc = SP_OK;
+    char **fields = calloc((size_t)n + 1, sizeof(char *));
+    int64_t *next = calloc((size_t)n + 1, sizeof(int64_t));
+    int64_t *maxet = calloc((size_t)n + 1, sizeof(int64_t));
+    if (!fields || !next || !maxet) {
+        rc = SP_ERR_NOMEM;
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        fields[i] = malloc(300);
+        if (!fields[i]) {
+            rc = SP_ERR_NOMEM;
+            goto out;
+        }
+        snprintf(fields[i], 300, "%s/%d", parts->elems[i].topic, (int)parts->elems[i].partition);
+    }
+    for (int attempt = 0;; attempt++) {
+        rc = sp_store_load_offsets(r->st, (const char *const *)fields, n, next, maxet, err,
+                                   sizeof(err));
+        if (rc == SP_OK || stop_requested) break;
+        sp_log(SP_LOG_WARN, "loading offsets from Redis failed: %s (retrying)", err);
+        usleep((useconds_t)(attempt < 10 ? 100000 * (attempt + 1) : 1000000));
+        sp_store_reconnect(r->st, err, sizeof(err));
+    }
+    if (rc != SP_OK) goto out;
+    int64_t now = sp_clock_now_ms();
+    for (int i = 0; i < n; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int ti = topic_index(r, tp->topic);
+        if (ti < 0) continue;
+        pos_t *ps = pos_add(r, ti, tp->partition);
+        if (!ps) {
+            rc = SP_ERR_NOMEM;
+            goto out;
+        }
+        ps->committed = next[i];
+        ps->next = next[i];
+        tp->offset = next[i] >= 0 ? next[i] : RD_KAFKA_OFFSET_STORED;
+        sp_engine_partition_add(r->eng, ti, tp->partition, maxet[i], now);
+        sp_log(SP_LOG_INFO, "assigned %s from offset %lld", fields[i], (long long)next[i]);
+    }
+out:
+    if (fields)
+        for (int i = 0; i < n; i++) free(fields[i]);
+    free(fields);
+    free(next);
+    free(maxet);
+    return rc;
+}
+
+/* Restore the watermark and final pointers from Redis. */
+static int load_pointers(run_t *r) {
+    char err[512];
+    const char *keys[SP_MAX_WINDOWS + 1];
+    int64_t vals[SP_MAX_WINDOWS + 1];
+    int n = r->cfg->window_cnt;
+    for (int i = 0; i < n; i++) keys[i] = sp_engine_final_key(r->eng, i);
+    keys[n] = r->wm_key;
+    for (int attempt = 0;; attempt++) {
+        int rc = sp_store_get_ints(r->st, keys, n + 1, vals, err, sizeof(err));
+        if (rc == SP_OK) break;
+        if (stop_requested) return rc;
+        sp_log(SP_LOG_WARN, "reading pointers from Redis failed: %s (retrying)", err);
+        usleep((useconds_t)(attempt < 10 ? 100000 * (attempt + 1) : 1000000));
+        sp_store_reconnect(r->st, err, sizeof(err));
+    }
+    sp_engine_restore(r->eng, vals[n] >= 0 ? vals[n] : INT64_MIN, vals);
+    return SP_OK;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    run_t *r = opaque;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    drain_commit(r);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        load_positions(r, parts);
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e) {
+                sp_log(SP_LOG_ERROR, "incremental assign: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+        } else {
+            rd_kafka_assign(rk, parts);
+        }
+    } else {
+        for (int i = 0; i < parts->cnt; i++) {
+            int ti = topic_index(r, parts->elems[i].topic);
+            pos_t *ps = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
+            if (ps) *ps = r->pos[--r->npos];
+            if (ti >= 0) sp_engine_partition_remove(r->eng, ti, parts->elems[i].partition);
+            sp_log(SP_LOG_INFO, "revoked %s/%d", parts->elems[i].topic, (int)parts->elems[i].partition);
+        }
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+            if (e) rd_kafka_error_destroy(e);
+        } else {
+            rd_kafka_assign(rk, NULL);
+        }
+    }
+}
+
+/* ---- dead letters -------------------------------------------------- */
+
+static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    run_t *r = opaque;
+    if (m->err) {
+        r->dlq_failed++;
+        sp_log(SP_LOG_ERROR, "dead letter not delivered: %s", rd_kafka_err2str(m->err));
+    }
+}
+
+static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t reason,
+                        const char *detail) {
+    char part[16], off[24];
+    const char *rsn = sp_dlq_reason_str(reason);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    rd_kafka_header_add(h, "source_topic", -1, topic, -1);
+    rd_kafka_header_add(h, "source_partition", -1, part, -1);
+    rd_kafka_header_add(h, "source_offset", -1, off, -1);
+    rd_kafka_header_add(h, "reason", -1, rsn, -1);
+    rd_kafka_header_add(h, "detail", -1, detail, -1);
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            r->dlq, RD_KAFKA_V_TOPIC(r->cfg->topic_deadletter),
+            RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(r->dlq, 50);
+            continue;
+        }
+        sp_log(SP_LOG_ERROR, "cannot produce dead letter: %s", rd_kafka_err2str(e));
+        rd_kafka_headers_destroy(h);
+        r->dlq_failed++;
+        return;
+    }
+    r->h_dlq[reason]++;
+    r->dlq_in_batch++;
+    sp_log(SP_LOG_DEBUG, "dead letter %s/%s@%s: %s (%s)", topic, part, off, rsn, detail);
+}
+
+/* ---- reset --------------------------------------------------------- */
+
+static void do_reset(run_t *r) {
+    char err[512];
+    rd_kafka_topic_partition_list_t *parts;
+    int64_t backoff = 100;
+
+    r->commit_in_flight = 0;
+    sp_engine_reset(r->eng);
+    sp_dedup_destroy(r->dedup);
+    r->dedup = sp_dedup_new((size_t)r->cfg->dedup_max_ids);
+    if (r->need_reset == 2 || sp_store_pending(r->st) > 0) {
+        while (!stop_requested && sp_store_reconnect(r->st, err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "Redis unreachable: %s (retrying in %lld ms)", err, (long long)backoff);
+            usleep((useconds_t)backoff * 1000);
+            if (backoff < 5000) backoff *= 2;
+        }
+    }
+    r->need_reset = 0;
+    if (load_pointers(r) != SP_OK) return;
+    if (rd_kafka_assignment(r->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    r->npos = 0;
+    if (parts->cnt > 0 && load_positions(r, parts) == SP_OK) {
+        rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(parts->cnt);
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset >= 0)
+                rd_kafka_topic_partition_list_add(seek, parts->elems[i].topic,
+                                                  parts->elems[i].partition)
+                    ->offset = parts->elems[i].offset;
+        if (seek->cnt > 0) {
+            rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, seek, 5000);
+            if (e) {
+                sp_log(SP_LOG_ERROR, "seek: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(seek);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    sp_log(SP_LOG_INFO, "state reloaded from Redis; replaying");
+}
+
+/* ---- one batch ----------------------------------------------------- */
+
+static void fetched_cb(void *opaque, int idx, const char *val, size_t len) {
+    sp_engine_fetched(opaque, idx, val, len);
+}
+
+static void update_lags(run_t *r) {
+    for (int i = 0; i < r->npos; i++) {
+        pos_t *ps = &r->pos[i];
+        int64_t lo = -1, hi = -1, lag = -1;
+        rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo, &hi);
+        if (hi >= 0) {
+            if (ps->next >= 0) lag = hi - ps->next;
+            else if (hi == lo) lag = 0; /* empty partition */
+        }
+        if (lag < 0 && lag != -1) lag = 0;
+        sp_engine_partition_lag(r->eng, ps->topic_idx, ps->partition, lag);
+    }
+}
+
+static void add_health(run_t *r, sp_commit_t *c) {
+    char f[320];
+    for (int i = 0; i < r->ntopics; i++)
+        if (r->h_consumed[i]) {
+            snprintf(f, sizeof(f), "consumed|topic=%s", r->topic_names[i]);
+            sp_commit_health(c, f, r->h_consumed[i]);
+            r->h_consumed[i] = 0;
+        }
+    for (int k = 1; k < SP_DLQ__COUNT; k++)
+        if (r->h_dlq[k]) {
+            snprintf(f, sizeof(f), "deadletter|reason=%s", sp_dlq_reason_str(k));
+            sp_commit_health(c, f, r->h_dlq[k]);
+            r->h_dlq[k] = 0;
+        }
+    if (r->h_decoded) sp_commit_health(c, "decoded", r->h_decoded);
+    if (r->h_late) sp_commit_health(c, "late_events", r->h_late);
+    if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
+    r->h_decoded = r->h_late = r->h_dup = 0;
+}
+
+static void clear_batch_health(run_t *r) {
+    memset(r->h_consumed, 0, sizeof(r->h_consumed));
+    memset(r->h_dlq, 0, sizeof(r->h_dlq));
+    r->h_decoded = r->h_late = r->h_dup = 0;
+    r->dlq_in_batch = 0;
+}
+
+static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
+    char err[512], why[256];
+    int nev = 0;
+    int64_t now = sp_clock_now_ms();
+
+    sp_arena_reset(r->arena);
+    for (int i = 0; i < n; i++) {
+        rd_kafka_message_t *m = msgs[i];
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                sp_log(SP_LOG_WARN, "consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        int ti = topic_index(r, rd_kafka_topic_name(m->rkt));
+        pos_t *ps = ti >= 0 ? pos_find(r, ti, m->partition) : NULL;
+        if (!ps || (ps->next >= 0 && m->offset < ps->next)) { /* not ours, or replayed */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (ps->next < 0 && ps->committed < 0) ps->committed = -1;
+        ps->next = m->offset + 1;
+        ps->touched = 1;
+        r->h_consumed[ti]++;
+
+        sp_event_t *ev = &r->evs[nev];
+        sp_dlq_reason_t reason = SP_DLQ_NONE;
+        why[0] = '\0';
+        int rc = sp_decoder_decode(r->dec, r->topic_stream[ti], r->topic_format[ti], m->payload,
+                                   m->len, now, r->arena, ev, &reason, why, sizeof(why));
+        if (rc == SP_OK) {
+            ev->topic_idx = ti;
+            ev->partition = m->partition;
+            ev->offset = m->offset;
+            r->h_decoded++;
+            if (sp_engine_admit(r->eng, ev) == SP_ERR_LATE) {
+                r->h_late++;
+                dead_letter(r, m, SP_DLQ_LATE, "window already closed");
+            } else {
+                sp_str_t id = ev->s[SP_S_EVENT_ID];
+                if (sp_dedup_seen(r->dedup, sp_hash64(id.p, id.len, 0x1d))) {
+                    r->h_dup++;
+                } else {
+                    sp_engine_want(r->eng, ev);
+                    nev++;
+                }
+            }
+        } else if (rc == SP_ERR_POISON) {
+            dead_letter(r, m, reason, why);
+        } else {
+            sp_log(SP_LOG_ERROR, "decoder: %s", sp_err_str(rc));
+            r->need_reset = 1;
+        }
+        rd_kafka_message_destroy(m);
+    }
+
+    /* Prefetch entity state, then collect the previous commit's reply. */
+    int nwant = sp_engine_want_count(r->eng);
+    int prefetch_sent = 0;
+    if (nwant > 0 && !r->need_reset) {
+        const size_t *lens;
+        const char *const *keys = sp_engine_want_keys(r->eng, &lens);
+        if (sp_store_mget_send(r->st, keys, lens, nwant, err, sizeof(err)) == SP_OK)
+            prefetch_sent = 1;
+        else
+            r->need_reset = 2;
+    }
+    drain_commit(r);
+    if (prefetch_sent && !r->need_reset) {
+        if (sp_store_mget_recv(r->st, fetched_cb, r->eng, err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "prefetch failed: %s", err);
+            r->need_reset = 2;
+        }
+    }
+    if (r->need_reset) {
+        clear_batch_health(r);
+        return; /* everything since the last good commit is replayed */
+    }
+
+    for (int i = 0; i < nev; i++)
+        if (sp_engine_apply(r->eng, &r->evs[i]) == SP_ERR_DUPLICATE) r->h_dup++;
+
+    update_lags(r);
+    sp_engine_advance(r->eng, now);
+
+    /* Dead letters must be acknowledged before the batch commits. */
+    if (r->dlq_in_batch) {
+        rd_kafka_flush(r->dlq, 30000);
+        if (rd_kafka_outq_len(r->dlq) > 0 || r->dlq_failed) {
+            sp_log(SP_LOG_WARN, "dead letters not acknowledged; replaying the batch");
+            r->dlq_failed = 0;
+            r->need_reset = 1;
+            clear_batch_health(r);
+            return;
+        }
+        r->dlq_in_batch = 0;
+    }
+
+    sp_commit_reset(r->commit);
+    sp_engine_build_commit(r->eng, r->commit);
+    int noff = 0;
+    rd_kafka_topic_partition_list_t *koff = rd_kafka_topic_partition_list_new(8);
+    for (int i = 0; i < r->npos; i++) {
+        pos_t *ps = &r->pos[i];
+        if (!ps->touched) continue;
+        char field[300];
+        pos_field(r, ps, field, sizeof(field));
+        sp_commit_offset(r->commit, field, ps->committed, ps->next,
+                         sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition));
+        rd_kafka_topic_partition_list_add(koff, r->topic_names[ps->topic_idx], ps->partition)->offset =
+            ps->next;
+        ps->committed = ps->next;
+        ps->touched = 0;
+        noff++;
+    }
+    if (sp_engine_watermark(r->eng) != INT64_MIN)
+        sp_commit_max(r->commit, r->wm_key, sp_engine_watermark(r->eng));
+    add_health(r, r->commit);
+    if (noff) sp_commit_health(r->commit, "commits", 1);
+    if (noff || !sp_commit_is_empty(r->commit)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "{\"ns\":\"%s\",\"watermark_ms\":%lld,\"events\":%d}", r->cfg->ns,
+                 (long long)sp_engine_watermark(r->eng), nev);
+        sp_commit_publish(r->commit, msg);
+        if (sp_store_commit_send(r->st, r->commit, err, sizeof(err)) == SP_OK) {
+            r->commit_in_flight = 1;
+            r->commit_sent_mono = sp_clock_mono_ms();
+            if (noff) rd_kafka_commit(r->rk, koff, 1); /* for lag tools only */
+        } else {
+            sp_log(SP_LOG_WARN, "commit not sent: %s", err);
+            r->need_reset = 2;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(koff);
+}
+
+/* ---- set-up -------------------------------------------------------- */
+
+static rd_kafka_conf_t *kafka_conf(const sp_config_t *cfg, int consumer, char *err, size_t errsz) {
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    for (int i = 0; i < cfg->kafka_cnt; i++) {
+        const char *k = cfg->kafka[i].key;
+        if (!consumer && (!strcmp(k, "group.id") || !strncmp(k, "session.timeout", 15) ||
+                          !strncmp(k, "heartbeat", 9) || !strncmp(k, "auto.offset", 11) ||
+                          !strncmp(k, "partition.assignment", 20) || !strncmp(k, "enable.auto", 11) ||
+                          !strncmp(k, "max.poll", 8) || !strncmp(k, "queued.", 7) ||
+                          !strncmp(k, "fetch.", 6)))
+            continue;
+        if (rd_kafka_conf_set(kc, k, cfg->kafka[i].value, err, errsz) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(kc);
+            return NULL;
+        }
+    }
+    return kc;
+}
+
+static int setc(rd_kafka_conf_t *kc, const char *k, const char *v, char *err, size_t errsz) {
+    return rd_kafka_conf_set(kc, k, v, err, errsz) == RD_KAFKA_CONF_OK ? 0 : -1;
+}
+
+static int run_open(run_t *r, char *err, size_t errsz) {
+    sp_config_t *cfg = r->cfg;
+    snprintf(r->prefix, sizeof(r->prefix), "sp:{%s}", cfg->ns);
+    snprintf(r->wm_key, sizeof(r->wm_key), "%s:watermark", r->prefix);
+    for (int s = 0; s < SP_STREAM__COUNT; s++) {
+        snprintf(r->topic_names[s], sizeof(r->topic_names[s]), "%s", cfg->topics[s].name);
+        r->topic_stream[s] = (sp_stream_t)s;
+        r->topic_format[s] = cfg->topics[s].format;
+    }
+    r->ntopics = SP_STREAM__COUNT;
+
+    if (!(r->dec = sp_decoder_new(cfg, err, errsz))) return -1;
+    if (!(r->dedup = sp_dedup_new((size_t)cfg->dedup_max_ids))) goto oom;
+    if (!(r->eng = sp_engine_new(cfg, err, errsz))) return -1;
+    if (!(r->commit = sp_commit_new())) goto oom;
+    if (!(r->arena = sp_arena_new(1 << 20))) goto oom;
+    r->evs = calloc((size_t)cfg->batch_max, sizeof(*r->evs));
+    r->msgs = calloc((size_t)cfg->batch_max, sizeof(*r->msgs));
+    if (!r->evs || !r->msgs) goto oom;
+
+    for (int attempt = 0; !(r->st = sp_store_new(cfg, err, errsz)); attempt++) {
+        if (stop_requested || attempt >= 50) return -1;
+        sp_log(SP_LOG_WARN, "Redis: %s (retrying)", err);
+        usleep(200000);
+    }
+    if (load_pointers(r) != SP_OK) return -1;
+
+    /* Dead-letter producer: idempotent, acks=all. */
+    rd_kafka_conf_t *pc = kafka_conf(cfg, 0, err, errsz);
+    if (!pc || setc(pc, "enable.idempotence", "true", err, errsz) ||
+        setc(pc, "linger.ms", "5", err, errsz))
+        return -1;
+    rd_kafka_conf_set_dr_msg_cb(pc, dlq_dr_cb);
+    rd_kafka_conf_set_opaque(pc, r);
+    if (!(r->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, errsz))) return -1;
+
+    /* Consumer. */
+    rd_kafka_conf_t *kc = kafka_conf(cfg, 1, err, errsz);
+    if (!kc) return -1;
+    if (!sp_config_kafka_get(cfg, "queued.min.messages") &&
+        setc(kc, "queued.min.messages", "200000", err, errsz))
+        return -1;
+    if (setc(kc, "enable.auto.commit", "false", err, errsz) ||
+        setc(kc, "enable.auto.offset.store", "false", err, errsz) ||
+        (!sp_config_kafka_get(cfg, "auto.offset.reset") &&
+         setc(kc, "auto.offset.reset", "earliest", err, errsz)))
+        return -1;
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, r);
+    if (!(r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, errsz))) return -1;
+    rd_kafka_poll_set_consumer(r->rk);
+    r->q = rd_kafka_queue_get_consumer(r->rk);
+
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(r->ntopics);
+    for (int i = 0; i < r->ntopics; i++)
+        rd_kafka_topic_partition_list_add(subs, r->topic_names[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(r->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        snprintf(err, errsz, "subscribe: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+oom:
+    snprintf(err, errsz, "out of memory");
+    return -1;
+}
+
+static void run_close(run_t *r) {
+    if (r->rk) {
+        drain_commit(r);
+        rd_kafka_consumer_close(r->rk);
+        if (r->q) rd_kafka_queue_destroy(r->q);
+        rd_kafka_destroy(r->rk);
+    }
+    if (r->dlq) {
+        rd_kafka_flush(r->dlq, (int)r->cfg->shutdown_timeout_ms);
+        rd_kafka_destroy(r->dlq);
+    }
+    sp_store_destroy(r->st);
+    sp_commit_destroy(r->commit);
+    sp_engine_destroy(r->eng);
+    sp_dedup_destroy(r->dedup);
+    sp_decoder_destroy(r->dec);
+    sp_arena_destroy(r->arena);
+    free(r->evs);
+    free(r->msgs);
+    free(r->pos);
+    if (r->broker) sp_broker_stop(r->broker);
+}
+
+static void write_file_atomic(const char *path, const char *text) {
+    char tmp[1024];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    fprintf(f, "%s\n", text);
+    fclose(f);
+    rename(tmp, path);
+}
+
+static void run_usage(FILE *out) {
+    fprintf(out,
+            "usage: storepulse run -c FILE [--embedded-kafka] [--bootstrap-file F]\n"
+            "  -c, --config FILE     configuration (YAML); see deploy/storepulse.yaml\n"
+            "  --embedded-kafka      start a librdkafka mock cluster in this process\n"
+            "  --bootstrap-file F    with --embedded-kafka: write its address to F\n"
+            "SIGTERM/SIGINT: finish the batch, commit, exit 0.\n");
+}
+
+int sp_run_main(int argc, char **argv) {
+    static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                         {"embedded-kafka", no_argument, 0, 'e'},
+                                         {"bootstrap-file", required_argument, 0, 'b'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *cfgpath = NULL, *bsfile = NULL;
+    int embedded = 0, c, ret = 1;
+    char err[1024];
+    static sp_config_t cfg;
+    run_t r;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': cfgpath = optarg; break;
+        case 'e': embedded = 1; break;
+        case 'b': bsfile = optarg; break;
+        case 'h': run_usage(stdout); return 0;
+        default: run_usage(stderr); return 2;
+        }
+    }
+    sp_config_defaults(&cfg);
+    if (sp_config_load(&cfg, cfgpath, err, sizeof(err)) != SP_OK) {
+        fprintf(stderr, "storepulse: %s\n", err);
+        return 2;
+    }
+    int lvl = sp_log_level_parse(cfg.log_level);
+    if (lvl >= 0) sp_log_level = lvl;
+
+    memset(&r, 0, sizeof(r));
+    r.cfg = &cfg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    if (embedded) {
+        r.broker = sp_broker_start(&cfg, err, sizeof(err));
+        if (!r.broker) {
+            fprintf(stderr, "storepulse: embedded kafka: %s\n", err);
+            return 1;
+        }
+        const char *bs = sp_broker_bootstraps(r.broker);
+        sp_config_kafka_set(&cfg, "bootstrap.servers", bs);
+        printf("bootstrap: %s\n", bs);
+        fflush(stdout);
+        if (bsfile) write_file_atomic(bsfile, bs);
+    }
+    if (run_open(&r, err, sizeof(err)) != 0) {
+        sp_log(SP_LOG_ERROR, "cannot start: %s", err);
+        goto out;
+    }
+    sp_log(SP_LOG_INFO, "storepulse running: namespace %s, kafka %s", cfg.ns,
+           sp_config_kafka_get(&cfg, "bootstrap.servers"));
+
+    while (!stop_requested) {
+        int n = (int)rd_kafka_consume_batch_queue(r.q, (int)cfg.batch_timeout_ms, r.msgs,
+                                                  (size_t)cfg.batch_max);
+        if (r.broker) sp_broker_poll(r.broker, 0);
+        rd_kafka_poll(r.dlq, 0);
+        if (r.need_reset) {
+            for (int i = 0; i < n; i++) rd_kafka_message_destroy(r.msgs[i]);
+            do_reset(&r);
+            continue;
+        }
+        process_batch(&r, r.msgs, n < 0 ? 0 : n);
+    }
+    sp_log(SP_LOG_INFO, "shutting down");
+    drain_commit(&r);
+    ret = r.need_reset ? 1 : 0;
+out:
+    run_close(&r);
+    return ret;
+}
+
+int sp_check_config_main(int argc, char **argv) {
+    static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                         {"reference", no_argument, 0, 'r'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *path = NULL;
+    int c;
+    char err[1024];
+    static sp_config_t cfg;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': path = optarg; break;
+        case 'r': sp_config_print_reference(stdout); return 0;
+        case 'h':
+            printf("usage: storepulse check-config -c FILE   validate, print resolved (secrets redacted)\n"
+                   "       storepulse check-config --reference  print the option reference\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    sp_config_defaults(&cfg);
+    if (sp_config_load(&cfg, path, err, sizeof(err)) != SP_OK) {
+        fprintf(stderr, "storepulse: %s\n", err);
+        return 2;
+    }
+    sp_config_print(&cfg, stdout);
+    return 0;
+}
