@@ -1,0 +1,296 @@
+/* broker.c -- the embedded Kafka broker (librdkafka mock cluster).
+ *
+ * What: an in-process cluster of SP_BROKER_COUNT mock brokers created on an
+ * owning rd_kafka_t producer handle, with StorePulse's topics pre-created
+ * (four input streams, dead-letter, alerts; cfg->partitions each,
+ * replication 1), plus the `storepulse broker` command that runs it as a
+ * standalone process for laptops, the demo and kill/restart tests.
+ *
+ * Why: there is no Kafka broker package on the target machines, and the mock
+ * cluster talks the real protocol over real TCP, so every other component
+ * (and kcat) uses it exactly as it would use a real cluster. Topics are
+ * created here because the mock cluster's Admin CreateTopics times out and
+ * auto-created topics always get 4 partitions.
+ *
+ * What it deliberately does not do: persist anything (data and offsets live
+ * in memory; a restart is a new, empty cluster on new ports), real
+ * transactions, retention beyond ~5 MiB per partition, TLS/SASL. It does not
+ * hide the mock handle: tests take it through sp_broker_mock() for fault
+ * injection. Only this file includes <librdkafka/rdkafka_mock.h>. */
+#include "core/broker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+#define SP_BROKER_DEFAULT_PARTITIONS 8
+#define SP_BROKER_MAX_PARTITIONS 10000
+
+struct sp_broker {
+    rd_kafka_t *rk;              /* owning handle; owns nothing else of ours */
+    rd_kafka_mock_cluster_t *mc; /* owned: destroyed before rk */
+    char bootstraps[512];
+};
+
+/* librdkafka logs of the owning handle: it has no bootstrap.servers of its
+ * own and says so; only real errors are worth the user's attention. */
+static void broker_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk;
+    if (level <= 3)
+        sp_log(SP_LOG_ERROR, "broker: %s: %s", fac, buf);
+    else
+        sp_log(SP_LOG_DEBUG, "broker: %s: %s", fac, buf);
+}
+
+static int broker_create_topic(sp_broker_t *b, const char *name, int partitions, char *errstr,
+                               size_t errstr_size) {
+    rd_kafka_resp_err_t err;
+
+    if (!name || !*name) return SP_OK; /* not configured: nothing to create */
+    err = rd_kafka_mock_topic_create(b->mc, name, partitions, 1);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
+        err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        snprintf(errstr, errstr_size, "creating topic '%s': %s", name, rd_kafka_err2str(err));
+        return SP_ERR_IO;
+    }
+    return SP_OK;
+}
+
+sp_broker_t *sp_broker_start(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
+    sp_broker_t *b = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    const char *bs;
+    int partitions;
+    char rkerr[512];
+    int ok = 0;
+
+    partitions = cfg->partitions > 0 ? cfg->partitions : SP_BROKER_DEFAULT_PARTITIONS;
+    if (partitions > SP_BROKER_MAX_PARTITIONS) {
+        snprintf(errstr, errstr_size, "partitions %d out of range 1..%d", partitions,
+                 SP_BROKER_MAX_PARTITIONS);
+        goto out;
+    }
+    b = calloc(1, sizeof(*b));
+    if (!b) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, broker_log_cb);
+    if (rd_kafka_conf_set(conf, "client.id", "storepulse-broker", rkerr, sizeof(rkerr)) !=
+        RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "broker handle config: %s", rkerr);
+        goto out;
+    }
+    b->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, rkerr, sizeof(rkerr));
+    if (!b->rk) {
+        snprintf(errstr, errstr_size, "broker handle: %s", rkerr);
+        goto out;
+    }
+    conf = NULL; /* now owned by rk */
+
+    b->mc = rd_kafka_mock_cluster_new(b->rk, SP_BROKER_COUNT);
+    if (!b->mc) {
+        snprintf(errstr, errstr_size, "could not create the mock cluster");
+        goto out;
+    }
+    bs = rd_kafka_mock_cluster_bootstraps(b->mc);
+    if (!bs || strlen(bs) >= sizeof(b->bootstraps)) {
+        snprintf(errstr, errstr_size, "mock cluster has no usable bootstrap address");
+        goto out;
+    }
+    memcpy(b->bootstraps, bs, strlen(bs) + 1);
+
+    for (int i = 0; i < SP_STREAM__COUNT; i++)
+        if (broker_create_topic(b, cfg->topics[i].name, partitions, errstr, errstr_size) != SP_OK)
+            goto out;
+    if (broker_create_topic(b, cfg->topic_deadletter, partitions, errstr, errstr_size) != SP_OK)
+        goto out;
+    if (broker_create_topic(b, cfg->topic_alerts, partitions, errstr, errstr_size) != SP_OK)
+        goto out;
+    ok = 1;
+
+out:
+    if (conf) rd_kafka_conf_destroy(conf);
+    if (!ok) {
+        sp_broker_stop(b);
+        b = NULL;
+    }
+    return b;
+}
+
+const char *sp_broker_bootstraps(const sp_broker_t *b) { return b->bootstraps; }
+
+void *sp_broker_mock(sp_broker_t *b) { return b->mc; }
+
+void sp_broker_poll(sp_broker_t *b, int timeout_ms) { rd_kafka_poll(b->rk, timeout_ms); }
+
+void sp_broker_stop(sp_broker_t *b) {
+    if (!b) return;
+    if (b->mc) rd_kafka_mock_cluster_destroy(b->mc);
+    if (b->rk) rd_kafka_destroy(b->rk);
+    free(b);
+}
+
+/* ---- `storepulse broker` ------------------------------------------------ */
+
+static volatile sig_atomic_t broker_stop_flag;
+
+static void broker_on_signal(int sig) {
+    (void)sig;
+    broker_stop_flag = 1;
+}
+
+/* Write "addr\n" to path through a temporary file in the same directory and
+ * rename(2), so a reader never sees a partial line. */
+static int broker_write_file(const char *path, const char *addr, char *errstr,
+                             size_t errstr_size) {
+    char tmp[4096];
+    FILE *f = NULL;
+    int rc = SP_ERR_IO;
+
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
+        snprintf(errstr, errstr_size, "%s: path too long", path);
+        return SP_ERR_INVALID;
+    }
+    f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    if (fprintf(f, "%s\n", addr) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    if (fclose(f) != 0) {
+        f = NULL;
+        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    f = NULL;
+    if (rename(tmp, path) != 0) {
+        snprintf(errstr, errstr_size, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        goto out;
+    }
+    rc = SP_OK;
+out:
+    if (f) fclose(f);
+    if (rc != SP_OK) unlink(tmp);
+    return rc;
+}
+
+static void broker_usage(FILE *out) {
+    fputs("usage: storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N]\n"
+          "\n"
+          "Runs librdkafka's mock Kafka cluster (3 brokers on 127.0.0.1, in memory)\n"
+          "with the configured topics created, until SIGTERM or SIGINT.\n"
+          "\n"
+          "  -c, --config FILE       config file (topics.*, pipeline.partitions)\n"
+          "      --bootstrap-file F  also write the bootstrap address to F (atomically;\n"
+          "                          removed again on a clean exit)\n"
+          "      --partitions N      partitions per topic (overrides the config)\n"
+          "  -h, --help              this help\n"
+          "\n"
+          "Prints \"bootstrap: <host:port,...>\" on stdout once the cluster is up.\n",
+          out);
+}
+
+int sp_broker_main(int argc, char **argv) {
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"bootstrap-file", required_argument, NULL, 'b'},
+                                             {"partitions", required_argument, NULL, 'p'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *config_path = NULL, *bootstrap_file = NULL;
+    long partitions = -1;
+    sp_config_t *cfg = NULL;
+    sp_broker_t *b = NULL;
+    char errstr[1024];
+    struct sigaction sa;
+    int opt, ret = 1, file_written = 0;
+
+    optind = 0; /* glibc: full re-initialisation (argv[0] is the subcommand) */
+    while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'b': bootstrap_file = optarg; break;
+        case 'p': {
+            char *end;
+            errno = 0;
+            partitions = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || partitions < 1 ||
+                partitions > SP_BROKER_MAX_PARTITIONS) {
+                fprintf(stderr, "storepulse broker: --partitions: expected 1..%d, got '%s'\n",
+                        SP_BROKER_MAX_PARTITIONS, optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'h': broker_usage(stdout); return 0;
+        default: broker_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "storepulse broker: unexpected argument '%s'\n", argv[optind]);
+        broker_usage(stderr);
+        return 2;
+    }
+
+    cfg = malloc(sizeof(*cfg));
+    if (!cfg) {
+        fprintf(stderr, "storepulse broker: out of memory\n");
+        goto out;
+    }
+    sp_config_defaults(cfg);
+    if (sp_config_load(cfg, config_path, errstr, sizeof(errstr)) != SP_OK) {
+        fprintf(stderr, "storepulse broker: %s\n", errstr);
+        ret = 2;
+        goto out;
+    }
+    if (partitions > 0) cfg->partitions = (int)partitions;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = broker_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    b = sp_broker_start(cfg, errstr, sizeof(errstr));
+    if (!b) {
+        fprintf(stderr, "storepulse broker: %s\n", errstr);
+        goto out;
+    }
+    if (bootstrap_file) {
+        if (broker_write_file(bootstrap_file, sp_broker_bootstraps(b), errstr, sizeof(errstr)) !=
+            SP_OK) {
+            fprintf(stderr, "storepulse broker: --bootstrap-file: %s\n", errstr);
+            goto out;
+        }
+        file_written = 1;
+    }
+    printf("bootstrap: %s\n", sp_broker_bootstraps(b));
+    fflush(stdout);
+    sp_log(SP_LOG_INFO, "broker: %d brokers, %d partitions per topic, serving until SIGTERM",
+           SP_BROKER_COUNT, cfg->partitions > 0 ? cfg->partitions : SP_BROKER_DEFAULT_PARTITIONS);
+
+    while (!broker_stop_flag) sp_broker_poll(b, 200);
+    sp_log(SP_LOG_INFO, "broker: shutting down");
+    ret = 0;
+
+out:
+    if (file_written) unlink(bootstrap_file); /* a stale address would mislead scripts */
+    sp_broker_stop(b);
+    free(cfg);
+    return ret;
+}
