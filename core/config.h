@@ -110,6 +110,11 @@ int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errs
 /* Write the resolved config as YAML, every option, secrets as "<redacted>". */
 void sp_config_print(const sp_config_t *cfg, FILE *out);
 
+/* `value` as it may be logged or printed: "<redacted>" when `key` (dotted,
+ * e.g. "redis.password", "kafka.sasl.password") names a secret and value is
+ * not empty, else value itself. */
+const char *sp_config_redacted(const char *key, const char *value);
+
 /* Markdown reference of every option (name, type, default, description). */
 void sp_config_print_reference(FILE *out);
 
