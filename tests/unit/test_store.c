@@ -523,7 +523,7 @@ static void test_big_hash(void **state) {
         double t0 = now_ms();
         sp_commit_reset(G.c);
         for (int p = 0; p < 8; p++) {
-            snprintf(f, sizeof(f), "clicks/%d", p);
+            snprintf(f, sizeof(f), "perf/%d", p);
             sp_commit_offset(G.c, f, round, round + 1, 1000 + round);
         }
         for (int h = 0; h < 10; h++) {
