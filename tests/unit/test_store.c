@@ -618,6 +618,30 @@ static void test_auth_db(void **state) {
     assert_non_null(strstr(err, "127.0.0.1:1"));
 }
 
+static void test_too_large(void **state) {
+    (void)state;
+    size_t n = (size_t)1 << 20;
+    char *big = malloc(n);
+    assert_non_null(big);
+    memset(big, 'f', n);
+    sp_commit_offset(G.c, "clicks/0", 0, 1, 1);
+    sp_commit_hash(G.c, H1, 0);
+    for (int i = 0; i < 70; i++) { /* 70 MiB of field names: over the bound */
+        big[0] = (char)('A' + i % 26);
+        sp_commit_incr(G.c, big, n, 1);
+    }
+    free(big);
+    assert_int_equal(sp_store_commit_send(G.st, G.c, G.err, sizeof(G.err)), SP_ERR_INVALID);
+    assert_non_null(strstr(G.err, "too large"));
+    assert_int_equal(sp_store_pending(G.st), 0);
+    assert_int_equal(exists(H1), 0);
+    /* reset clears it; the store is still usable */
+    sp_commit_reset(G.c);
+    sp_commit_offset(G.c, "clicks/0", 0, 1, 1);
+    assert_int_equal(commit(), SP_OK);
+    assert_field("sp:{store}:offsets", "clicks/0", "1");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ns, setup, teardown),
@@ -635,6 +659,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_noscript_then_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_db, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
