@@ -63,8 +63,8 @@
 #include "core/err.h"
 
 #define SP_COMMIT_MAX_BYTES ((size_t)64 << 20) /* arena + argument table */
-#define SP_STORE_FIFO_MAX 64                   /* outstanding replies */
-#define SP_GET_CHUNK 1000                      /* keys per MGET/HMGET */
+#define SP_STORE_FIFO_MAX   64                 /* outstanding replies */
+#define SP_GET_CHUNK        1000               /* keys per MGET/HMGET */
 
 /* ------------------------------------------------------------------ */
 /* the Lua script                                                      */
@@ -228,8 +228,18 @@ typedef struct sp_hash_sec {
     size_t ratio_lo, ratio_hi;
 } sp_hash_sec_t;
 
-enum { SEC_OFF, SEC_KV, SEC_INCR, SEC_SET, SEC_RATIO, SEC_MAX, SEC_HEALTH, SEC_GAUGE, SEC_PUB,
-       SEC__COUNT };
+enum {
+    SEC_OFF,
+    SEC_KV,
+    SEC_INCR,
+    SEC_SET,
+    SEC_RATIO,
+    SEC_MAX,
+    SEC_HEALTH,
+    SEC_GAUGE,
+    SEC_PUB,
+    SEC__COUNT
+};
 
 struct sp_commit {
     char *arena; /* all strings, copied */
@@ -249,10 +259,8 @@ static size_t commit_bytes(const sp_commit_t *c) {
 
 /* Grow *p (elements of size sz) to hold at least need; bounded. */
 static int grow(sp_commit_t *c, void **p, size_t *cap, size_t need, size_t sz) {
-    if (need <= *cap)
-        return 0;
-    if (c->err)
-        return -1;
+    if (need <= *cap) return 0;
+    if (c->err) return -1;
     size_t ncap = *cap ? *cap : 64;
     while (ncap < need)
         ncap *= 2;
@@ -271,8 +279,7 @@ static int grow(sp_commit_t *c, void **p, size_t *cap, size_t need, size_t sz) {
 }
 
 static int commit_full(sp_commit_t *c, size_t more) {
-    if (c->err)
-        return 1;
+    if (c->err) return 1;
     if (commit_bytes(c) + more > SP_COMMIT_MAX_BYTES) {
         c->err = 1;
         return 1;
@@ -283,12 +290,9 @@ static int commit_full(sp_commit_t *c, size_t more) {
 /* Copy bytes into the arena; returns the argument. On failure c->err. */
 static sp_arg_t arena_put(sp_commit_t *c, const void *s, size_t len) {
     sp_arg_t a = {0, 0};
-    if (commit_full(c, len + sizeof(sp_arg_t)))
-        return a;
-    if (grow(c, (void **)&c->arena, &c->cap, c->used + len + 1, 1))
-        return a;
-    if (len)
-        memcpy(c->arena + c->used, s, len);
+    if (commit_full(c, len + sizeof(sp_arg_t))) return a;
+    if (grow(c, (void **)&c->arena, &c->cap, c->used + len + 1, 1)) return a;
+    if (len) memcpy(c->arena + c->used, s, len);
     c->arena[c->used + len] = '\0';
     a.off = c->used;
     a.len = len;
@@ -304,8 +308,7 @@ static size_t fmt_i64(char *buf, int64_t v) {
         tmp[n++] = (char)('0' + u % 10);
         u /= 10;
     } while (u);
-    if (v < 0)
-        buf[i++] = '-';
+    if (v < 0) buf[i++] = '-';
     while (n)
         buf[i++] = tmp[--n];
     buf[i] = '\0';
@@ -320,10 +323,8 @@ static sp_arg_t arena_i64(sp_commit_t *c, int64_t v) {
 
 static void push(sp_commit_t *c, int sec, sp_arg_t a) {
     sp_argvec_t *av = &c->sec[sec];
-    if (c->err)
-        return;
-    if (grow(c, (void **)&av->v, &av->cap, av->n + 1, sizeof(sp_arg_t)))
-        return;
+    if (c->err) return;
+    if (grow(c, (void **)&av->v, &av->cap, av->n + 1, sizeof(sp_arg_t))) return;
     av->v[av->n++] = a;
 }
 
@@ -350,8 +351,7 @@ void sp_commit_reset(sp_commit_t *c) {
 }
 
 void sp_commit_destroy(sp_commit_t *c) {
-    if (!c)
-        return;
+    if (!c) return;
     free(c->arena);
     for (int i = 0; i < SEC__COUNT; i++)
         free(c->sec[i].v);
@@ -360,11 +360,9 @@ void sp_commit_destroy(sp_commit_t *c) {
 }
 
 int sp_commit_is_empty(const sp_commit_t *c) {
-    if (c->nhash)
-        return 0;
+    if (c->nhash) return 0;
     for (int i = 0; i < SEC__COUNT; i++)
-        if (c->sec[i].n)
-            return 0;
+        if (c->sec[i].n) return 0;
     return 1;
 }
 
@@ -388,16 +386,14 @@ void sp_commit_kv(sp_commit_t *c, const char *key, const void *value, size_t len
 }
 
 void sp_commit_hash(sp_commit_t *c, const char *key, int64_t ttl_ms) {
-    if (c->err)
-        return;
+    if (c->err) return;
     sp_hash_sec_t h;
     h.key = arena_put(c, key, strlen(key));
     h.ttl = arena_i64(c, ttl_ms > 0 ? ttl_ms : 0);
     h.incr_lo = h.incr_hi = c->sec[SEC_INCR].n;
     h.set_lo = h.set_hi = c->sec[SEC_SET].n;
     h.ratio_lo = h.ratio_hi = c->sec[SEC_RATIO].n;
-    if (c->err || grow(c, (void **)&c->hash, &c->hash_cap, c->nhash + 1, sizeof(h)))
-        return;
+    if (c->err || grow(c, (void **)&c->hash, &c->hash_cap, c->nhash + 1, sizeof(h))) return;
     c->hash[c->nhash++] = h;
 }
 
@@ -415,16 +411,14 @@ static void hash_close(sp_commit_t *c) {
 }
 
 void sp_commit_incr(sp_commit_t *c, const char *field, size_t field_len, int64_t delta) {
-    if (c->err)
-        return;
+    if (c->err) return;
     push_str(c, SEC_INCR, field, field_len);
     push_i64(c, SEC_INCR, delta);
     hash_close(c);
 }
 
 void sp_commit_hset(sp_commit_t *c, const char *field, const char *value) {
-    if (c->err)
-        return;
+    if (c->err) return;
     push_str(c, SEC_SET, field, strlen(field));
     push_str(c, SEC_SET, value, strlen(value));
     hash_close(c);
@@ -433,8 +427,7 @@ void sp_commit_hset(sp_commit_t *c, const char *field, const char *value) {
 void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *num_field,
                      const char *den_field) {
     assert(kind == 'r' || kind == 'a');
-    if (c->err)
-        return;
+    if (c->err) return;
     push_str(c, SEC_RATIO, field, strlen(field));
     push_str(c, SEC_RATIO, &kind, 1);
     push_str(c, SEC_RATIO, num_field, strlen(num_field));
@@ -478,8 +471,7 @@ int64_t sp_commit_command_estimate(const sp_commit_t *c) {
         /* upper bound: every incr and ratio input distinct */
         n += chunks(ni + 2 * nr, SP_LUA_CHUNK);
         n += chunks(ni + ns + nr, SP_LUA_CHUNK);
-        if (!(h->ttl.len == 1 && c->arena[h->ttl.off] == '0'))
-            n++;
+        if (!(h->ttl.len == 1 && c->arena[h->ttl.off] == '0')) n++;
     }
     n += (int64_t)(c->sec[SEC_MAX].n / 2) * 2; /* GET, maybe SET */
     n += (int64_t)(c->sec[SEC_HEALTH].n / 2);
@@ -497,8 +489,8 @@ enum { PEND_COMMIT = 1, PEND_MGET, PEND_MGET_EMPTY };
 struct sp_store {
     sp_config_t cfg; /* copy: host, port, credentials, db, timeout, ns */
     redisContext *rc;
-    int broken;          /* sticky I/O error: reconnect before use */
-    char prefix[80];     /* sp:{NS} */
+    int broken;      /* sticky I/O error: reconnect before use */
+    char prefix[80]; /* sp:{NS} */
     char offsets_key[96];
     char wm_key[96];
     char sha[41];
@@ -517,8 +509,7 @@ struct sp_store {
 static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
-    if (!errstr || !errstr_size)
-        return;
+    if (!errstr || !errstr_size) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(errstr, errstr_size, fmt, ap);
@@ -592,8 +583,7 @@ static int connect_once(sp_store_t *st, char *errstr, size_t errstr_size) {
         size_t al[3];
         int ac = 0;
         av[ac] = "AUTH", al[ac++] = 4;
-        if (cfg->redis_user[0])
-            av[ac] = cfg->redis_user, al[ac] = strlen(cfg->redis_user), ac++;
+        if (cfg->redis_user[0]) av[ac] = cfg->redis_user, al[ac] = strlen(cfg->redis_user), ac++;
         av[ac] = cfg->redis_password, al[ac] = strlen(cfg->redis_password), ac++;
         r = command(st, ac, av, al);
         if (!r) {
@@ -643,8 +633,7 @@ static int connect_once(sp_store_t *st, char *errstr, size_t errstr_size) {
     st->broken = 0;
     ret = SP_OK;
 out:
-    if (r)
-        freeReplyObject(r);
+    if (r) freeReplyObject(r);
     return ret;
 }
 
@@ -668,10 +657,8 @@ sp_store_t *sp_store_new(const sp_config_t *cfg, char *errstr, size_t errstr_siz
 }
 
 void sp_store_destroy(sp_store_t *st) {
-    if (!st)
-        return;
-    if (st->rc)
-        redisFree(st->rc);
+    if (!st) return;
+    if (st->rc) redisFree(st->rc);
     free(st->argv);
     free(st->argvlen);
     free(st->nums);
@@ -718,14 +705,12 @@ static int flush(sp_store_t *st, const char *what, char *errstr, size_t errstr_s
 static int parse_i64(const char *s, size_t len, int64_t *out) {
     char buf[32];
     char *end;
-    if (len == 0 || len >= sizeof(buf))
-        return -1;
+    if (len == 0 || len >= sizeof(buf)) return -1;
     memcpy(buf, s, len);
     buf[len] = '\0';
     errno = 0;
     long long v = strtoll(buf, &end, 10);
-    if (errno || *end)
-        return -1;
+    if (errno || *end) return -1;
     *out = v;
     return 0;
 }
@@ -742,8 +727,7 @@ static int hmget_ints(sp_store_t *st, const char *cmd, const char *key, const ch
     for (int lo = 0; lo < n; lo += SP_GET_CHUNK) {
         int hi = lo + SP_GET_CHUNK < n ? lo + SP_GET_CHUNK : n, ac = 0;
         av[ac] = cmd, al[ac++] = strlen(cmd);
-        if (!is_mget)
-            av[ac] = key, al[ac++] = strlen(key);
+        if (!is_mget) av[ac] = key, al[ac++] = strlen(key);
         for (int i = lo; i < hi; i++)
             av[ac] = names[i], al[ac++] = strlen(names[i]);
         if (redisAppendCommandArgv(st->rc, ac, av, al) != REDIS_OK)
@@ -784,8 +768,7 @@ int sp_store_load_offsets(sp_store_t *st, const char *const *fields, int n, int6
                           int64_t *max_et_out, char *errstr, size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
     assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
-    if (ret != SP_OK)
-        return ret;
+    if (ret != SP_OK) return ret;
     ret = hmget_ints(st, "HMGET", st->offsets_key, fields, n, next_out, errstr, errstr_size);
     if (ret == SP_OK)
         ret = hmget_ints(st, "HMGET", st->wm_key, fields, n, max_et_out, errstr, errstr_size);
@@ -796,25 +779,21 @@ int sp_store_get_ints(sp_store_t *st, const char *const *keys, int n, int64_t *o
                       size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
     assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
-    if (ret != SP_OK)
-        return ret;
+    if (ret != SP_OK) return ret;
     return hmget_ints(st, "MGET", NULL, keys, n, out, errstr, errstr_size);
 }
 
 /* Make room for n arguments. */
 static int argv_reserve(sp_store_t *st, size_t n) {
-    if (n <= st->argv_cap)
-        return 0;
+    if (n <= st->argv_cap) return 0;
     size_t cap = st->argv_cap ? st->argv_cap : 256;
     while (cap < n)
         cap *= 2;
     const char **av = realloc(st->argv, cap * sizeof(*av));
-    if (!av)
-        return -1;
+    if (!av) return -1;
     st->argv = av;
     size_t *al = realloc(st->argvlen, cap * sizeof(*al));
-    if (!al)
-        return -1;
+    if (!al) return -1;
     st->argvlen = al;
     st->argv_cap = cap;
     return 0;
@@ -822,8 +801,7 @@ static int argv_reserve(sp_store_t *st, size_t n) {
 
 int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
-    if (ret != SP_OK)
-        return ret;
+    if (ret != SP_OK) return ret;
     if (c->err) {
         set_err(errstr, errstr_size, "commit too large (over %zu MiB) or out of memory",
                 SP_COMMIT_MAX_BYTES >> 20);
@@ -857,8 +835,8 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     size_t *al = st->argvlen;
     size_t k = 0, nk = 0;
 #define ARG_S(s, l) (av[k] = (s), al[k] = (l), k++)
-#define ARG_A(a) ARG_S(c->arena + (a).off, (a).len)
-#define ARG_N(v) (ARG_S(st->nums + nk * 24, fmt_i64(st->nums + nk * 24, (int64_t)(v))), nk++)
+#define ARG_A(a)    ARG_S(c->arena + (a).off, (a).len)
+#define ARG_N(v)    (ARG_S(st->nums + nk * 24, fmt_i64(st->nums + nk * 24, (int64_t)(v))), nk++)
 #define ARG_SEC(s)                                                                                 \
     do {                                                                                           \
         for (size_t i_ = 0; i_ < c->sec[s].n; i_++)                                                \
@@ -911,8 +889,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
 int sp_store_commit_recv(sp_store_t *st, char *errstr, size_t errstr_size) {
     redisReply *r = NULL;
     int ret = usable(st, errstr, errstr_size);
-    if (ret != SP_OK)
-        return ret;
+    if (ret != SP_OK) return ret;
     assert(st->fifo_len > 0 && st->fifo[st->fifo_head] == PEND_COMMIT &&
            "commit_recv: the oldest outstanding reply is not a commit");
     if (st->fifo_len == 0 || st->fifo[st->fifo_head] != PEND_COMMIT) {
@@ -943,8 +920,7 @@ int sp_store_commit_recv(sp_store_t *st, char *errstr, size_t errstr_size) {
 int sp_store_mget_send(sp_store_t *st, const char *const *keys, const size_t *lens, int n,
                        char *errstr, size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
-    if (ret != SP_OK)
-        return ret;
+    if (ret != SP_OK) return ret;
     if (st->fifo_len >= SP_STORE_FIFO_MAX) {
         set_err(errstr, errstr_size, "too many outstanding replies");
         return SP_ERR_INVALID;
@@ -970,20 +946,18 @@ int sp_store_mget_send(sp_store_t *st, const char *const *keys, const size_t *le
 }
 
 int sp_store_mget_recv(sp_store_t *st,
-                       void (*cb)(void *opaque, int idx, const char *val, size_t len),
-                       void *opaque, char *errstr, size_t errstr_size) {
+                       void (*cb)(void *opaque, int idx, const char *val, size_t len), void *opaque,
+                       char *errstr, size_t errstr_size) {
     redisReply *r = NULL;
     int ret = usable(st, errstr, errstr_size);
-    if (ret != SP_OK)
-        return ret;
+    if (ret != SP_OK) return ret;
     assert(st->fifo_len > 0 && st->fifo[st->fifo_head] != PEND_COMMIT &&
            "mget_recv: the oldest outstanding reply is not a prefetch");
     if (st->fifo_len == 0 || st->fifo[st->fifo_head] == PEND_COMMIT) {
         set_err(errstr, errstr_size, "mget_recv: no prefetch reply outstanding");
         return SP_ERR_INVALID;
     }
-    if (fifo_pop(st) == PEND_MGET_EMPTY)
-        return SP_OK;
+    if (fifo_pop(st) == PEND_MGET_EMPTY) return SP_OK;
     if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
         return io_fail(st, "MGET", errstr, errstr_size);
     if (r->type != REDIS_REPLY_ARRAY) {

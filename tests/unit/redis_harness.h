@@ -34,8 +34,8 @@
 
 typedef struct sp_test_redis {
     pid_t pid;
-    int port;      /* 0 before the first start: a free one is picked */
-    char dir[256]; /* "" before the first start */
+    int port;                      /* 0 before the first start: a free one is picked */
+    char dir[256];                 /* "" before the first start */
     const char *const *extra_args; /* optional, NULL-terminated */
 } sp_test_redis_t;
 
@@ -43,8 +43,7 @@ static int sp_test_redis_free_port(void) {
     struct sockaddr_in sa;
     socklen_t len = sizeof(sa);
     int port = -1, fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -62,8 +61,7 @@ static int sp_test_redis_ping(int port) {
     struct timeval tv = {1, 0};
     char buf[64];
     int ok = 0, fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
@@ -71,8 +69,7 @@ static int sp_test_redis_ping(int port) {
     sa.sin_port = htons((uint16_t)port);
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && write(fd, "PING\r\n", 6) == 6) {
         ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        if (n >= 5 && memcmp(buf, "+PONG", 5) == 0)
-            ok = 1;
+        if (n >= 5 && memcmp(buf, "+PONG", 5) == 0) ok = 1;
     }
     close(fd);
     return ok;
@@ -92,8 +89,7 @@ static int sp_test_redis_start(sp_test_redis_t *r) {
             return -1;
         }
     }
-    if (r->port <= 0 && (r->port = sp_test_redis_free_port()) <= 0)
-        return -1;
+    if (r->port <= 0 && (r->port = sp_test_redis_free_port()) <= 0) return -1;
     snprintf(portbuf, sizeof(portbuf), "%d", r->port);
     snprintf(logbuf, sizeof(logbuf), "%s/redis.log", r->dir);
     argv[argc++] = "redis-server";
@@ -114,16 +110,14 @@ static int sp_test_redis_start(sp_test_redis_t *r) {
     argv[argc] = NULL;
 
     r->pid = fork();
-    if (r->pid < 0)
-        return -1;
+    if (r->pid < 0) return -1;
     if (r->pid == 0) {
         execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 1000; i++) { /* 10 s */
         int status;
-        if (sp_test_redis_ping(r->port))
-            return 0;
+        if (sp_test_redis_ping(r->port)) return 0;
         if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
             r->pid = 0;
             return -1;
@@ -155,8 +149,7 @@ static void sp_test_redis_stop(sp_test_redis_t *r) {
             struct dirent *e;
             char path[600];
             while ((e = readdir(d)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                    continue;
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
                 snprintf(path, sizeof(path), "%s/%s", r->dir, e->d_name);
                 /* appendonlydir holds files: one level more */
                 if (unlink(path) != 0 && (errno == EISDIR || errno == EPERM)) {
@@ -167,8 +160,7 @@ static void sp_test_redis_stop(sp_test_redis_t *r) {
                         snprintf(sp, sizeof(sp), "%s/%s", path, se->d_name);
                         unlink(sp);
                     }
-                    if (sd)
-                        closedir(sd);
+                    if (sd) closedir(sd);
                     rmdir(path);
                 }
             }

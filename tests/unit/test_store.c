@@ -47,15 +47,13 @@ static int group_setup(void **state) {
         return -1;
     }
     G.rc = redisConnect("127.0.0.1", G.srv.port);
-    if (!G.rc || G.rc->err)
-        return -1;
+    if (!G.rc || G.rc->err) return -1;
     return 0;
 }
 
 static int group_teardown(void **state) {
     (void)state;
-    if (G.rc)
-        redisFree(G.rc);
+    if (G.rc) redisFree(G.rc);
     sp_test_redis_stop(&G.srv);
     return 0;
 }
@@ -63,8 +61,7 @@ static int group_teardown(void **state) {
 static int setup(void **state) {
     (void)state;
     redisReply *r = redisCommand(G.rc, "FLUSHALL");
-    if (!r)
-        return -1;
+    if (!r) return -1;
     freeReplyObject(r);
     cfg_fill(&G.cfg, G.srv.port, "store");
     G.st = sp_store_new(&G.cfg, G.err, sizeof(G.err));
@@ -89,8 +86,7 @@ static int teardown(void **state) {
 
 static int commit(void) {
     int rc = sp_store_commit_send(G.st, G.c, G.err, sizeof(G.err));
-    if (rc != SP_OK)
-        return rc;
+    if (rc != SP_OK) return rc;
     return sp_store_commit_recv(G.st, G.err, sizeof(G.err));
 }
 
@@ -131,14 +127,11 @@ static long long exists(const char *key) {
 static void assert_field(const char *key, const char *field, const char *want) {
     const char *got = hget(key, field);
     if (!want) {
-        if (got)
-            fail_msg("%s %s: want absent, got '%s'", key, field, got);
+        if (got) fail_msg("%s %s: want absent, got '%s'", key, field, got);
         return;
     }
-    if (!got)
-        fail_msg("%s %s: want '%s', absent", key, field, want);
-    if (strcmp(got, want) != 0)
-        fail_msg("%s %s: want '%s', got '%s'", key, field, want, got);
+    if (!got) fail_msg("%s %s: want '%s', absent", key, field, want);
+    if (strcmp(got, want) != 0) fail_msg("%s %s: want '%s', got '%s'", key, field, want, got);
 }
 
 static double now_ms(void) {
@@ -147,7 +140,7 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-#define H1 "sp:{store}:funnel:1m:60000"
+#define H1  "sp:{store}:funnel:1m:60000"
 #define ENT "sp:{store}:state:session:s1"
 
 /* ---- tests ---- */
@@ -193,8 +186,7 @@ static void test_fence_accept(void **state) {
 
     const char *fields[] = {"clicks/0", "clicks/1", "clicks/7"};
     int64_t next[3], wm[3];
-    assert_int_equal(sp_store_load_offsets(G.st, fields, 3, next, wm, G.err, sizeof(G.err)),
-                     SP_OK);
+    assert_int_equal(sp_store_load_offsets(G.st, fields, 3, next, wm, G.err, sizeof(G.err)), SP_OK);
     assert_int_equal(next[0], 20);
     assert_int_equal(next[1], 5);
     assert_int_equal(next[2], -1);
@@ -209,7 +201,7 @@ static void test_fence_reject(void **state) {
     freeReplyObject(redisCommand(G.rc, "SET %s old", ENT));
     freeReplyObject(redisCommand(G.rc, "HSET %s sessions 1", H1));
 
-    sp_commit_offset(G.c, "clicks/2", 0, 4, 100); /* fine alone */
+    sp_commit_offset(G.c, "clicks/2", 0, 4, 100);  /* fine alone */
     sp_commit_offset(G.c, "clicks/3", 5, 12, 100); /* zombie: stored is 10 */
     sp_commit_kv(G.c, ENT, "new", 3, 60000);
     sp_commit_kv(G.c, "sp:{store}:state:cart:c1", "x", 1, 60000);
@@ -310,13 +302,13 @@ static void test_avg_rounding(void **state) {
     sp_commit_incr(G.c, "seven", 5, 7);
     sp_commit_incr(G.c, "m5", 2, -5);
     sp_commit_incr(G.c, "zero", 4, 0);
-    sp_commit_ratio(G.c, "a1", 'a', "five", "two");   /* 2.5 -> 3 */
-    sp_commit_ratio(G.c, "a2", 'a', "seven", "two");  /* 3.5 -> 4 */
-    sp_commit_ratio(G.c, "a3", 'a', "m5", "two");     /* -2.5 -> -3 */
+    sp_commit_ratio(G.c, "a1", 'a', "five", "two");    /* 2.5 -> 3 */
+    sp_commit_ratio(G.c, "a2", 'a', "seven", "two");   /* 3.5 -> 4 */
+    sp_commit_ratio(G.c, "a3", 'a', "m5", "two");      /* -2.5 -> -3 */
     sp_commit_ratio(G.c, "a4", 'a', "seven", "three"); /* 2.33 -> 2 */
-    sp_commit_ratio(G.c, "a5", 'a', "five", "m2");    /* -2.5 -> -3 */
-    sp_commit_ratio(G.c, "a6", 'a', "m5", "three");   /* -1.67 -> -2 */
-    sp_commit_ratio(G.c, "a7", 'a', "five", "zero");  /* removed */
+    sp_commit_ratio(G.c, "a5", 'a', "five", "m2");     /* -2.5 -> -3 */
+    sp_commit_ratio(G.c, "a6", 'a', "m5", "three");    /* -1.67 -> -2 */
+    sp_commit_ratio(G.c, "a7", 'a', "five", "zero");   /* removed */
     assert_int_equal(commit(), SP_OK);
     assert_field(H1, "a1", "3");
     assert_field(H1, "a2", "4");
@@ -539,10 +531,8 @@ static void test_big_hash(void **state) {
         double t1 = now_ms();
         assert_int_equal(commit(), SP_OK);
         double t2 = now_ms();
-        if (t2 - t0 < best)
-            best = t2 - t0;
-        if (t1 - t0 < build_best)
-            build_best = t1 - t0;
+        if (t2 - t0 < best) best = t2 - t0;
+        if (t1 - t0 < build_best) build_best = t1 - t0;
     }
     assert_field("sp:{store}:perf:1m:9", "sessions|page=999", "5");
     print_message("commit of 10k incremented fields across 10 hashes: best %.2f ms "
@@ -572,8 +562,7 @@ static void test_connection_lost(void **state) {
     sp_commit_hash(G.c, H1, 0);
     sp_commit_incr(G.c, "sessions", 8, 1);
     int rc = sp_store_commit_send(G.st, G.c, G.err, sizeof(G.err));
-    if (rc == SP_OK)
-        rc = sp_store_commit_recv(G.st, G.err, sizeof(G.err));
+    if (rc == SP_OK) rc = sp_store_commit_recv(G.st, G.err, sizeof(G.err));
     assert_int_equal(rc, SP_ERR_IO);
     assert_int_equal(sp_store_reconnect(G.st, G.err, sizeof(G.err)), SP_OK);
     assert_int_equal(sp_store_pending(G.st), 0);
