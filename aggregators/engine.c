@@ -465,6 +465,7 @@ void sp_engine_partition_add(sp_engine_t *e, int topic_idx, int32_t partition, i
     p->max_et = max_et;
     p->last_wall = now_ms;
     p->lag = -1;
+    if (now_ms > e->now_ms) e->now_ms = now_ms;
 }
 
 void sp_engine_partition_remove(sp_engine_t *e, int topic_idx, int32_t partition) {

@@ -1,0 +1,350 @@
+/* test_engine.c -- windows, watermark and the funnel family, driven by a
+ * manual clock, committed through the real store into a real redis-server,
+ * and checked against figures computed by hand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregators/engine.h"
+#include "aggregators/store.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "tests/unit/redis_harness.h"
+
+#define T0 1793527200000LL /* 2026-11-01T10:00:00Z, a minute boundary */
+
+static sp_test_redis_t srv;
+static redisContext *rc;
+
+static int group_setup(void **state) {
+    (void)state;
+    if (sp_test_redis_start(&srv) != 0) return -1;
+    rc = redisConnect("127.0.0.1", srv.port);
+    return rc && !rc->err ? 0 : -1;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    if (rc) redisFree(rc);
+    sp_test_redis_stop(&srv);
+    return 0;
+}
+
+static void cfg_for(sp_config_t *cfg, const char *ns) {
+    sp_config_defaults(cfg);
+    snprintf(cfg->ns, sizeof(cfg->ns), "%s", ns);
+    cfg->redis_port = srv.port;
+}
+
+/* An event with string fields given as "name=value" pairs. */
+static sp_event_t mk(sp_stream_t st, sp_event_type_t type, int64_t t, const char *kv) {
+    sp_event_t ev;
+    static char store[64][64];
+    static int next;
+    memset(&ev, 0, sizeof(ev));
+    ev.stream = st;
+    ev.type = type;
+    sp_event_set_int(&ev, SP_I_EVENT_TIME, t);
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", kv);
+    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
+        char *eq = strchr(tok, '=');
+        *eq = '\0';
+        if (!strcmp(tok, "amount")) {
+            sp_event_set_int(&ev, SP_I_AMOUNT_CENTS, atoll(eq + 1));
+            continue;
+        }
+        for (int f = 0; f < SP_S__COUNT; f++)
+            if (!strcmp(tok, sp_str_field_names[f])) {
+                char *s = store[next++ % 64];
+                snprintf(s, 64, "%s", eq + 1);
+                ev.s[f].p = s;
+                ev.s[f].len = (uint32_t)strlen(s);
+            }
+    }
+    return ev;
+}
+
+static void fetched(void *op, int idx, const char *v, size_t len) { sp_engine_fetched(op, idx, v, len); }
+
+/* One batch through engine and store, like the run loop does it. */
+static int batch(sp_engine_t *e, sp_store_t *st, sp_event_t *evs, int n, int64_t *expected) {
+    char err[256];
+    int dups = 0;
+    sp_commit_t *c = sp_commit_new();
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sp_engine_admit(e, &evs[i]), SP_OK);
+        sp_engine_want(e, &evs[i]);
+    }
+    const size_t *lens;
+    const char *const *keys = sp_engine_want_keys(e, &lens);
+    if (sp_engine_want_count(e) > 0) {
+        assert_int_equal(sp_store_mget_send(st, keys, lens, sp_engine_want_count(e), err, sizeof(err)), SP_OK);
+        assert_int_equal(sp_store_mget_recv(st, fetched, e, err, sizeof(err)), SP_OK);
+    }
+    for (int i = 0; i < n; i++)
+        if (sp_engine_apply(e, &evs[i]) == SP_ERR_DUPLICATE) dups++;
+    sp_engine_advance(e, sp_clock_now_ms());
+    sp_engine_build_commit(e, c);
+    sp_commit_offset(c, "store.clickstream/0", *expected, *expected + n,
+                     sp_engine_partition_max_et(e, 0, 0));
+    *expected += n;
+    assert_int_equal(sp_store_commit_send(st, c, err, sizeof(err)), SP_OK);
+    assert_int_equal(sp_store_commit_recv(st, err, sizeof(err)), SP_OK);
+    sp_commit_destroy(c);
+    return dups;
+}
+
+static char *hget(const char *key, const char *field) {
+    static char out[128];
+    redisReply *r = redisCommand(rc, "HGET %s %s", key, field);
+    if (!r || r->type != REDIS_REPLY_STRING) {
+        if (r) freeReplyObject(r);
+        return NULL;
+    }
+    snprintf(out, sizeof(out), "%s", r->str);
+    freeReplyObject(r);
+    return out;
+}
+
+static void check_field(const char *key, const char *field, const char *want) {
+    const char *got = hget(key, field);
+    if (!want) {
+        if (got) fail_msg("%s %s: expected absent, got %s", key, field, got);
+        return;
+    }
+    if (!got) fail_msg("%s %s: expected %s, got nothing", key, field, want);
+    else if (strcmp(got, want) != 0) fail_msg("%s %s: expected %s, got %s", key, field, want, got);
+}
+#define ASSERT_FIELD(key, field, want) check_field(key, field, want)
+
+static void test_funnel_by_hand(void **state) {
+    (void)state;
+    sp_config_t cfg;
+    char err[256];
+    cfg_for(&cfg, "hand");
+    sp_clock_set_manual(T0 + 60000);
+    sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+    assert_non_null(st);
+    sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+    assert_non_null(e);
+    sp_engine_partition_add(e, 0, 0, -1, sp_clock_now_ms());
+
+    const char *web = "channel=web device=desktop country=US";
+    const char *app = "channel=mobile_app device=mobile country=DE";
+    sp_event_t evs[] = {
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 1000, "event_id=a1 session_id=s1 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PRODUCT_VIEW, T0 + 2000, "event_id=a2 session_id=s1 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_ADD_TO_CART, T0 + 3000, "event_id=a3 session_id=s1 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 5000, "event_id=b1 session_id=s2 channel=mobile_app device=mobile country=DE"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PRODUCT_VIEW, T0 + 6000, "event_id=b2 session_id=s2 channel=mobile_app device=mobile country=DE"),
+        mk(SP_STREAM_CHECKOUT, SP_T_CHECKOUT_STARTED, T0 + 10000, "event_id=a4 session_id=s1 currency=USD amount=1000 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CHECKOUT, SP_T_PAYMENT_SUBMITTED, T0 + 11000, "event_id=a5 session_id=s1 currency=USD amount=1000 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CHECKOUT, SP_T_ORDER_PLACED, T0 + 12000, "event_id=a6 session_id=s1 order_id=o1 currency=USD amount=1000 channel=web device=desktop country=US"),
+    };
+    (void)web;
+    (void)app;
+    int64_t off = 0;
+    assert_int_equal(batch(e, st, evs, 8, &off), 0);
+
+    /* Second batch: the same order again (a duplicate fact), session 2 goes
+     * through checkout and pays in EUR, session 3 orders directly. */
+    sp_event_t evs2[] = {
+        mk(SP_STREAM_CHECKOUT, SP_T_ORDER_PLACED, T0 + 13000, "event_id=a7 session_id=s1 order_id=o1 currency=USD amount=1000 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CHECKOUT, SP_T_CHECKOUT_STARTED, T0 + 20000, "event_id=b3 session_id=s2 currency=EUR amount=2000 channel=mobile_app device=mobile country=DE"),
+        mk(SP_STREAM_CHECKOUT, SP_T_PAYMENT_FAILED, T0 + 21000, "event_id=b4 session_id=s2 currency=EUR amount=2000 channel=mobile_app device=mobile country=DE"),
+        mk(SP_STREAM_CHECKOUT, SP_T_PAYMENT_SUBMITTED, T0 + 22000, "event_id=b5 session_id=s2 currency=EUR amount=2000 channel=mobile_app device=mobile country=DE"),
+        mk(SP_STREAM_CHECKOUT, SP_T_ORDER_PLACED, T0 + 23000, "event_id=b6 session_id=s2 order_id=o2 currency=EUR amount=2000 channel=mobile_app device=mobile country=DE"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 30000, "event_id=c1 session_id=s3 channel=web device=mobile country=US"),
+        mk(SP_STREAM_CHECKOUT, SP_T_ORDER_PLACED, T0 + 40000, "event_id=c2 session_id=s3 order_id=o3 currency=USD amount=1501 channel=web device=mobile country=US"),
+    };
+    assert_int_equal(batch(e, st, evs2, 7, &off), 1);
+
+    const char *k = "sp:{hand}:funnel:1m:1793527200000";
+    ASSERT_FIELD(k, "sessions", "3");
+    ASSERT_FIELD(k, "product_view_sessions", "2");
+    ASSERT_FIELD(k, "cart_sessions", "1");
+    ASSERT_FIELD(k, "checkout_sessions", "2");
+    ASSERT_FIELD(k, "order_sessions", "3");
+    ASSERT_FIELD(k, "orders", "3");
+    ASSERT_FIELD(k, "orders_store_currency", "2");
+    ASSERT_FIELD(k, "revenue_cents", "2501");
+    ASSERT_FIELD(k, "aov_cents", "1251"); /* 1250.5 rounds half away from zero */
+    ASSERT_FIELD(k, "payments_submitted", "2");
+    ASSERT_FIELD(k, "payments_failed", "1");
+    ASSERT_FIELD(k, "payment_failure_rate", "0.5");
+    ASSERT_FIELD(k, "conversion_rate", "1");
+    ASSERT_FIELD(k, "view_to_cart_rate", "0.5");
+    ASSERT_FIELD(k, "cart_to_checkout_rate", "2");
+    ASSERT_FIELD(k, "checkout_to_order_rate", "1.5");
+    ASSERT_FIELD(k, "sessions|channel=web", "2");
+    ASSERT_FIELD(k, "sessions|channel=mobile_app", "1");
+    ASSERT_FIELD(k, "sessions|device=mobile", "2");
+    ASSERT_FIELD(k, "sessions|country=US", "2");
+    ASSERT_FIELD(k, "order_sessions|device=desktop", "1");
+    ASSERT_FIELD(k, "conversion_rate|channel=web", "1");
+    ASSERT_FIELD(k, "view_to_cart_rate|channel=mobile_app", "0");
+    ASSERT_FIELD(k, "cart_to_checkout_rate|channel=mobile_app", NULL); /* 0 carts */
+    ASSERT_FIELD(k, "revenue_cents|channel=web", "2501");
+    ASSERT_FIELD(k, "aov_cents|channel=web", "1251");
+    ASSERT_FIELD(k, "orders|country=DE", "1");
+    ASSERT_FIELD(k, "aov_cents|country=DE", NULL); /* no USD orders from DE */
+    ASSERT_FIELD(k, "orders|currency=EUR", "1");
+    ASSERT_FIELD(k, "revenue_cents|currency=EUR", "2000");
+    ASSERT_FIELD(k, "orders|currency=USD", "2");
+    ASSERT_FIELD(k, "revenue_cents|currency=USD", "2501");
+    ASSERT_FIELD(k, "closed", NULL);
+    /* Larger windows add up the same. */
+    ASSERT_FIELD("sp:{hand}:funnel:5m:1793527200000", "sessions", "3");
+    ASSERT_FIELD("sp:{hand}:funnel:1h:1793527200000", "orders", "3");
+    ASSERT_FIELD("sp:{hand}:funnel:1d:1793491200000", "revenue_cents", "2501");
+
+    /* Traffic stops: 10 minutes later, caught up, the partition is idle and
+     * the watermark follows the wall clock minus 5 s. */
+    sp_clock_set_manual(T0 + 600000);
+    sp_engine_partition_lag(e, 0, 0, 0);
+    int closed = sp_engine_advance(e, sp_clock_now_ms());
+    assert_true(closed > 0);
+    assert_int_equal(sp_engine_watermark(e), T0 + 595000);
+    sp_commit_t *c = sp_commit_new();
+    sp_engine_build_commit(e, c);
+    assert_int_equal(sp_store_commit_send(st, c, err, sizeof(err)), SP_OK);
+    assert_int_equal(sp_store_commit_recv(st, err, sizeof(err)), SP_OK);
+    sp_commit_destroy(c);
+
+    ASSERT_FIELD(k, "closed", "1");
+    ASSERT_FIELD(k, "sessions", "3");
+    /* 1m windows close when watermark >= end + 60 s: up to 10:07. */
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793527260000", "closed", "1"); /* 10:01, zero-filled */
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793527260000", "sessions", "0");
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793527260000", "orders", "0");
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793527260000", "conversion_rate", NULL);
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793527620000", "closed", "1"); /* 10:07 */
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793527680000", "closed", NULL); /* 10:08 */
+    ASSERT_FIELD("sp:{hand}:funnel:5m:1793527200000", "closed", "1");
+    ASSERT_FIELD("sp:{hand}:funnel:1h:1793527200000", "closed", NULL);
+    redisReply *r = redisCommand(rc, "GET sp:{hand}:final:funnel:1m");
+    assert_string_equal(r->str, "1793527620000");
+    freeReplyObject(r);
+
+    /* An event for a closed window is late; one for an open one is not. */
+    sp_event_t late = mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 30000, "event_id=z1 session_id=s9 channel=web device=desktop country=US");
+    assert_int_equal(sp_engine_admit(e, &late), SP_ERR_LATE);
+    sp_event_t ok = mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 500000, "event_id=z2 session_id=s9 channel=web device=desktop country=US");
+    assert_int_equal(sp_engine_admit(e, &ok), SP_OK);
+
+    /* A restart: a new engine that knows only Redis counts a session that
+     * reappears in the same window once, and an order seen before as a
+     * duplicate. */
+    sp_engine_destroy(e);
+    e = sp_engine_new(&cfg, err, sizeof(err));
+    int64_t finals[SP_MAX_WINDOWS];
+    for (int i = 0; i < cfg.window_cnt; i++) {
+        r = redisCommand(rc, "GET %s", sp_engine_final_key(e, i));
+        finals[i] = r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
+        freeReplyObject(r);
+    }
+    sp_engine_restore(e, T0 + 595000, finals);
+    sp_engine_partition_add(e, 0, 0, T0 + 40000, sp_clock_now_ms());
+    sp_event_t evs3[] = {
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 3500000, "event_id=d1 session_id=s1 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CHECKOUT, SP_T_ORDER_PLACED, T0 + 3500001, "event_id=d2 session_id=s1 order_id=o2 currency=EUR amount=2000 channel=web device=desktop country=US"),
+    };
+    assert_int_equal(batch(e, st, evs3, 2, &off), 1);
+    ASSERT_FIELD("sp:{hand}:funnel:1h:1793527200000", "sessions", "3"); /* s1 again: counted once */
+    ASSERT_FIELD("sp:{hand}:funnel:1h:1793527200000", "orders", "3");
+    ASSERT_FIELD("sp:{hand}:funnel:1m:1793530680000", "sessions", "1");
+
+    sp_engine_destroy(e);
+    sp_store_destroy(st);
+    sp_clock_set_manual(-1);
+}
+
+/* A partition that delivered nothing and is not idle holds the watermark;
+ * lag keeps the watermark on event time. */
+static void test_watermark_rules(void **state) {
+    (void)state;
+    sp_config_t cfg;
+    char err[256];
+    cfg_for(&cfg, "wm");
+    sp_clock_set_manual(T0);
+    sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+    sp_engine_partition_add(e, 0, 0, -1, T0);
+    sp_engine_partition_add(e, 0, 1, -1, T0);
+    sp_event_t ev = mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 - 1000, "event_id=x session_id=s channel=web device=d country=US");
+    ev.partition = 0;
+    sp_engine_apply(e, &ev);
+    sp_engine_advance(e, T0);
+    assert_true(sp_engine_watermark(e) == INT64_MIN); /* partition 1 holds it */
+
+    /* Partition 1: empty and caught up, idle after idle_timeout. */
+    sp_engine_partition_lag(e, 0, 1, 0);
+    sp_engine_partition_lag(e, 0, 0, 5); /* partition 0 still has lag */
+    sp_engine_advance(e, T0 + cfg.idle_timeout_ms + 1);
+    assert_int_equal(sp_engine_watermark(e), T0 - 1000 - cfg.max_out_of_orderness_ms);
+
+    /* Lag on partition 0: still event time even after a long silence. */
+    sp_engine_advance(e, T0 + 10 * cfg.idle_timeout_ms);
+    assert_int_equal(sp_engine_watermark(e), T0 - 1000 - cfg.max_out_of_orderness_ms);
+
+    /* Caught up: wall clock. */
+    sp_engine_partition_lag(e, 0, 0, 0);
+    sp_engine_advance(e, T0 + 10 * cfg.idle_timeout_ms);
+    assert_int_equal(sp_engine_watermark(e), T0 + 10 * cfg.idle_timeout_ms - cfg.max_out_of_orderness_ms);
+
+    /* Never backwards. */
+    sp_engine_partition_lag(e, 0, 0, 3);
+    sp_engine_advance(e, T0 + 11 * cfg.idle_timeout_ms);
+    assert_int_equal(sp_engine_watermark(e), T0 + 10 * cfg.idle_timeout_ms - cfg.max_out_of_orderness_ms);
+    sp_engine_destroy(e);
+    sp_clock_set_manual(-1);
+}
+
+/* Dimension values beyond the cap are counted under __other__. */
+static void test_dimension_cap(void **state) {
+    (void)state;
+    sp_config_t cfg;
+    char err[256], kv[200];
+    cfg_for(&cfg, "cap");
+    cfg.max_dimension_values = 2;
+    sp_clock_set_manual(T0 + 60000);
+    sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+    sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+    sp_engine_partition_add(e, 0, 0, -1, sp_clock_now_ms());
+    sp_event_t evs[5];
+    const char *countries[5] = {"US", "DE", "PL", "FR", "US"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(kv, sizeof(kv), "event_id=e%d session_id=s%d channel=web device=desktop country=%s", i, i,
+                 countries[i]);
+        evs[i] = mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + i, kv);
+    }
+    int64_t off = 0;
+    batch(e, st, evs, 5, &off);
+    const char *k = "sp:{cap}:funnel:1m:1793527200000";
+    ASSERT_FIELD(k, "sessions", "5");
+    ASSERT_FIELD(k, "sessions|country=US", "2");
+    ASSERT_FIELD(k, "sessions|country=DE", "1");
+    ASSERT_FIELD(k, "sessions|country=__other__", "2");
+    ASSERT_FIELD(k, "sessions|country=PL", NULL);
+    sp_engine_destroy(e);
+    sp_store_destroy(st);
+    sp_clock_set_manual(-1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_funnel_by_hand),
+        cmocka_unit_test(test_watermark_rules),
+        cmocka_unit_test(test_dimension_cap),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
