@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -662,11 +663,18 @@ class SPTestCase(unittest.TestCase):
     def tearDownClass(cls):
         cls.close_env()
 
+    _dumped = False
+
     @classmethod
-    def dump_logs(cls, n=60):
+    def dump_logs(cls, n=40):
+        if cls._dumped:
+            return
+        cls._dumped = True
         for p in cls._procs:
             print(f"----- {p.name} log tail ({p.log_path}) -----", file=sys.stderr)
-            print(p.log_tail(n), file=sys.stderr)
+            lines = [ln for ln in p.log_tail(400).splitlines()
+                     if not re.search(r" (info|debug)\s+(revoked|assigned) ", ln)]
+            print("\n".join(lines[-n:]), file=sys.stderr)
             if p.history:
                 print(f"----- {p.name} history: {p.history}", file=sys.stderr)
 

@@ -356,3 +356,62 @@ def diff_window(expected, actual):
 def windows_from_bootstrap(bootstrap, sizes=("1m", "5m", "1h"), formats=None, exclude=()):
     msgs = read_messages(bootstrap)
     return compute(msgs, sizes=sizes, formats=formats, exclude=exclude)
+
+
+def compare_all(expected, actual, sizes, final_pointers, max_lines=40):
+    """Compare reference windows with Redis windows for every size.
+
+    expected: {(size, start): fields} from compute(); actual: the same shape
+    from harness.funnel_windows(); final_pointers: {size: start of the newest
+    closed window}. Windows holding events must match field by field and be
+    closed; windows between the first event window and the final pointer
+    that hold no events must exist, closed, with zero counters and no ratios
+    (zero-fill); newer (open) windows must hold no counts either.
+    Returns (problem_lines, n_problems)."""
+    problems = []
+    per_field = {}
+
+    def note(msg, field=None):
+        problems.append(msg)
+        if field is not None:
+            base = field.split("|", 1)[0] + ("|" + field.split("|", 1)[1].split("=")[0]
+                                              if "|" in field else "")
+            per_field[base] = per_field.get(base, 0) + 1
+
+    for size in sizes:
+        size_ms = H.SIZE_MS[size]
+        exp = {s: f for (sz, s), f in expected.items() if sz == size}
+        act = {s: f for (sz, s), f in actual.items() if sz == size}
+        if not exp:
+            continue
+        first, last = min(exp), max(exp)
+        fp = final_pointers.get(size)
+        if fp is None or fp < last:
+            note(f"{size}: final pointer {fp} < last event window {last}")
+            fp = last if fp is None else fp
+        for s in sorted(act):
+            if s < first:
+                note(f"{size}:{s}: window before the first event window {first}")
+        for s in range(first, fp + 1, size_ms):
+            a = act.get(s)
+            if a is None:
+                note(f"{size}:{s}: missing in Redis"
+                     + (" (zero-fill window)" if s not in exp else " (has events)"))
+                continue
+            if a.get("closed") != "1":
+                note(f"{size}:{s}: closed={a.get('closed')!r}, want '1'", "closed")
+            want = exp.get(s, {})
+            for f, w, g in diff_window(want, a):
+                note(f"{size}:{s}: {f}: want {w!r} got {g!r}", f)
+        for s in sorted(act):
+            if s > fp:
+                for f, w, g in diff_window({}, act[s]):
+                    note(f"{size}:{s} (open): {f}: want {w!r} got {g!r}", f)
+    lines = problems[:max_lines]
+    if len(problems) > max_lines:
+        lines.append(f"... and {len(problems) - max_lines} more")
+    if per_field:
+        lines.append("mismatches by field: " + ", ".join(f"{k}={v}" for k, v in
+                                                        sorted(per_field.items(),
+                                                               key=lambda kv: -kv[1])))
+    return lines, len(problems)
