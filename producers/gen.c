@@ -28,11 +28,14 @@
  *
  * What it deliberately does not do: shipments and support tickets (not yet),
  * scripted incidents (--scenario), late or out-of-order events beyond the
- * duplicates, malformed messages. The first minutes of event time are a
- * ramp-up (sessions start with an empty heap), so the steady-state rate is
- * reached after about one session length (~5 min of event time). In-flight
- * sessions are capped (GEN_MAX_SESSIONS); at very high --rate the cap slows
- * session arrivals rather than growing memory. */
+ * duplicates, malformed messages. A cold start (the default) begins with no
+ * session in flight, so the full rate and event mix are reached after about
+ * one session length (~5 min of event time); a warm start simulates the
+ * preceding 30 min without emitting (bounded to ~4 M sessions). In-flight
+ * sessions are capped (GEN_MAX_SESSIONS, ~64 MiB): at --rate above ~20 k
+ * events/s the cap slows session arrivals (the event-time rate falls short
+ * of --rate) rather than growing memory; messages per second of wall time
+ * are unaffected. */
 #include "producers/gen.h"
 
 #include <assert.h>
@@ -63,6 +66,8 @@
 #define GEN_GAP_MIN_MS 2000
 #define GEN_GAP_MAX_MS 90000
 #define GEN_ID_MAX 48
+#define GEN_WARM_MS (30 * 60 * 1000.0) /* longer than any session */
+#define GEN_WARM_MAX_SESSIONS 4e6
 
 /* ---- PRNG: splitmix64 ---------------------------------------------------- */
 
@@ -802,6 +807,8 @@ static long encode_json(sp_gen_t *g, const sp_event_t *ev) {
 
 /* ---- the generator ------------------------------------------------------- */
 
+static void gen_warm(sp_gen_t *g, int64_t start_ms);
+
 sp_gen_t *sp_gen_new(const sp_config_t *cfg, const sp_gen_opts_t *o, char *errstr, size_t n) {
     sp_gen_t *g = NULL;
     double mean_events;
@@ -836,6 +843,7 @@ sp_gen_t *sp_gen_new(const sp_config_t *cfg, const sp_gen_opts_t *o, char *errst
     g->mean_gap_ms = 1000.0 * mean_events / o->rate;
     g->arrival_ms = (double)o->start_ms;
     g->last_ms = o->start_ms;
+    if (o->warm_start) gen_warm(g, o->start_ms);
 
     for (int st = 0; st < SP_STREAM__COUNT; st++) {
         sp_format_t f = (int)o->format == -1 ? cfg->topics[st].format : o->format;
@@ -863,6 +871,35 @@ const char *sp_gen_errstr(const sp_gen_t *g) { return g->errstr; }
 void sp_gen_stats(const sp_gen_t *g, sp_gen_stats_t *out) {
     *out = g->stats;
     out->sessions_in_flight = g->heap_cnt;
+}
+
+static void gen_spawn(sp_gen_t *g);
+
+/* Warm start: run the sessions of the last GEN_WARM_MS before start_ms
+ * without emitting, so the first message already sees steady state. */
+static void gen_warm(sp_gen_t *g, int64_t start_ms) {
+    double warm_ms = GEN_WARM_MS;
+    if (warm_ms / g->mean_gap_ms > GEN_WARM_MAX_SESSIONS)
+        warm_ms = GEN_WARM_MAX_SESSIONS * g->mean_gap_ms;
+    g->arrival_ms = (double)start_ms - warm_ms;
+    g->last_ms = (int64_t)g->arrival_ms;
+    for (;;) {
+        gen_entity_t *e;
+        gen_spawn(g);
+        e = &g->heap[0];
+        if (e->next_ms >= start_ms) break;
+        g->last_ms = e->next_ms;
+        if (session_advance(&g->rng, e) == SP_T_ORDER_PLACED) e->order_no = ++g->order_seq;
+        if (e->state != S_DONE) {
+            e->next_ms += GEN_GAP_MIN_MS + rng_below(&g->rng, GEN_GAP_MAX_MS - GEN_GAP_MIN_MS + 1);
+            heap_sift_down(g, 0);
+        } else {
+            g->heap[0] = g->heap[--g->heap_cnt];
+            if (g->heap_cnt) heap_sift_down(g, 0);
+        }
+    }
+    g->last_ms = start_ms;
+    g->stats.sessions = 0; /* count the sessions that start from start_ms on */
 }
 
 /* Start the sessions that arrive before the next event in flight. */
@@ -1034,6 +1071,9 @@ static void gen_usage(FILE *out) {
           "      --start-time MS|now event time of the first event (default now)\n"
           "      --format avro|json  value format of every topic (default: per topic)\n"
           "      --duplicates P      probability of re-sending a message (default 0.01)\n"
+          "      --warm-start        begin in steady state: sessions already in flight at\n"
+          "                          the start time (default: cold, every session whole;\n"
+          "                          full rate after ~5 min of event time)\n"
           "      --quiet             no progress lines\n"
           "  -h, --help              this help\n"
           "\n"
@@ -1161,7 +1201,8 @@ int sp_gen_main(int argc, char **argv) {
         O_START,
         O_FORMAT,
         O_DUPS,
-        O_QUIET
+        O_QUIET,
+        O_WARM
     };
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                              {"brokers", required_argument, NULL, O_BROKERS},
@@ -1174,6 +1215,7 @@ int sp_gen_main(int argc, char **argv) {
                                              {"format", required_argument, NULL, O_FORMAT},
                                              {"duplicates", required_argument, NULL, O_DUPS},
                                              {"quiet", no_argument, NULL, O_QUIET},
+                                             {"warm-start", no_argument, NULL, O_WARM},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *brokers = NULL, *bootstrap_file = NULL;
@@ -1236,6 +1278,7 @@ int sp_gen_main(int argc, char **argv) {
                 bad = "--duplicates: expected a probability 0..1";
             break;
         case O_QUIET: quiet = 1; break;
+        case O_WARM: o.warm_start = 1; break;
         case 'h': gen_usage(stdout); return 0;
         default: gen_usage(stderr); return 2;
         }

@@ -22,6 +22,12 @@ typedef struct sp_gen_opts {
     double rate;       /* events per second of event time (steady state) */
     double duplicates; /* probability of re-sending an event later (0..1) */
     sp_format_t format; /* (sp_format_t)-1 = per topic config */
+    /* 0 (cold): no session is in flight at start_ms; every session is seen
+     * from its first event, and the full rate and event mix build up over
+     * ~5 min of event time. 1 (warm): start in steady state -- sessions that
+     * began before start_ms are in flight, their earlier events not emitted
+     * (so some checkouts/orders come without their session's start). */
+    int warm_start;
 } sp_gen_opts_t;
 
 /* New generator over cfg's topics and schemas (cfg->schemas[]: the first
