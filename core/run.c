@@ -471,7 +471,9 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         if (sp_engine_apply(r->eng, &r->evs[i]) == SP_ERR_DUPLICATE) r->h_dup++;
 
     update_lags(r);
-    sp_engine_advance(r->eng, now);
+    int64_t wm_before = sp_engine_watermark(r->eng);
+    int closed = sp_engine_advance(r->eng, now);
+    int wm_moved = sp_engine_watermark(r->eng) != wm_before;
 
     /* Dead letters must be acknowledged before the batch commits. */
     if (r->dlq_in_batch) {
@@ -485,6 +487,12 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         }
         r->dlq_in_batch = 0;
     }
+
+    /* Nothing consumed: commit only to close windows, or (at most once a
+     * second) to publish an advanced watermark. */
+    int any = nev > 0 || closed > 0;
+    for (int i = 0; !any && i < r->npos; i++) any = r->pos[i].touched;
+    if (!any && !(wm_moved && sp_clock_mono_ms() - r->commit_sent_mono >= 1000)) return;
 
     sp_commit_reset(r->commit);
     sp_engine_build_commit(r->eng, r->commit);
@@ -507,7 +515,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         sp_commit_max(r->commit, r->wm_key, sp_engine_watermark(r->eng));
     add_health(r, r->commit);
     if (noff) sp_commit_health(r->commit, "commits", 1);
-    if (noff || !sp_commit_is_empty(r->commit)) {
+    {
         char msg[160];
         snprintf(msg, sizeof(msg), "{\"ns\":\"%s\",\"watermark_ms\":%lld,\"events\":%d}", r->cfg->ns,
                  (long long)sp_engine_watermark(r->eng), nev);
