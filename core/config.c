@@ -109,11 +109,11 @@ static int check_timezone(const char *v, char *why, size_t why_size);
 
 static const opt_t opts[] = {
     STR("namespace", ns, "store", check_namespace, 0,
-        "Redis key namespace: every key is sp:{NAMESPACE}:... (one Redis Cluster slot)"),
+        "Redis key namespace: every key is `sp:{NAMESPACE}:...` (one Redis Cluster slot)"),
 
     {"kafka", T_KAFKA_MAP, "", 0, 0, 0, 0, NULL, NULL, 0,
-     "any librdkafka property as kafka.<property> (nested maps join with dots, lists with "
-     "commas); keys containing 'password' or 'secret' are printed redacted"},
+     "any librdkafka property as `kafka.<property>` (nested maps join with dots, lists with "
+     "commas); keys containing `password` or `secret` are printed redacted"},
     {"kafka.bootstrap.servers", T_KAFKA_PROP, "127.0.0.1:9092", 0, 0, 0, 0, NULL, NULL, 0,
      "Kafka brokers (host:port, comma separated)"},
     {"kafka.group.id", T_KAFKA_PROP, "storepulse", 0, 0, 0, 0, NULL, NULL, 0,
@@ -125,7 +125,7 @@ static const opt_t opts[] = {
         "Redis unix socket path; when set, host and port are not used"),
     STR("redis.user", redis_user, "", NULL, 0, "Redis ACL user (empty: default user)"),
     STR("redis.password", redis_password, "", NULL, OPT_SECRET,
-        "Redis password (secret: prefer STOREPULSE_REDIS_PASSWORD)"),
+        "Redis password (secret: prefer the environment)"),
     INT("redis.db", redis_db, "0", 0, INT_MAX, "Redis database number"),
     DUR("redis.timeout", redis_timeout_ms, "5s", 1, "Redis connect and command timeout"),
 
@@ -146,7 +146,7 @@ static const opt_t opts[] = {
      "support.avsc}}",
      0, 0, 0, 0, NULL, NULL, 0,
      "Confluent schema id -> {stream, file} (writer schemas; file relative to schemas.dir, "
-     "default <stream>.avsc); the file's map replaces the default one"},
+     "default `<stream>.avsc`); the file's map replaces the default one"},
 
     {"windows.sizes", T_DURATION_LIST, "[1m, 5m, 1h, 1d]", 0, 0, 0, 0, NULL, NULL, 0,
      "tumbling window sizes, ascending, each a multiple of the previous one"},
@@ -163,7 +163,7 @@ static const opt_t opts[] = {
         "a caught-up partition silent this long stops holding the watermark"),
 
     INT("metrics.max_dimension_values", max_dimension_values, "64", 1, 1000000,
-        "distinct values per dimension and window; the rest count as __other__"),
+        "distinct values per dimension and window; the rest count as `__other__`"),
     {"metrics.funnel.dimensions", T_DIM_LIST, "[channel, device, country]", 0, 0, 0, 0, NULL,
      NULL, 0, "dimensions of the funnel family (subset of channel, device, country)"},
     STR("store.currency", currency, "USD", check_currency, 0,
@@ -173,7 +173,7 @@ static const opt_t opts[] = {
           "event ids remembered for dedup per instance (oldest out first)"),
     DUR("state.ttl", state_ttl_ms, "2d", 1, "TTL of entity state in Redis"),
     INT64("state.cache_max", state_cache_max, "1000000", 1, INT64_MAX,
-          "entities kept in process memory (least recently used out first)"),
+          "entities kept in process memory (cold entries are evicted beyond this)"),
     INT("pipeline.batch_max", batch_max, "10000", 1, 10000000, "messages per batch"),
     DUR("pipeline.batch_timeout", batch_timeout_ms, "100ms", 1, "poll budget per batch"),
     DUR("pipeline.shutdown_timeout", shutdown_timeout_ms, "10s", 1,
