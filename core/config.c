@@ -46,25 +46,25 @@
 
 extern char **environ;
 
-#define ENV_PREFIX "STOREPULSE_"
+#define ENV_PREFIX       "STOREPULSE_"
 #define ENV_KAFKA_PREFIX "STOREPULSE_KAFKA_"
-#define REDACTED "<redacted>"
-#define PATH_MAX_LEN 256
+#define REDACTED         "<redacted>"
+#define PATH_MAX_LEN     256
 
 typedef enum opt_type {
     T_STR = 0,
-    T_INT,        /* int */
-    T_INT64,      /* int64_t */
-    T_BOOL,       /* bool */
-    T_DURATION,   /* int64_t milliseconds */
-    T_ENUM,       /* int index into enums, or a string when size > 0 */
+    T_INT,           /* int */
+    T_INT64,         /* int64_t */
+    T_BOOL,          /* bool */
+    T_DURATION,      /* int64_t milliseconds */
+    T_ENUM,          /* int index into enums, or a string when size > 0 */
     T_DURATION_LIST, /* windows.sizes */
-    T_TTL_MAP,    /* windows.ttl */
-    T_DIM_LIST,   /* metrics.funnel.dimensions */
-    T_SCHEMA_MAP, /* schemas.ids */
-    T_KAFKA_MAP,  /* kafka: any librdkafka property */
-    T_KAFKA_PROP, /* a kafka property with a default of ours (docs, defaults) */
-    T_EXTERNAL,   /* a section owned by another module (alerts) */
+    T_TTL_MAP,       /* windows.ttl */
+    T_DIM_LIST,      /* metrics.funnel.dimensions */
+    T_SCHEMA_MAP,    /* schemas.ids */
+    T_KAFKA_MAP,     /* kafka: any librdkafka property */
+    T_KAFKA_PROP,    /* a kafka property with a default of ours (docs, defaults) */
+    T_EXTERNAL,      /* a section owned by another module (alerts) */
 } opt_type_t;
 
 #define OPT_SECRET 1u
@@ -96,16 +96,23 @@ static int check_currency(const char *v, char *why, size_t why_size);
 static int check_timezone(const char *v, char *why, size_t why_size);
 
 #define OFF(f) offsetof(sp_config_t, f)
-#define SZ(f) sizeof(((sp_config_t *)0)->f)
-#define STR(n, f, d, chk, fl, desc) {n, T_STR, d, OFF(f), SZ(f), 0, 0, NULL, chk, fl, desc}
-#define INT(n, f, d, lo, hi, desc) {n, T_INT, d, OFF(f), 0, lo, hi, NULL, NULL, 0, desc}
-#define INT64(n, f, d, lo, hi, desc) {n, T_INT64, d, OFF(f), 0, lo, hi, NULL, NULL, 0, desc}
-#define DUR(n, f, d, lo, desc) {n, T_DURATION, d, OFF(f), 0, lo, INT64_MAX, NULL, NULL, 0, desc}
-#define TOPIC(st, ST, d)                                                                     \
-    STR("topics." st ".name", topics[SP_STREAM_##ST].name, d, check_topic, 0,                \
-        "Kafka topic of the " st " stream"),                                                 \
-    {"topics." st ".format", T_ENUM, "avro", OFF(topics[SP_STREAM_##ST].format), 0, 0, 0,     \
-     format_names, NULL, 0, "payload format of the " st " topic (Confluent-framed Avro or JSON)"}
+#define SZ(f)  sizeof(((sp_config_t *)0)->f)
+#define STR(n, f, d, chk, fl, desc)                                                                \
+    { n, T_STR, d, OFF(f), SZ(f), 0, 0, NULL, chk, fl, desc }
+#define INT(n, f, d, lo, hi, desc)                                                                 \
+    { n, T_INT, d, OFF(f), 0, lo, hi, NULL, NULL, 0, desc }
+#define INT64(n, f, d, lo, hi, desc)                                                               \
+    { n, T_INT64, d, OFF(f), 0, lo, hi, NULL, NULL, 0, desc }
+#define DUR(n, f, d, lo, desc)                                                                     \
+    { n, T_DURATION, d, OFF(f), 0, lo, INT64_MAX, NULL, NULL, 0, desc }
+#define TOPIC(st, ST, d)                                                                           \
+    STR("topics." st ".name", topics[SP_STREAM_##ST].name, d, check_topic, 0,                      \
+        "Kafka topic of the " st " stream"),                                                       \
+    {                                                                                              \
+        "topics." st ".format", T_ENUM, "avro", OFF(topics[SP_STREAM_##ST].format), 0, 0, 0,       \
+            format_names, NULL, 0,                                                                 \
+            "payload format of the " st " topic (Confluent-framed Avro or JSON)"                   \
+    }
 
 static const opt_t opts[] = {
     STR("namespace", ns, "store", check_namespace, 0,
@@ -164,8 +171,8 @@ static const opt_t opts[] = {
 
     INT("metrics.max_dimension_values", max_dimension_values, "64", 1, 1000000,
         "distinct values per dimension and window; the rest count as `__other__`"),
-    {"metrics.funnel.dimensions", T_DIM_LIST, "[channel, device, country]", 0, 0, 0, 0, NULL,
-     NULL, 0, "dimensions of the funnel family (subset of channel, device, country)"},
+    {"metrics.funnel.dimensions", T_DIM_LIST, "[channel, device, country]", 0, 0, 0, 0, NULL, NULL,
+     0, "dimensions of the funnel family (subset of channel, device, country)"},
     STR("store.currency", currency, "USD", check_currency, 0,
         "ISO 4217 currency of revenue and AOV (no conversion)"),
 
@@ -301,8 +308,7 @@ static int check_namespace(const char *v, char *why, size_t why_size) {
     if (check_nonempty(v, why, why_size)) return -1;
     for (const char *p = v; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr("_-.", *p)) {
-            snprintf(why, why_size, "'%s': only letters, digits, '_', '-' and '.' are allowed",
-                     v);
+            snprintf(why, why_size, "'%s': only letters, digits, '_', '-' and '.' are allowed", v);
             return -1;
         }
     return 0;
@@ -421,8 +427,7 @@ static void enum_list(const char *const *names, char *buf, size_t size) {
 }
 
 /* Set a scalar option from text (file scalar, environment or default). */
-static int set_scalar(sp_config_t *cfg, const opt_t *o, const char *v, char *why,
-                      size_t why_size) {
+static int set_scalar(sp_config_t *cfg, const opt_t *o, const char *v, char *why, size_t why_size) {
     char *field = (char *)cfg + o->off;
     char list[128];
     int64_t n;
@@ -441,8 +446,7 @@ static int set_scalar(sp_config_t *cfg, const opt_t *o, const char *v, char *why
     case T_INT64:
         if (parse_int64(v, &n) || n < o->min || n > o->max) {
             if (o->max == INT64_MAX || (o->type == T_INT && o->max == INT_MAX))
-                snprintf(why, why_size, "expected an integer >= %" PRId64 ", got '%s'", o->min,
-                         v);
+                snprintf(why, why_size, "expected an integer >= %" PRId64 ", got '%s'", o->min, v);
             else
                 snprintf(why, why_size,
                          "expected an integer in [%" PRId64 ", %" PRId64 "], got '%s'", o->min,
@@ -468,8 +472,7 @@ static int set_scalar(sp_config_t *cfg, const opt_t *o, const char *v, char *why
             return -1;
         }
         if (n < o->min) {
-            snprintf(why, why_size, "duration must be at least %" PRId64 "ms, got '%s'", o->min,
-                     v);
+            snprintf(why, why_size, "duration must be at least %" PRId64 "ms, got '%s'", o->min, v);
             return -1;
         }
         *(int64_t *)field = n;
@@ -486,11 +489,8 @@ static int set_scalar(sp_config_t *cfg, const opt_t *o, const char *v, char *why
         enum_list(o->enums, list, sizeof(list));
         snprintf(why, why_size, "expected one of %s, got '%s'", list, v);
         return -1;
-    case T_KAFKA_PROP:
-        return kafka_put(cfg, o->name + 6, v, why, why_size);
-    default:
-        snprintf(why, why_size, "not a scalar option");
-        return -1;
+    case T_KAFKA_PROP: return kafka_put(cfg, o->name + 6, v, why, why_size);
+    default: snprintf(why, why_size, "not a scalar option"); return -1;
     }
 }
 
@@ -528,22 +528,22 @@ __attribute__((format(printf, 4, 5))) static int fail(loader_t *ld, int line, co
     return SP_ERR_CONFIG;
 }
 
-static int node_line(const yaml_node_t *n) { return (int)n->start_mark.line + 1; }
+static int node_line(const yaml_node_t *n) {
+    return (int)n->start_mark.line + 1;
+}
 
 static const char *node_kind(const yaml_node_t *n) {
     switch (n->type) {
-    case YAML_SCALAR_NODE:
-        return "scalar";
-    case YAML_SEQUENCE_NODE:
-        return "list";
-    case YAML_MAPPING_NODE:
-        return "mapping";
-    default:
-        return "empty node";
+    case YAML_SCALAR_NODE: return "scalar";
+    case YAML_SEQUENCE_NODE: return "list";
+    case YAML_MAPPING_NODE: return "mapping";
+    default: return "empty node";
     }
 }
 
-static const char *scalar(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+static const char *scalar(const yaml_node_t *n) {
+    return (const char *)n->data.scalar.value;
+}
 
 /* A plain empty, ~ or null scalar. */
 static bool node_is_null(const yaml_node_t *n) {
@@ -607,12 +607,11 @@ static int apply_sizes(loader_t *ld, const opt_t *o, yaml_node_t *n) {
             sp_duration_format(ms[cnt], a, sizeof(a));
             sp_duration_format(ms[cnt - 1], b, sizeof(b));
             if (ms[cnt] <= ms[cnt - 1])
-                return fail(ld, node_line(e), o->name,
-                            "sizes must be ascending: %s after %s", a, b);
+                return fail(ld, node_line(e), o->name, "sizes must be ascending: %s after %s", a,
+                            b);
             if (ms[cnt] % ms[cnt - 1] != 0)
                 return fail(ld, node_line(e), o->name,
-                            "each size must be a multiple of the previous one: %s after %s", a,
-                            b);
+                            "each size must be a multiple of the previous one: %s after %s", a, b);
         }
         cnt++;
     }
@@ -661,8 +660,8 @@ static int resolve_windows(loader_t *ld) {
             if (cfg->window_ms[i] == ld->ttl[t].size_ms) break;
         if (i == cfg->window_cnt) {
             sp_duration_format(ld->ttl[t].size_ms, a, sizeof(a));
-            return fail(ld, ld->ttl[t].line, "windows.ttl",
-                        "no window of size %s in windows.sizes", a);
+            return fail(ld, ld->ttl[t].line, "windows.ttl", "no window of size %s in windows.sizes",
+                        a);
         }
     }
     for (int i = 0; i < cfg->window_cnt; i++) {
@@ -695,8 +694,7 @@ static int apply_dims(loader_t *ld, const opt_t *o, yaml_node_t *n) {
             if (strcmp(scalar(e), sp_str_field_names[dim_fields[d]]) == 0) break;
         if (d == DIM_FIELD_CNT)
             return fail(ld, node_line(e), o->name,
-                        "unknown dimension '%s' (expected channel, device or country)",
-                        scalar(e));
+                        "unknown dimension '%s' (expected channel, device or country)", scalar(e));
         for (int i = 0; i < cnt; i++)
             if (dims[i] == dim_fields[d])
                 return fail(ld, node_line(e), o->name, "dimension '%s' given twice", scalar(e));
@@ -818,22 +816,14 @@ static int apply_kafka(loader_t *ld, const char *prop, yaml_node_t *n) {
 
 static int apply_node(loader_t *ld, const opt_t *o, yaml_node_t *n) {
     switch (o->type) {
-    case T_DURATION_LIST:
-        return apply_sizes(ld, o, n);
-    case T_TTL_MAP:
-        return apply_ttl(ld, o, n);
-    case T_DIM_LIST:
-        return apply_dims(ld, o, n);
-    case T_SCHEMA_MAP:
-        return apply_schemas(ld, o, n);
-    case T_KAFKA_MAP:
-        return apply_kafka(ld, "", n);
-    case T_KAFKA_PROP:
-        return apply_kafka(ld, o->name + 6, n);
-    case T_EXTERNAL:
-        return SP_OK;
-    default:
-        return apply_scalar_node(ld, o, n);
+    case T_DURATION_LIST: return apply_sizes(ld, o, n);
+    case T_TTL_MAP: return apply_ttl(ld, o, n);
+    case T_DIM_LIST: return apply_dims(ld, o, n);
+    case T_SCHEMA_MAP: return apply_schemas(ld, o, n);
+    case T_KAFKA_MAP: return apply_kafka(ld, "", n);
+    case T_KAFKA_PROP: return apply_kafka(ld, o->name + 6, n);
+    case T_EXTERNAL: return SP_OK;
+    default: return apply_scalar_node(ld, o, n);
     }
 }
 
@@ -847,8 +837,8 @@ static int walk_map(loader_t *ld, yaml_node_t *map, const char *prefix) {
         const opt_t *o;
 
         if ((rc = expect(ld, k, YAML_SCALAR_NODE, *prefix ? prefix : "(top level)"))) return rc;
-        if ((size_t)snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
-                             scalar(k)) >= sizeof(path))
+        if ((size_t)snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", scalar(k)) >=
+            sizeof(path))
             return fail(ld, node_line(k), prefix, "key too long");
         if (strncmp(path, "kafka.", 6) == 0) {
             if ((rc = apply_kafka(ld, path + 6, v))) return rc;
@@ -933,7 +923,8 @@ static void defaults_unresolved(sp_config_t *cfg) {
     memset(&ld, 0, sizeof(ld));
     ld.cfg = cfg;
     ld.file = "(defaults)";
-    for (int i = 0; i < OPT_CNT; i++) apply_default(&ld, &opts[i]);
+    for (int i = 0; i < OPT_CNT; i++)
+        apply_default(&ld, &opts[i]);
     if (resolve_windows(&ld)) abort();
 }
 
@@ -1043,8 +1034,8 @@ int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errs
     root = yaml_document_get_root_node(&doc);
     if (root && !node_is_null(root)) {
         if (root->type != YAML_MAPPING_NODE) {
-            snprintf(errstr, errstr_size, "%s:%d: the top level must be a mapping, got a %s",
-                     path, node_line(root), node_kind(root));
+            snprintf(errstr, errstr_size, "%s:%d: the top level must be a mapping, got a %s", path,
+                     node_line(root), node_kind(root));
             rc = SP_ERR_CONFIG;
             goto out;
         }
@@ -1087,28 +1078,19 @@ static void print_value(const sp_config_t *cfg, const opt_t *o, FILE *out, int i
     char a[32], b[32];
 
     /* inline values follow "key: "; non-empty block maps start on the next line */
-    if (!((o->type == T_SCHEMA_MAP && cfg->schema_cnt) || (o->type == T_KAFKA_MAP && cfg->kafka_cnt)))
+    if (!((o->type == T_SCHEMA_MAP && cfg->schema_cnt) ||
+          (o->type == T_KAFKA_MAP && cfg->kafka_cnt)))
         fputc(' ', out);
     switch (o->type) {
-    case T_STR:
-        print_quoted(out, (o->flags & OPT_SECRET) && *field ? REDACTED : field);
-        break;
-    case T_INT:
-        fprintf(out, "%d", *(const int *)field);
-        break;
-    case T_INT64:
-        fprintf(out, "%" PRId64, *(const int64_t *)field);
-        break;
-    case T_BOOL:
-        fputs(*(const bool *)field ? "true" : "false", out);
-        break;
+    case T_STR: print_quoted(out, (o->flags & OPT_SECRET) && *field ? REDACTED : field); break;
+    case T_INT: fprintf(out, "%d", *(const int *)field); break;
+    case T_INT64: fprintf(out, "%" PRId64, *(const int64_t *)field); break;
+    case T_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
     case T_DURATION:
         sp_duration_format(*(const int64_t *)field, a, sizeof(a));
         fputs(a, out);
         break;
-    case T_ENUM:
-        fputs(o->size ? field : o->enums[*(const int *)field], out);
-        break;
+    case T_ENUM: fputs(o->size ? field : o->enums[*(const int *)field], out); break;
     case T_DURATION_LIST:
         fputc('[', out);
         for (int i = 0; i < cfg->window_cnt; i++) {
@@ -1159,8 +1141,7 @@ static void print_value(const sp_config_t *cfg, const opt_t *o, FILE *out, int i
                                   : cfg->kafka[i].value);
         }
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -1189,43 +1170,33 @@ void sp_config_print(const sp_config_t *cfg, FILE *out) {
         cn = split_name(o->name, cbuf, sizeof(cbuf), cseg);
         while (common < pn - 1 && common < cn - 1 && strcmp(pseg[common], cseg[common]) == 0)
             common++;
-        for (int d = common; d < cn - 1; d++) fprintf(out, "%*s%s:\n", 2 * d, "", cseg[d]);
+        for (int d = common; d < cn - 1; d++)
+            fprintf(out, "%*s%s:\n", 2 * d, "", cseg[d]);
         fprintf(out, "%*s%s:", 2 * (cn - 1), "", cseg[cn - 1]);
         print_value(cfg, o, out, 2 * (cn - 1));
         fputc('\n', out);
         memcpy(pbuf, cbuf, sizeof(pbuf));
-        for (int d = 0; d < cn; d++) pseg[d] = pbuf + (cseg[d] - cbuf);
+        for (int d = 0; d < cn; d++)
+            pseg[d] = pbuf + (cseg[d] - cbuf);
         pn = cn;
     }
 }
 
 static const char *type_name(const opt_t *o) {
     switch (o->type) {
-    case T_STR:
-        return "string";
+    case T_STR: return "string";
     case T_INT:
-    case T_INT64:
-        return "integer";
-    case T_BOOL:
-        return "bool";
-    case T_DURATION:
-        return "duration";
-    case T_ENUM:
-        return "enum";
-    case T_DURATION_LIST:
-        return "list of durations";
-    case T_TTL_MAP:
-        return "map duration: duration";
-    case T_DIM_LIST:
-        return "list of dimensions";
-    case T_SCHEMA_MAP:
-        return "map id: {stream, file}";
-    case T_KAFKA_MAP:
-        return "map of properties";
-    case T_KAFKA_PROP:
-        return "string (librdkafka)";
-    case T_EXTERNAL:
-        return "list of rules";
+    case T_INT64: return "integer";
+    case T_BOOL: return "bool";
+    case T_DURATION: return "duration";
+    case T_ENUM: return "enum";
+    case T_DURATION_LIST: return "list of durations";
+    case T_TTL_MAP: return "map duration: duration";
+    case T_DIM_LIST: return "list of dimensions";
+    case T_SCHEMA_MAP: return "map id: {stream, file}";
+    case T_KAFKA_MAP: return "map of properties";
+    case T_KAFKA_PROP: return "string (librdkafka)";
+    case T_EXTERNAL: return "list of rules";
     }
     return "?";
 }

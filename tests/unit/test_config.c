@@ -88,7 +88,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < tmp_cnt; i++) unlink(tmp_paths[i]);
+    for (int i = 0; i < tmp_cnt; i++)
+        unlink(tmp_paths[i]);
     tmp_cnt = 0;
     clear_env();
     return 0;
@@ -96,7 +97,9 @@ static int teardown(void **state) {
 
 /* Two configs hold the same values (the source file aside). */
 static void assert_same_config(const sp_config_t *a, const sp_config_t *b) {
-    sp_config_t x = *a, y = *b;
+    sp_config_t x, y;
+    memcpy(&x, a, sizeof(x)); /* memcpy: struct assignment need not copy padding */
+    memcpy(&y, b, sizeof(y));
     memset(x.source, 0, sizeof(x.source));
     memset(y.source, 0, sizeof(y.source));
     assert_memory_equal(&x, &y, sizeof(x));
@@ -175,7 +178,8 @@ static void check_defaults(const sp_config_t *c) {
     assert_string_equal(c->topics[SP_STREAM_CHECKOUT].name, "store.checkout");
     assert_string_equal(c->topics[SP_STREAM_SHIPMENT].name, "store.shipments");
     assert_string_equal(c->topics[SP_STREAM_SUPPORT].name, "store.support");
-    for (int i = 0; i < SP_STREAM__COUNT; i++) assert_int_equal(c->topics[i].format, SP_FORMAT_AVRO);
+    for (int i = 0; i < SP_STREAM__COUNT; i++)
+        assert_int_equal(c->topics[i].format, SP_FORMAT_AVRO);
     assert_string_equal(c->topic_deadletter, "storepulse.deadletter");
     assert_string_equal(c->topic_alerts, "storepulse.alerts");
     assert_string_equal(c->schemas_dir, "schemas");
@@ -236,68 +240,67 @@ static void test_defaults(void **state) {
     assert_same_config(&c, &l);
 }
 
-static const char full_yaml[] =
-    "namespace: eu-shop\n"
-    "kafka:\n"
-    "  bootstrap.servers: kafka1:9092,kafka2:9092\n"
-    "  group:\n"
-    "    id: cx\n"
-    "  security.protocol: sasl_ssl\n"
-    "  sasl:\n"
-    "    mechanisms: PLAIN\n"
-    "  \"queued.min.messages\": 1000000\n"
-    "  enable.auto.commit: false\n"
-    "redis:\n"
-    "  host: redis.internal\n"
-    "  port: 6380\n"
-    "  unix_socket: /run/redis.sock\n"
-    "  user: storepulse\n"
-    "  db: 3\n"
-    "  timeout: 2500ms\n"
-    "topics:\n"
-    "  clickstream: {name: eu.clicks, format: json}\n"
-    "  checkout:\n"
-    "    name: eu.checkout\n"
-    "  shipment.name: eu.shipments\n"
-    "  support:\n"
-    "    format: json\n"
-    "  deadletter: eu.dlq\n"
-    "  alerts: eu.alerts\n"
-    "schemas:\n"
-    "  dir: /etc/storepulse/schemas\n"
-    "  ids:\n"
-    "    7: {stream: checkout, file: checkout-v2.avsc}\n"
-    "    11: {stream: clickstream}\n"
-    "    12: {stream: support, file: /opt/support.avsc}\n"
-    "windows:\n"
-    "  ttl: {30s: 1d, 15m: 14d}\n"
-    "  sizes: [30s, 5m, 15m, 1h, 1d]\n"
-    "  timezone: Europe/Warsaw\n"
-    "  max_out_of_orderness: 10s\n"
-    "  allowed_lateness: 2m\n"
-    "  idle_timeout: 45000\n"
-    "metrics:\n"
-    "  max_dimension_values: 32\n"
-    "  funnel: {dimensions: [country, device]}\n"
-    "store:\n"
-    "  currency: PLN\n"
-    "dedup.max_ids: 500000\n"
-    "state:\n"
-    "  ttl: 3d\n"
-    "  cache_max: 250000\n"
-    "pipeline:\n"
-    "  batch_max: 5000\n"
-    "  batch_timeout: 50ms\n"
-    "  shutdown_timeout: 20s\n"
-    "embedded:\n"
-    "  partitions: 32\n"
-    "log:\n"
-    "  level: debug\n"
-    "alerts:\n"
-    "  - name: conversion_drop\n"
-    "    metric: funnel.conversion_rate\n"
-    "    window: 5m\n"
-    "    below: 0.015\n";
+static const char full_yaml[] = "namespace: eu-shop\n"
+                                "kafka:\n"
+                                "  bootstrap.servers: kafka1:9092,kafka2:9092\n"
+                                "  group:\n"
+                                "    id: cx\n"
+                                "  security.protocol: sasl_ssl\n"
+                                "  sasl:\n"
+                                "    mechanisms: PLAIN\n"
+                                "  \"queued.min.messages\": 1000000\n"
+                                "  enable.auto.commit: false\n"
+                                "redis:\n"
+                                "  host: redis.internal\n"
+                                "  port: 6380\n"
+                                "  unix_socket: /run/redis.sock\n"
+                                "  user: storepulse\n"
+                                "  db: 3\n"
+                                "  timeout: 2500ms\n"
+                                "topics:\n"
+                                "  clickstream: {name: eu.clicks, format: json}\n"
+                                "  checkout:\n"
+                                "    name: eu.checkout\n"
+                                "  shipment.name: eu.shipments\n"
+                                "  support:\n"
+                                "    format: json\n"
+                                "  deadletter: eu.dlq\n"
+                                "  alerts: eu.alerts\n"
+                                "schemas:\n"
+                                "  dir: /etc/storepulse/schemas\n"
+                                "  ids:\n"
+                                "    7: {stream: checkout, file: checkout-v2.avsc}\n"
+                                "    11: {stream: clickstream}\n"
+                                "    12: {stream: support, file: /opt/support.avsc}\n"
+                                "windows:\n"
+                                "  ttl: {30s: 1d, 15m: 14d}\n"
+                                "  sizes: [30s, 5m, 15m, 1h, 1d]\n"
+                                "  timezone: Europe/Warsaw\n"
+                                "  max_out_of_orderness: 10s\n"
+                                "  allowed_lateness: 2m\n"
+                                "  idle_timeout: 45000\n"
+                                "metrics:\n"
+                                "  max_dimension_values: 32\n"
+                                "  funnel: {dimensions: [country, device]}\n"
+                                "store:\n"
+                                "  currency: PLN\n"
+                                "dedup.max_ids: 500000\n"
+                                "state:\n"
+                                "  ttl: 3d\n"
+                                "  cache_max: 250000\n"
+                                "pipeline:\n"
+                                "  batch_max: 5000\n"
+                                "  batch_timeout: 50ms\n"
+                                "  shutdown_timeout: 20s\n"
+                                "embedded:\n"
+                                "  partitions: 32\n"
+                                "log:\n"
+                                "  level: debug\n"
+                                "alerts:\n"
+                                "  - name: conversion_drop\n"
+                                "    metric: funnel.conversion_rate\n"
+                                "    window: 5m\n"
+                                "    below: 0.015\n";
 
 static void check_full(const sp_config_t *c) {
     assert_string_equal(c->ns, "eu-shop");
@@ -384,10 +387,10 @@ static void test_window_ttl_fallback(void **state) {
     /* sizes not in the defaults take the TTL of the largest default size
      * below them (or the smallest one's); an empty schema map is allowed */
     assert_int_equal(sp_config_load(&c,
-                                     write_tmp("windows: {sizes: [10s, 1m, 10m, 2h, 2d]}\n"
-                                               "schemas: {ids: {}}\n"
-                                               "metrics: {funnel: {dimensions: []}}\n"),
-                                     err, sizeof(err)),
+                                    write_tmp("windows: {sizes: [10s, 1m, 10m, 2h, 2d]}\n"
+                                              "schemas: {ids: {}}\n"
+                                              "metrics: {funnel: {dimensions: []}}\n"),
+                                    err, sizeof(err)),
                      SP_OK);
     assert_int_equal(c.window_cnt, 5);
     assert_int_equal(c.window_ttl_ms[0], 2 * 86400000LL);
@@ -442,8 +445,8 @@ static const err_case_t err_cases[] = {
     {"redis:\n  timeout: 0\n", "2: key 'redis.timeout': duration must be at least 1ms, got '0'",
      false},
     /* windows */
-    {"windows:\n  sizes: [1m, 1h, 5m]\n", "2: key 'windows.sizes': sizes must be ascending: 5m after 1h",
-     false},
+    {"windows:\n  sizes: [1m, 1h, 5m]\n",
+     "2: key 'windows.sizes': sizes must be ascending: 5m after 1h", false},
     {"windows:\n  sizes:\n    - 2m\n    - 5m\n",
      "4: key 'windows.sizes': each size must be a multiple of the previous one: 5m after 2m",
      false},
@@ -494,8 +497,8 @@ static const err_case_t err_cases[] = {
      "2: key 'kafka.bootstrap.servres': librdkafka: No such configuration property", true},
     {"kafka:\n  acks: sometimes\n", "2: key 'kafka.acks': librdkafka: Invalid value", true},
     {"kafka: [a]\n", "1: key 'kafka': expected a mapping, got a list", false},
-    {"\"kafka.socket\":\n  timeout.mss: 5\n", "2: key 'kafka.socket.timeout.mss': librdkafka: ",
-     true},
+    {"\"kafka.socket\":\n  timeout.mss: 5\n",
+     "2: key 'kafka.socket.timeout.mss': librdkafka: ", true},
     /* YAML syntax and shape */
     {"redis:\n  host: a\n port: 1\n", "3: YAML syntax error: ", true},
     {"namespace: \"open\n", "2: YAML syntax error: ", true},
@@ -511,9 +514,9 @@ static void test_errors(void **state) {
         const char *path = write_tmp(err_cases[i].yaml);
         snprintf(expect, sizeof(expect), "%s:%s", path, err_cases[i].expect);
         err[0] = '\0';
-        if (sp_config_load(&c, path, err, sizeof(err)) != SP_ERR_CONFIG || (err_cases[i].prefix
-                ? strncmp(err, expect, strlen(expect)) != 0
-                : strcmp(err, expect) != 0))
+        if (sp_config_load(&c, path, err, sizeof(err)) != SP_ERR_CONFIG ||
+            (err_cases[i].prefix ? strncmp(err, expect, strlen(expect)) != 0
+                                 : strcmp(err, expect) != 0))
             fail_msg("case %zu (%s): got '%s', expected '%s'", i, err_cases[i].yaml, err, expect);
         unlink(path);
         tmp_cnt--;
@@ -575,8 +578,9 @@ static void test_env(void **state) {
     unsetenv("STOREPULSE_STATE_TTL");
     setenv("STOREPULSE_KAFKA_NO_SUCH_PROP", "1", 1);
     assert_int_equal(sp_config_load(&c, NULL, err, sizeof(err)), SP_ERR_CONFIG);
-    assert_true(strncmp(err, "environment STOREPULSE_KAFKA_NO_SUCH_PROP: key 'kafka.no.such.prop': "
-                             "librdkafka: ",
+    assert_true(strncmp(err,
+                        "environment STOREPULSE_KAFKA_NO_SUCH_PROP: key 'kafka.no.such.prop': "
+                        "librdkafka: ",
                         strlen("environment STOREPULSE_KAFKA_NO_SUCH_PROP: key "
                                "'kafka.no.such.prop': librdkafka: ")) == 0);
 }
@@ -587,13 +591,13 @@ static void test_kafka(void **state) {
     (void)state;
 
     assert_int_equal(sp_config_load(&c,
-                                     write_tmp("kafka:\n"
-                                               "  bootstrap:\n"
-                                               "    servers: [k1:9092, k2:9092]\n"
-                                               "  \"fetch.wait.max.ms\": 50\n"
-                                               "  sasl.username: user\n"
-                                               "\"kafka.client.id\": sp-1\n"),
-                                     err, sizeof(err)),
+                                    write_tmp("kafka:\n"
+                                              "  bootstrap:\n"
+                                              "    servers: [k1:9092, k2:9092]\n"
+                                              "  \"fetch.wait.max.ms\": 50\n"
+                                              "  sasl.username: user\n"
+                                              "\"kafka.client.id\": sp-1\n"),
+                                    err, sizeof(err)),
                      SP_OK);
     assert_string_equal(sp_config_kafka_get(&c, "bootstrap.servers"), "k1:9092,k2:9092");
     assert_string_equal(sp_config_kafka_get(&c, "fetch.wait.max.ms"), "50");
@@ -640,9 +644,9 @@ static void test_round_trip(void **state) {
     assert_same_config(&d, &b);
     free(text);
     assert_int_equal(sp_config_load(&a,
-                                     write_tmp("redis:\n  user: \"we: \\\"ird\\\" # \\\\ \\t\"\n"
-                                               "kafka:\n  client.id: \"a: b #c\"\n"),
-                                     err, sizeof(err)),
+                                    write_tmp("redis:\n  user: \"we: \\\"ird\\\" # \\\\ \\t\"\n"
+                                              "kafka:\n  client.id: \"a: b #c\"\n"),
+                                    err, sizeof(err)),
                      SP_OK);
     assert_string_equal(a.redis_user, "we: \"ird\" # \\ \t");
     text = print_to_string(&a);
@@ -660,12 +664,12 @@ static void test_redaction(void **state) {
     setenv("STOREPULSE_REDIS_PASSWORD", "hunter2-redis", 1);
     setenv("STOREPULSE_KAFKA_SASL_PASSWORD", "hunter2-sasl", 1);
     assert_int_equal(sp_config_load(&c,
-                                     write_tmp("kafka:\n"
-                                               "  sasl.username: alice\n"
-                                               "  ssl.key.password: hunter2-key\n"
-                                               "  ssl.keystore.password: hunter2-ks\n"
-                                               "  ssl.key.location: /etc/ssl/sp.key\n"),
-                                     err, sizeof(err)),
+                                    write_tmp("kafka:\n"
+                                              "  sasl.username: alice\n"
+                                              "  ssl.key.password: hunter2-key\n"
+                                              "  ssl.keystore.password: hunter2-ks\n"
+                                              "  ssl.key.location: /etc/ssl/sp.key\n"),
+                                    err, sizeof(err)),
                      SP_OK);
     assert_string_equal(c.redis_password, "hunter2-redis");
     text = print_to_string(&c);
