@@ -23,9 +23,12 @@
  * ONE reusable avro_value_t and ONE memory avro_reader_t re-pointed at each
  * message (avro_reader_memory_set_source), so steady-state decoding allocates
  * only inside avro-c (it mallocs each string it reads, then frees it on the
- * next read) and the event's own strings in the caller's arena. Trailing bytes
- * after the record are rejected by comparing avro_value_sizeof() with the
- * body length (avro-c ignores them otherwise).
+ * next read) and the event's own strings in the caller's arena. Before avro-c
+ * sees a body, a bounds-checked walk over the writer schema checks its framing
+ * (avro-c 1.11.1 leaks on truncated strings and trusts claimed lengths; see
+ * "Avro framing check"); that walk also rejects trailing bytes, which avro-c
+ * would ignore, and avro_value_sizeof() == body length is checked after the
+ * read as well.
  *
  * JSON (topics configured `format: json`): one object, same field names, the
  * type as its symbol string, timestamps as integer milliseconds; absent or null
@@ -756,6 +759,125 @@ static int validate(sp_stream_t st, const dstate_t *ds, int64_t now_ms, sp_dlq_r
     return SP_OK;
 }
 
+/* ---- Avro framing check ----
+ *
+ * avro-c 1.11.1 mallocs whatever length a string or bytes value claims, and
+ * when that length runs past the end of the input it returns an error WITHOUT
+ * freeing the buffer (later upstream versions free it): every truncated or
+ * hostile message would leak. So before avro-c sees a body we walk it once
+ * against the writer schema with bounds checks -- varints of at most 10
+ * bytes, lengths within the remaining bytes, union branches and nesting in
+ * range, array/map items within a budget proportional to the body -- and
+ * require that it ends exactly at the end of the body (no trailing bytes). A
+ * body that passes cannot make avro-c read past its end, so avro-c then
+ * decodes it without a failing path that leaks. */
+
+#define WALK_MAX_DEPTH 32
+
+typedef struct walk {
+    const unsigned char *p, *end;
+    size_t budget; /* items and fields we are still willing to visit */
+    const char *err;
+} walk_t;
+
+static bool walk_varint(walk_t *w, int64_t *out) {
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (w->p >= w->end) {
+            w->err = "truncated varint";
+            return false;
+        }
+        unsigned char b = *w->p++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = (int64_t)((v >> 1) ^ (~(v & 1) + 1));
+            return true;
+        }
+    }
+    w->err = "varint longer than 10 bytes";
+    return false;
+}
+
+static bool walk_skip(walk_t *w, int64_t n) {
+    if (n < 0 || n > w->end - w->p) {
+        w->err = n < 0 ? "negative length" : "length runs past the end of the message";
+        return false;
+    }
+    w->p += n;
+    return true;
+}
+
+static bool walk_value(walk_t *w, avro_schema_t s, int depth) {
+    int64_t n = 0;
+    s = unlink_schema(s);
+    if (!s || depth > WALK_MAX_DEPTH) {
+        w->err = "nested too deep";
+        return false;
+    }
+    if (w->budget == 0) {
+        w->err = "too many items for the message size";
+        return false;
+    }
+    w->budget--;
+    switch (avro_typeof(s)) {
+    case AVRO_NULL: return true;
+    case AVRO_BOOLEAN: return walk_skip(w, 1);
+    case AVRO_INT32:
+        if (!walk_varint(w, &n)) return false;
+        if (n < INT32_MIN || n > INT32_MAX) {
+            w->err = "int out of range";
+            return false;
+        }
+        return true;
+    case AVRO_INT64:
+    case AVRO_ENUM: return walk_varint(w, &n);
+    case AVRO_FLOAT: return walk_skip(w, 4);
+    case AVRO_DOUBLE: return walk_skip(w, 8);
+    case AVRO_STRING:
+    case AVRO_BYTES: return walk_varint(w, &n) && walk_skip(w, n);
+    case AVRO_FIXED: return walk_skip(w, avro_schema_fixed_size(s));
+    case AVRO_UNION:
+        if (!walk_varint(w, &n)) return false;
+        if (n < 0 || (uint64_t)n >= avro_schema_union_size(s)) {
+            w->err = "union branch out of range";
+            return false;
+        }
+        return walk_value(w, avro_schema_union_branch(s, (int)n), depth + 1);
+    case AVRO_RECORD:
+        for (size_t i = 0; i < avro_schema_record_size(s); i++)
+            if (!walk_value(w, avro_schema_record_field_get_by_index(s, (int)i), depth + 1))
+                return false;
+        return true;
+    case AVRO_ARRAY:
+    case AVRO_MAP: {
+        avro_schema_t item = is_avro_array(s) ? avro_schema_array_items(s) : avro_schema_map_values(s);
+        for (;;) {
+            if (!walk_varint(w, &n)) return false;
+            if (n == 0) return true;
+            if (n < 0) {
+                int64_t block_bytes;
+                if (n == INT64_MIN || !walk_varint(w, &block_bytes)) {
+                    if (!w->err) w->err = "bad block count";
+                    return false;
+                }
+                n = -n;
+            }
+            if ((uint64_t)n > w->budget) {
+                w->err = "too many items for the message size";
+                return false;
+            }
+            for (int64_t k = 0; k < n; k++) {
+                int64_t key_len = 0;
+                if (is_avro_map(s) && !(walk_varint(w, &key_len) && walk_skip(w, key_len)))
+                    return false;
+                if (!walk_value(w, item, depth + 1)) return false;
+            }
+        }
+    }
+    default: w->err = "unsupported type"; return false;
+    }
+}
+
 /* ---- Avro ---- */
 
 static wschema_t *find_schema(sp_decoder_t *d, int32_t id) {
@@ -799,6 +921,14 @@ static int decode_avro(sp_decoder_t *d, sp_stream_t st, const unsigned char *buf
     }
 
     size_t body = len - 5;
+    walk_t w = {buf + 5, buf + len, 64 + 4 * body, NULL};
+    if (!walk_value(&w, ws->schema, 0) || w.p != w.end) {
+        if (!w.err)
+            fmt(msg, sizeof(msg), "%zu trailing bytes after the Avro record", (size_t)(w.end - w.p));
+        else
+            fmt(msg, sizeof(msg), "not an Avro %s record: %s", sp_stream_names[st], w.err);
+        return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
+    }
     avro_reader_memory_set_source(ws->reader, (const char *)buf + 5, (int64_t)body);
     int rc = avro_value_read(ws->reader, &ws->value);
     if (rc != 0) return undecodable_avro(reason, why, why_size, rc, "cannot decode Avro body");
