@@ -439,7 +439,7 @@ class Sender:
     """A confluent_kafka Producer that records where each message landed."""
 
     def __init__(self, bootstrap):
-        self.p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+        self.p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3,
                            "enable.idempotence": True})
         self.delivered = []  # (tag, topic, partition, offset, key, value)
         self.errors = []
