@@ -496,6 +496,7 @@ void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_s
 }
 
 int64_t sp_engine_watermark(const sp_engine_t *e) { return e->watermark; }
+int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx) { return e->final_start[size_idx]; }
 
 /* ---- windows ------------------------------------------------------- */
 

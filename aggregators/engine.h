@@ -45,6 +45,8 @@ int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t 
  * window size (index into cfg->window_ms), -1 = none. */
 void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start);
 int64_t sp_engine_watermark(const sp_engine_t *e);
+/* Start of the newest final window of a size (-1: none). */
+int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx);
 /* Recompute the watermark (idle partitions, wall clock) and close windows
  * whose end + allowed_lateness it passed. Returns windows closed. */
 int sp_engine_advance(sp_engine_t *e, int64_t now_ms);

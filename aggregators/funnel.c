@@ -4,12 +4,14 @@
  *
  * Session-level distinct counts (sessions, *_sessions) need to know whether a
  * session was already counted in a window: that is the session entity
- * (sp:{NS}:state:session:<id>), holding per window size the last two window
- * starts the session was seen in with a bit per step, and the session's
- * dimension values. Two slots per size absorb events that arrive slightly out
- * of order across a window boundary; an event older than both slots opens a
- * fresh slot (the session may then be counted twice in that old window: this
- * needs an event more than one window behind its session's newest one).
+ * (sp:{NS}:state:session:<id>), holding per window size up to NSLOT windows
+ * the session was seen in, with a bit per step, and the session's dimension
+ * values. A slot is reused only once its window is final (no event can reach
+ * it any more), so the counts do not depend on the order in which partitions
+ * interleave, as long as at most NSLOT windows of one size are open at once
+ * (with the defaults, 1m windows stay open ~2 minutes). Past that, the
+ * oldest open window's slot is given up and the session could be counted
+ * twice there.
  * Orders are counted once per order_id through the order entity.
  *
  * Dimension values of session-level counts: the session's first event that
@@ -94,23 +96,27 @@ typedef struct fwin {
 
 /* ---- entities ------------------------------------------------------ */
 
+/* A window the session was seen in: its index (start / size) and step bits.
+ * flags 0 = free slot. */
 typedef struct slot {
-    int64_t start;
+    int32_t widx;
     uint8_t flags;
 } slot_t;
 
+#define NSLOT 6 /* per window size: enough for every window still open */
+
 typedef struct session {
     uint8_t has_dims;
-    uint32_t dim[NDIM];              /* interned ids, by funnel dim index */
-    slot_t slot[SP_MAX_WINDOWS][2]; /* [0] newest */
+    uint32_t dim[NDIM];                /* interned ids, by funnel dim index */
+    slot_t slot[SP_MAX_WINDOWS][NSLOT];
 } session_t;
 
 typedef struct order {
     uint8_t placed;
 } order_t;
 
-/* Session value: "S1" | nsizes u8 | ndims u8 | per dim: u16 len + bytes |
- * per size 2 x (i64 start, u8 flags), little endian. */
+/* Session value: "S2" | nsizes u8 | ndims u8 | per dim: u16 len + bytes |
+ * per size: u8 n, n x (i32 window index, u8 flags), little endian. */
 static size_t session_encode(sp_engine_t *e, const void *data, char *buf, size_t cap) {
     const session_t *s = data;
     int nsz = sp_engine_size_count(e);
@@ -118,7 +124,7 @@ static size_t session_encode(sp_engine_t *e, const void *data, char *buf, size_t
     size_t n = 0;
     if (cap < 4) return 0;
     buf[n++] = 'S';
-    buf[n++] = '1';
+    buf[n++] = '2';
     buf[n++] = (char)nsz;
     buf[n++] = (char)(s->has_dims ? nd : 0);
     for (int k = 0; s->has_dims && k < nd; k++) {
@@ -130,13 +136,18 @@ static size_t session_encode(sp_engine_t *e, const void *data, char *buf, size_t
         memcpy(buf + n, p, len);
         n += len;
     }
-    for (int i = 0; i < nsz; i++)
-        for (int j = 0; j < 2; j++) {
-            if (n + 9 > cap) return 0;
-            uint64_t v = (uint64_t)s->slot[i][j].start;
-            for (int b = 0; b < 8; b++) buf[n++] = (char)((v >> (8 * b)) & 0xff);
+    for (int i = 0; i < nsz; i++) {
+        int used = 0;
+        for (int j = 0; j < NSLOT; j++) used += s->slot[i][j].flags != 0;
+        if (n + 1 + (size_t)used * 5 > cap) return 0;
+        buf[n++] = (char)used;
+        for (int j = 0; j < NSLOT; j++) {
+            if (!s->slot[i][j].flags) continue;
+            uint32_t v = (uint32_t)s->slot[i][j].widx;
+            for (int b = 0; b < 4; b++) buf[n++] = (char)((v >> (8 * b)) & 0xff);
             buf[n++] = (char)s->slot[i][j].flags;
         }
+    }
     return n;
 }
 
@@ -145,7 +156,7 @@ static int session_decode(sp_engine_t *e, const char *val, size_t len, void *dat
     const unsigned char *p = (const unsigned char *)val;
     size_t n = 4;
     int nd;
-    if (len < 4 || p[0] != 'S' || p[1] != '1') return -1;
+    if (len < 4 || p[0] != 'S' || p[1] != '2') return -1;
     nd = p[3];
     if (nd > NDIM) return -1;
     for (int k = 0; k < nd; k++) {
@@ -158,15 +169,19 @@ static int session_decode(sp_engine_t *e, const char *val, size_t len, void *dat
     }
     s->has_dims = nd > 0 && nd == sp_engine_cfg(e)->funnel_dim_cnt;
     if (p[2] != sp_engine_size_count(e)) return 0; /* window sizes changed: slots afresh */
-    for (int i = 0; i < p[2]; i++)
-        for (int j = 0; j < 2; j++) {
-            if (n + 9 > len) return -1;
-            uint64_t v = 0;
-            for (int b = 0; b < 8; b++) v |= (uint64_t)p[n + b] << (8 * b);
-            s->slot[i][j].start = (int64_t)v;
-            s->slot[i][j].flags = p[n + 8];
-            n += 9;
+    for (int i = 0; i < p[2]; i++) {
+        if (n + 1 > len) return -1;
+        int used = p[n++];
+        if (used > NSLOT) return -1;
+        for (int j = 0; j < used; j++) {
+            if (n + 5 > len) return -1;
+            uint32_t v = 0;
+            for (int b = 0; b < 4; b++) v |= (uint32_t)p[n + b] << (8 * b);
+            s->slot[i][j].widx = (int32_t)v;
+            s->slot[i][j].flags = p[n + 4];
+            n += 5;
         }
+    }
     return 0;
 }
 
@@ -286,20 +301,26 @@ static int funnel_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
             sp_engine_touch(e, se);
         }
         for (int i = 0; i < nsz; i++) {
-            int64_t ws = sp_engine_window_start(e, i, t);
-            slot_t tmp = {ws, 0}, *sl;
-            slot_t *sl0 = &s->slot[i][0], *sl1 = &s->slot[i][1];
-            if (sl0->flags && sl0->start == ws) sl = sl0;
-            else if (sl1->flags && sl1->start == ws) sl = sl1;
-            else if (!sl0->flags || ws > sl0->start) {
-                *sl1 = *sl0;
-                *sl0 = tmp;
-                sl = sl0;
-            } else if (!sl1->flags || ws > sl1->start) {
-                *sl1 = tmp;
-                sl = sl1;
-            } else {
-                sl = &tmp; /* older than both slots: see the design note */
+            int64_t size = cfg->window_ms[i];
+            int32_t widx = (int32_t)(sp_engine_window_start(e, i, t) / size);
+            int64_t final = sp_engine_final_start(e, i);
+            slot_t tmp = {widx, 0}, *sl = NULL, *reuse = NULL, *oldest = NULL;
+            for (int j = 0; j < NSLOT && !sl; j++) {
+                slot_t *c = &s->slot[i][j];
+                if (c->flags && c->widx == widx) sl = c;
+                else if (!c->flags || (final >= 0 && (int64_t)c->widx * size <= final)) {
+                    if (!reuse) reuse = c; /* free, or final: no event reaches it */
+                } else if (!oldest || c->widx < oldest->widx) {
+                    oldest = c;
+                }
+            }
+            if (!sl) {
+                /* All slots hold open windows: give up the oldest (see the
+                 * design note); an event older than all of them is counted
+                 * in a throw-away slot. */
+                if (!reuse && oldest && oldest->widx < widx) reuse = oldest;
+                sl = reuse ? reuse : &tmp;
+                *sl = tmp;
             }
             uint8_t nb = (uint8_t)(bits & ~sl->flags);
             if (!nb) continue;

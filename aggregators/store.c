@@ -21,6 +21,8 @@
  *        n_max,   n_max   x (key, value)
  *        n_health, x (field, delta)      n_gauge, x (field, value)
  *        n_pub,   n_pub   x message
+ *        n_app,   n_app   x (key, bytes, rotate_at): APPEND; past rotate_at
+ *                 bytes the key is renamed to <key>:old
  *    The Lua script (SCRIPT) checks the fence before any write, then applies
  *    everything and returns how many Redis commands it ran. Repeated incr of
  *    one field in a section is summed in Lua. HMGET/HSET/HDEL argument lists
@@ -203,6 +205,13 @@ static const char SCRIPT[] =
     /* 7. publish */
     "local np = tonumber(A[p]); p = p + 1\n"
     "for i = 1, np do call('PUBLISH', pre .. ':updates', A[p]); p = p + 1 end\n"
+    /* 8. appends (the persisted recent event-id set), rotated past a size */
+    "local na = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, na do\n"
+    "  local k = A[p]\n"
+    "  if call('APPEND', k, A[p + 1]) > tonumber(A[p + 2]) then call('RENAME', k, k .. ':old') end\n"
+    "  p = p + 3\n"
+    "end\n"
     "return ncmd\n";
 
 #define SP_LUA_CHUNK 1000 /* must match CH in SCRIPT */
@@ -238,6 +247,7 @@ enum {
     SEC_HEALTH,
     SEC_GAUGE,
     SEC_PUB,
+    SEC_APPEND,
     SEC__COUNT
 };
 
@@ -445,6 +455,13 @@ void sp_commit_health(sp_commit_t *c, const char *field, int64_t delta) {
     push_i64(c, SEC_HEALTH, delta);
 }
 
+void sp_commit_append(sp_commit_t *c, const char *key, const void *bytes, size_t len,
+                      int64_t rotate_at) {
+    push_str(c, SEC_APPEND, key, strlen(key));
+    push_str(c, SEC_APPEND, bytes, len);
+    push_i64(c, SEC_APPEND, rotate_at);
+}
+
 void sp_commit_gauge(sp_commit_t *c, const char *field, int64_t value) {
     push_str(c, SEC_GAUGE, field, strlen(field));
     push_i64(c, SEC_GAUGE, value);
@@ -477,6 +494,7 @@ int64_t sp_commit_command_estimate(const sp_commit_t *c) {
     n += (int64_t)(c->sec[SEC_HEALTH].n / 2);
     n += chunks(c->sec[SEC_GAUGE].n / 2, SP_LUA_CHUNK);
     n += (int64_t)c->sec[SEC_PUB].n;
+    n += (int64_t)(c->sec[SEC_APPEND].n / 3) * 2;
     return n;
 }
 
@@ -783,6 +801,33 @@ int sp_store_get_ints(sp_store_t *st, const char *const *keys, int n, int64_t *o
     return hmget_ints(st, "MGET", NULL, keys, n, out, errstr, errstr_size);
 }
 
+int sp_store_get_bytes(sp_store_t *st, const char *key, char **out, size_t *len, char *errstr,
+                       size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    *out = NULL;
+    *len = 0;
+    if (ret != SP_OK) return ret;
+    redisReply *r = redisCommand(st->rc, "GET %s", key);
+    if (!r) return io_fail(st, "GET", errstr, errstr_size);
+    if (r->type == REDIS_REPLY_STRING && r->len > 0) {
+        *out = malloc(r->len);
+        if (!*out) {
+            freeReplyObject(r);
+            return SP_ERR_NOMEM;
+        }
+        memcpy(*out, r->str, r->len);
+        *len = r->len;
+    } else if (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_STRING) {
+        set_err(errstr, errstr_size, "redis GET %s: %s", key,
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return SP_ERR_IO;
+    }
+    freeReplyObject(r);
+    return SP_OK;
+}
+
 /* Make room for n arguments. */
 static int argv_reserve(sp_store_t *st, size_t n) {
     if (n <= st->argv_cap) return 0;
@@ -813,7 +858,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     }
 
     /* counts: 7 sections + 3 per hash, each at most 20 digits + NUL */
-    size_t ncounts = 7 + 3 * c->nhash;
+    size_t ncounts = 8 + 3 * c->nhash;
     if (ncounts * 24 > st->nums_cap) {
         char *nb = realloc(st->nums, ncounts * 24);
         if (!nb) {
@@ -823,7 +868,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         st->nums = nb;
         st->nums_cap = ncounts * 24;
     }
-    size_t argc = 5 + 7 + 5 * c->nhash;
+    size_t argc = 5 + 8 + 5 * c->nhash;
     for (int i = 0; i < SEC__COUNT; i++)
         argc += c->sec[i].n;
     if (argv_reserve(st, argc)) {
@@ -874,6 +919,8 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     ARG_SEC(SEC_GAUGE);
     ARG_N(c->sec[SEC_PUB].n);
     ARG_SEC(SEC_PUB);
+    ARG_N(c->sec[SEC_APPEND].n / 3);
+    ARG_SEC(SEC_APPEND);
 #undef ARG_S
 #undef ARG_A
 #undef ARG_N

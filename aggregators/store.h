@@ -58,6 +58,10 @@ void sp_commit_max(sp_commit_t *c, const char *key, int64_t value);
 void sp_commit_health(sp_commit_t *c, const char *field, int64_t delta); /* sp:{NS}:health */
 void sp_commit_gauge(sp_commit_t *c, const char *field, int64_t value);  /* sp:{NS}:gauges */
 void sp_commit_publish(sp_commit_t *c, const char *message);             /* sp:{NS}:updates */
+/* APPEND bytes to key; once it is longer than rotate_at bytes it is renamed
+ * to "<key>:old" (replacing the older one): a bounded, two-generation log. */
+void sp_commit_append(sp_commit_t *c, const char *key, const void *bytes, size_t len,
+                      int64_t rotate_at);
 /* Redis commands this commit will run inside the script (for stats). */
 int64_t sp_commit_command_estimate(const sp_commit_t *c);
 
@@ -72,6 +76,10 @@ const char *sp_store_ns(const sp_store_t *st); /* "sp:{store}" prefix */
  * field; -1 where absent. */
 int sp_store_load_offsets(sp_store_t *st, const char *const *fields, int n, int64_t *next_out,
                           int64_t *max_et_out, char *errstr, size_t errstr_size);
+/* Blocking GET of a binary value (absent: *len = 0). *out is malloc'd;
+ * the caller frees it. */
+int sp_store_get_bytes(sp_store_t *st, const char *key, char **out, size_t *len, char *errstr,
+                       size_t errstr_size);
 /* Blocking GET of integer keys (pointers); -1 where absent. */
 int sp_store_get_ints(sp_store_t *st, const char *const *keys, int n, int64_t *out, char *errstr,
                       size_t errstr_size);

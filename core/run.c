@@ -25,6 +25,12 @@
  * committed offsets are also committed after each Redis commit, for lag
  * tools only.
  *
+ * The recent event-id set (dedup) is checkpointed too: each commit appends
+ * the batch's admitted event-id hashes (8 bytes each) to
+ * sp:{NS}:state:recent_ids, rotated to a second generation at half of
+ * dedup.max_ids, and a start or reset rebuilds the set from both. One extra
+ * command per batch buys exact duplicate handling across crashes.
+ *
  * Not here: scale-out re-keying (pipeline.instances: many), alerts, HTTP. */
 #include "core/run.h"
 
@@ -80,6 +86,9 @@ typedef struct run {
     rd_kafka_message_t **msgs;
     char prefix[96];
     char wm_key[128];
+    char dedup_key[128];
+    unsigned char *idlog; /* event-id hashes admitted in this batch, 8 bytes each */
+    size_t nidlog;
 
     char topic_names[MAX_TOPICS][256];
     sp_stream_t topic_stream[MAX_TOPICS];
@@ -202,6 +211,34 @@ out:
     return rc;
 }
 
+/* Rebuild the recent event-id set from its log in Redis (the older
+ * generation first), so a restart drops the same duplicates an
+ * uninterrupted run would. */
+static int load_dedup(run_t *r) {
+    char err[512], key[160];
+    const char *gens[2] = {key, r->dedup_key};
+    snprintf(key, sizeof(key), "%s:old", r->dedup_key);
+    sp_dedup_destroy(r->dedup);
+    r->dedup = sp_dedup_new((size_t)r->cfg->dedup_max_ids);
+    if (!r->dedup) return SP_ERR_NOMEM;
+    for (int g = 0; g < 2; g++) {
+        char *buf;
+        size_t len;
+        int rc = sp_store_get_bytes(r->st, gens[g], &buf, &len, err, sizeof(err));
+        if (rc != SP_OK) {
+            sp_log(SP_LOG_WARN, "loading the event-id log: %s", err);
+            return rc;
+        }
+        for (size_t i = 0; i + 8 <= len; i += 8) {
+            uint64_t h = 0;
+            for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)buf[i + b] << (8 * b);
+            sp_dedup_seen(r->dedup, h);
+        }
+        free(buf);
+    }
+    return SP_OK;
+}
+
 /* Restore the watermark and final pointers from Redis. */
 static int load_pointers(run_t *r) {
     char err[512];
@@ -219,7 +256,7 @@ static int load_pointers(run_t *r) {
         sp_store_reconnect(r->st, err, sizeof(err));
     }
     sp_engine_restore(r->eng, vals[n] >= 0 ? vals[n] : INT64_MIN, vals);
-    return SP_OK;
+    return load_dedup(r);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -308,8 +345,6 @@ static void do_reset(run_t *r) {
 
     r->commit_in_flight = 0;
     sp_engine_reset(r->eng);
-    sp_dedup_destroy(r->dedup);
-    r->dedup = sp_dedup_new((size_t)r->cfg->dedup_max_ids);
     if (r->need_reset == 2 || sp_store_pending(r->st) > 0) {
         while (!stop_requested && sp_store_reconnect(r->st, err, sizeof(err)) != SP_OK) {
             sp_log(SP_LOG_WARN, "Redis unreachable: %s (retrying in %lld ms)", err, (long long)backoff);
@@ -394,6 +429,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     int64_t now = sp_clock_now_ms();
 
     sp_arena_reset(r->arena);
+    r->nidlog = 0;
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         if (m->err) {
@@ -428,9 +464,12 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
                 dead_letter(r, m, SP_DLQ_LATE, "window already closed");
             } else {
                 sp_str_t id = ev->s[SP_S_EVENT_ID];
-                if (sp_dedup_seen(r->dedup, sp_hash64(id.p, id.len, 0x1d))) {
+                uint64_t h = sp_hash64(id.p, id.len, 0x1d);
+                if (sp_dedup_seen(r->dedup, h)) {
                     r->h_dup++;
                 } else {
+                    for (int b = 0; b < 8; b++) r->idlog[r->nidlog * 8 + (size_t)b] = (unsigned char)(h >> (8 * b));
+                    r->nidlog++;
                     sp_engine_want(r->eng, ev);
                     nev++;
                 }
@@ -513,6 +552,9 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     }
     if (sp_engine_watermark(r->eng) != INT64_MIN)
         sp_commit_max(r->commit, r->wm_key, sp_engine_watermark(r->eng));
+    if (r->nidlog)
+        sp_commit_append(r->commit, r->dedup_key, r->idlog, r->nidlog * 8,
+                         (r->cfg->dedup_max_ids / 2) * 8);
     add_health(r, r->commit);
     if (noff) sp_commit_health(r->commit, "commits", 1);
     {
@@ -560,6 +602,7 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     sp_config_t *cfg = r->cfg;
     snprintf(r->prefix, sizeof(r->prefix), "sp:{%s}", cfg->ns);
     snprintf(r->wm_key, sizeof(r->wm_key), "%s:watermark", r->prefix);
+    snprintf(r->dedup_key, sizeof(r->dedup_key), "%s:state:recent_ids", r->prefix);
     for (int s = 0; s < SP_STREAM__COUNT; s++) {
         snprintf(r->topic_names[s], sizeof(r->topic_names[s]), "%s", cfg->topics[s].name);
         r->topic_stream[s] = (sp_stream_t)s;
@@ -574,7 +617,8 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     if (!(r->arena = sp_arena_new(1 << 20))) goto oom;
     r->evs = calloc((size_t)cfg->batch_max, sizeof(*r->evs));
     r->msgs = calloc((size_t)cfg->batch_max, sizeof(*r->msgs));
-    if (!r->evs || !r->msgs) goto oom;
+    r->idlog = malloc((size_t)cfg->batch_max * 8);
+    if (!r->evs || !r->msgs || !r->idlog) goto oom;
 
     for (int attempt = 0; !(r->st = sp_store_new(cfg, err, errsz)); attempt++) {
         if (stop_requested || attempt >= 50) return -1;
@@ -643,6 +687,7 @@ static void run_close(run_t *r) {
     sp_arena_destroy(r->arena);
     free(r->evs);
     free(r->msgs);
+    free(r->idlog);
     free(r->pos);
     if (r->broker) sp_broker_stop(r->broker);
 }
