@@ -19,16 +19,23 @@
  *   - types: int -> long promotion, [null, T] <-> T both ways (a null for a
  *     non-nullable reader field is "missing"). Anything else incompatible is
  *     rejected when the schema is loaded (a configuration error).
- * Per writer schema we keep the parsed avro_schema_t, its generic value class,
- * ONE reusable avro_value_t and ONE memory avro_reader_t re-pointed at each
- * message (avro_reader_memory_set_source), so steady-state decoding allocates
- * only inside avro-c (it mallocs each string it reads, then frees it on the
- * next read) and the event's own strings in the caller's arena. Before avro-c
- * sees a body, a bounds-checked walk over the writer schema checks its framing
- * (avro-c 1.11.1 leaks on truncated strings and trusts claimed lengths; see
- * "Avro framing check"); that walk also rejects trailing bytes, which avro-c
- * would ignore, and avro_value_sizeof() == body length is checked after the
- * read as well.
+ * Reading the body. avro-c 1.11.1 mallocs whatever length a string claims
+ * and, when that length runs past the end, returns an error without freeing
+ * it (a leak per truncated message); it also mallocs twice per string read.
+ * So by default the body is read by our own bounds-checked pass driven by the
+ * writer schema avro-c parsed (read_direct): one pass, the wanted fields are
+ * copied into the event as they go by, the others skipped; varints of at most
+ * 10 bytes, lengths within the remaining bytes, union branches, enum indexes
+ * and nesting checked; the record must end exactly at the end of the body
+ * (avro-c ignores trailing bytes). Nothing is allocated but the event's
+ * strings in the caller's arena.
+ * The reference path (sp_decoder_use_avro_c) is the classic avro-c loop: per
+ * writer schema ONE reusable avro_value_t and ONE memory avro_reader_t
+ * re-pointed at each message (avro_reader_memory_set_source), trailing bytes
+ * rejected by avro_value_sizeof() == body length, the body first checked by
+ * the same bounds-checked walk so avro-c never sees input it would leak on.
+ * The tests run every case through both paths and compare them on mutated
+ * input.
  *
  * JSON (topics configured `format: json`): one object, same field names, the
  * type as its symbol string, timestamps as integer milliseconds; absent or null
@@ -96,11 +103,13 @@ typedef struct wfield {
     int16_t *enum_map;        /* K_TYPE: writer symbol index -> type or -1 (owned) */
     int enum_cnt;
     avro_schema_t enum_schema; /* borrowed from the writer schema (for messages) */
+    avro_schema_t schema;      /* the field's type, links resolved (borrowed) */
 } wfield_t;
 
 typedef struct wschema {
     int32_t id;
     sp_stream_t stream;
+    const rschema_t *rs; /* the stream's reader (in the decoder) */
     avro_schema_t schema;
     avro_value_iface_t *iface;
     avro_value_t value; /* reused for every message */
@@ -118,6 +127,7 @@ struct sp_decoder {
     wschema_t **ws; /* owned */
     int nws;
     int last; /* index of the last hit */
+    bool use_avro_c; /* reference path: read through avro-c's generic value */
 };
 
 /* Per-message scratch: what was seen, and the first problem of each class. */
@@ -403,6 +413,7 @@ static int wschema_build(const sp_decoder_t *d, wschema_t **out, int32_t id, sp_
     }
     ws->id = id;
     ws->stream = st;
+    ws->rs = rs;
     if (avro_schema_from_json_length(json, json_len, &ws->schema) != 0) {
         fmt(errstr, errstr_size, "schema id %d: invalid Avro schema: %s", (int)id,
             avro_strerror());
@@ -428,6 +439,7 @@ static int wschema_build(const sp_decoder_t *d, wschema_t **out, int32_t id, sp_
         wfield_t *wf = &ws->f[i];
         const char *name = avro_schema_record_field_name(ws->schema, (int)i);
         avro_schema_t fs = unlink_schema(avro_schema_record_field_get_by_index(ws->schema, (int)i));
+        wf->schema = fs;
         int ri = -1;
         const rfield_t *rf = name ? reader_field(rs, name, &ri) : NULL;
         if (!rf || rf->kind == K_IGNORE || !fs) continue; /* writer-only: skipped */
@@ -564,6 +576,10 @@ void sp_decoder_destroy(sp_decoder_t *d) {
     for (int st = 0; st < SP_STREAM__COUNT; st++)
         for (int j = 0; j < d->rs[st].n; j++) free(d->rs[st].f[j].def_str);
     free(d);
+}
+
+void sp_decoder_use_avro_c(sp_decoder_t *d, int on) {
+    if (d) d->use_avro_c = on != 0;
 }
 
 /* ---- filling the event ---- */
@@ -759,18 +775,14 @@ static int validate(sp_stream_t st, const dstate_t *ds, int64_t now_ms, sp_dlq_r
     return SP_OK;
 }
 
-/* ---- Avro framing check ----
+/* ---- Avro: bounds-checked walk ----
  *
- * avro-c 1.11.1 mallocs whatever length a string or bytes value claims, and
- * when that length runs past the end of the input it returns an error WITHOUT
- * freeing the buffer (later upstream versions free it): every truncated or
- * hostile message would leak. So before avro-c sees a body we walk it once
- * against the writer schema with bounds checks -- varints of at most 10
+ * Skips one value of schema s, checking its framing: varints of at most 10
  * bytes, lengths within the remaining bytes, union branches and nesting in
- * range, array/map items within a budget proportional to the body -- and
- * require that it ends exactly at the end of the body (no trailing bytes). A
- * body that passes cannot make avro-c read past its end, so avro-c then
- * decodes it without a failing path that leaks. */
+ * range, array/map items within a budget proportional to the body (so items
+ * of zero bytes cannot make it loop for long). Used for writer-only fields by
+ * the direct reader and for the whole body before avro-c reads it (a body
+ * that passes cannot make avro-c fail half-way, where 1.11.1 leaks). */
 
 #define WALK_MAX_DEPTH 32
 
@@ -897,31 +909,12 @@ static int undecodable_avro(sp_dlq_reason_t *reason, char *why, size_t why_size,
     return SP_ERR_POISON;
 }
 
-static int decode_avro(sp_decoder_t *d, sp_stream_t st, const unsigned char *buf, size_t len,
+/* Reference path: check the framing, then read through avro-c's generic value
+ * and map its fields. */
+static int read_avro_c(wschema_t *ws, sp_stream_t st, const unsigned char *body_p, size_t body,
                        dstate_t *ds, sp_dlq_reason_t *reason, char *why, size_t why_size) {
     char msg[160];
-    if (len < 5) {
-        fmt(msg, sizeof(msg), "%zu bytes: shorter than the 5-byte Confluent header", len);
-        return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
-    }
-    if (buf[0] != 0) {
-        fmt(msg, sizeof(msg), "magic byte is 0x%02x, not 0", buf[0]);
-        return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
-    }
-    int32_t id = (int32_t)((uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 |
-                           (uint32_t)buf[3] << 8 | (uint32_t)buf[4]);
-    wschema_t *ws = find_schema(d, id);
-    if (!ws || ws->stream != st) {
-        if (ws)
-            fmt(msg, sizeof(msg), "schema id %d is a %s schema, not %s", (int)id,
-                sp_stream_names[ws->stream], sp_stream_names[st]);
-        else
-            fmt(msg, sizeof(msg), "schema id %d is not configured", (int)id);
-        return poison(reason, SP_DLQ_UNKNOWN_SCHEMA, why, why_size, msg);
-    }
-
-    size_t body = len - 5;
-    walk_t w = {buf + 5, buf + len, 64 + 4 * body, NULL};
+    walk_t w = {body_p, body_p + body, 64 + 4 * body, NULL};
     if (!walk_value(&w, ws->schema, 0) || w.p != w.end) {
         if (!w.err)
             fmt(msg, sizeof(msg), "%zu trailing bytes after the Avro record", (size_t)(w.end - w.p));
@@ -929,7 +922,7 @@ static int decode_avro(sp_decoder_t *d, sp_stream_t st, const unsigned char *buf
             fmt(msg, sizeof(msg), "not an Avro %s record: %s", sp_stream_names[st], w.err);
         return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
     }
-    avro_reader_memory_set_source(ws->reader, (const char *)buf + 5, (int64_t)body);
+    avro_reader_memory_set_source(ws->reader, (const char *)body_p, (int64_t)body);
     int rc = avro_value_read(ws->reader, &ws->value);
     if (rc != 0) return undecodable_avro(reason, why, why_size, rc, "cannot decode Avro body");
     size_t used = 0;
@@ -940,7 +933,7 @@ static int decode_avro(sp_decoder_t *d, sp_stream_t st, const unsigned char *buf
         return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
     }
 
-    const rschema_t *rs = &d->rs[st];
+    const rschema_t *rs = ws->rs;
     for (size_t i = 0; i < ws->nf; i++) {
         const wfield_t *wf = &ws->f[i];
         if (wf->kind == K_IGNORE) continue;
@@ -997,6 +990,112 @@ static int decode_avro(sp_decoder_t *d, sp_stream_t st, const unsigned char *buf
             return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
         }
     }
+    return SP_OK;
+}
+
+/* Direct path: one bounds-checked pass over the body that maps the fields we
+ * want as it goes and skips the others (walk_value). Same results as the
+ * reference path -- the tests compare them on mutated input -- without
+ * avro-c's two mallocs per string. */
+static int read_direct(wschema_t *ws, sp_stream_t st, const unsigned char *body_p, size_t body,
+                       dstate_t *ds, sp_dlq_reason_t *reason, char *why, size_t why_size) {
+    char msg[160];
+    const rschema_t *rs = ws->rs;
+    walk_t w = {body_p, body_p + body, 64 + 4 * body, NULL};
+    for (size_t i = 0; i < ws->nf; i++) {
+        const wfield_t *wf = &ws->f[i];
+        if (wf->kind == K_IGNORE) {
+            if (!walk_value(&w, avro_schema_record_field_get_by_index(ws->schema, (int)i), 1))
+                goto bad;
+            continue;
+        }
+        const rfield_t *rf = &rs->f[wf->rf];
+        avro_schema_t t = wf->schema;
+        int64_t v = 0;
+        if (is_avro_union(t)) {
+            if (!walk_varint(&w, &v)) goto bad;
+            if (v < 0 || (uint64_t)v >= avro_schema_union_size(t)) {
+                w.err = "union branch out of range";
+                goto bad;
+            }
+            t = unlink_schema(avro_schema_union_branch(t, (int)v));
+        }
+        switch (t ? avro_typeof(t) : AVRO_LINK) {
+        case AVRO_NULL: put_absent(ds, rf, true); break;
+        case AVRO_STRING: {
+            if (!walk_varint(&w, &v)) goto bad;
+            const unsigned char *p = w.p;
+            if (!walk_skip(&w, v)) goto bad;
+            put_str(ds, rf, (const char *)p, (size_t)v);
+            break;
+        }
+        case AVRO_INT32:
+        case AVRO_INT64:
+            if (!walk_varint(&w, &v)) goto bad;
+            if (avro_typeof(t) == AVRO_INT32 && (v < INT32_MIN || v > INT32_MAX)) {
+                w.err = "int out of range";
+                goto bad;
+            }
+            sp_event_set_int(ds->ev, (sp_int_field_t)rf->slot, v);
+            break;
+        case AVRO_BOOLEAN:
+            if (w.p >= w.end) {
+                w.err = "truncated boolean";
+                goto bad;
+            }
+            sp_event_set_int(ds->ev, (sp_int_field_t)rf->slot, *w.p++ != 0);
+            break;
+        case AVRO_ENUM: {
+            if (!walk_varint(&w, &v)) goto bad;
+            if (v < 0 || v >= wf->enum_cnt) {
+                fmt(msg, sizeof(msg), "enum index %lld out of range for field '%s'", (long long)v,
+                    rf->name);
+                return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
+            }
+            const char *sym = avro_schema_enum_get(wf->enum_schema, (int)v);
+            put_type(ds, wf->enum_map[v], sym ? sym : "?", sym ? strlen(sym) : 1);
+            break;
+        }
+        default: w.err = "unexpected type"; goto bad;
+        }
+    }
+    if (w.p != w.end) {
+        fmt(msg, sizeof(msg), "%zu trailing bytes after the Avro record", (size_t)(w.end - w.p));
+        return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
+    }
+    return SP_OK;
+bad:
+    fmt(msg, sizeof(msg), "not an Avro %s record: %s", sp_stream_names[st], w.err);
+    return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
+}
+
+static int decode_avro(sp_decoder_t *d, sp_stream_t st, const unsigned char *buf, size_t len,
+                       dstate_t *ds, sp_dlq_reason_t *reason, char *why, size_t why_size) {
+    char msg[160];
+    if (len < 5) {
+        fmt(msg, sizeof(msg), "%zu bytes: shorter than the 5-byte Confluent header", len);
+        return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
+    }
+    if (buf[0] != 0) {
+        fmt(msg, sizeof(msg), "magic byte is 0x%02x, not 0", buf[0]);
+        return poison(reason, SP_DLQ_UNDECODABLE, why, why_size, msg);
+    }
+    int32_t id = (int32_t)((uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 |
+                           (uint32_t)buf[3] << 8 | (uint32_t)buf[4]);
+    wschema_t *ws = find_schema(d, id);
+    if (!ws || ws->stream != st) {
+        if (ws)
+            fmt(msg, sizeof(msg), "schema id %d is a %s schema, not %s", (int)id,
+                sp_stream_names[ws->stream], sp_stream_names[st]);
+        else
+            fmt(msg, sizeof(msg), "schema id %d is not configured", (int)id);
+        return poison(reason, SP_DLQ_UNKNOWN_SCHEMA, why, why_size, msg);
+    }
+
+    int ret = d->use_avro_c ? read_avro_c(ws, st, buf + 5, len - 5, ds, reason, why, why_size)
+                            : read_direct(ws, st, buf + 5, len - 5, ds, reason, why, why_size);
+    if (ret != SP_OK) return ret;
+    const rschema_t *rs = &d->rs[st];
     for (int k = 0; k < ws->ndflt; k++) put_default(ds, &rs->f[ws->dflt[k]]);
     if (ws->missing[0] && !ds->missing) {
         ds->missing = ws->missing;

@@ -37,6 +37,12 @@ void sp_decoder_destroy(sp_decoder_t *d); /* NULL is a no-op */
 int sp_decoder_add_schema(sp_decoder_t *d, int32_t id, sp_stream_t st, const char *json,
                           size_t json_len, char *errstr, size_t errstr_size);
 
+/* Avro bodies are read by the decoder's own bounds-checked reader, driven by
+ * the writer schema avro-c parsed. on != 0 reads them through avro-c's generic
+ * value instead (avro_value_read; slower, two mallocs per string): the
+ * reference the tests compare the fast path with. */
+void sp_decoder_use_avro_c(sp_decoder_t *d, int on);
+
 /* Decode one Kafka message value of topic stream `st` in format `fmt`.
  * Strings are copied into `arena` (or point at decoder-owned reader-schema
  * defaults, valid until sp_decoder_destroy). now_ms is "now" for the future

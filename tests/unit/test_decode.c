@@ -229,6 +229,7 @@ enum { ID_OLD_CHECKOUT = 101, ID_OLD_SUPPORT = 102, ID_NEW_CHECKOUT = 201, ID_NO
 
 typedef struct fx {
     sp_decoder_t *d;
+    int avro_c; /* this group reads through avro-c's generic value */
     sp_arena_t *arena;
     sp_event_t ev;
     sp_dlq_reason_t reason;
@@ -261,6 +262,14 @@ static int setup(void **state) {
     }
     fx->arena = sp_arena_new(0);
     *state = fx;
+    return 0;
+}
+
+static int setup_avro_c(void **state) {
+    if (setup(state)) return -1;
+    fx_t *fx = *state;
+    fx->avro_c = 1;
+    sp_decoder_use_avro_c(fx->d, 1);
     return 0;
 }
 
@@ -665,6 +674,18 @@ static void test_no_leak_on_bad_bodies(void **state) {
     assert_int_equal(avro_live_blocks, before);
 }
 
+static void assert_events_equal(const sp_event_t *a, const sp_event_t *b) {
+    assert_int_equal(a->stream, b->stream);
+    assert_int_equal(a->type, b->type);
+    assert_int_equal(a->int_present, b->int_present);
+    for (int f = 0; f < SP_I__COUNT; f++)
+        if (sp_event_has_int(a, (sp_int_field_t)f)) assert_int_equal(a->i[f], b->i[f]);
+    for (int f = 0; f < SP_S__COUNT; f++) {
+        assert_int_equal(a->s[f].p == NULL, b->s[f].p == NULL);
+        if (a->s[f].p) assert_true(sp_str_eq(a->s[f], b->s[f]));
+    }
+}
+
 /* Mutations of valid messages: every outcome is OK or a poison reason. */
 static void test_mutations(void **state) {
     fx_t *fx = *state;
@@ -683,8 +704,17 @@ static void test_mutations(void **state) {
                 m[at] = (unsigned char)(x >> 32);
             }
             size_t len = n - (size_t)((x >> 40) % 3); /* sometimes shorter */
+            /* the fast path and the avro-c reference path agree */
+            sp_decoder_use_avro_c(fx->d, 1);
+            int ref_rc = dec(fx, (sp_stream_t)st, SP_FORMAT_AVRO, guarded(m, len), len);
+            sp_dlq_reason_t ref_reason = fx->reason;
+            sp_event_t ref = fx->ev;
+            sp_decoder_use_avro_c(fx->d, fx->avro_c);
             int rc = dec(fx, (sp_stream_t)st, SP_FORMAT_AVRO, guarded(m, len), len);
             assert_true(rc == SP_OK || rc == SP_ERR_POISON);
+            assert_int_equal(rc, ref_rc);
+            assert_int_equal(fx->reason, ref_reason);
+            if (rc == SP_OK) assert_events_equal(&fx->ev, &ref);
             outcomes[fx->reason]++;
             if ((it & 1023) == 0) sp_arena_reset(fx->arena);
         }
@@ -922,7 +952,7 @@ static void test_json_bad(void **state) {
         expect_poison(fx, rc, cases[i].want);
     }
     /* over-long string */
-    char big[800];
+    char big[sizeof(long_str) + 256];
     snprintf(big, sizeof(big), CLICK_J(",\"product_id\":\"%s\""), rep('p', 257));
     expect_poison(fx, js(fx, SP_STREAM_CLICKSTREAM, big), SP_DLQ_STRING_TOO_LONG);
     /* embedded NUL in the buffer is not JSON */
@@ -1008,7 +1038,9 @@ int main(void) {
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_throughput),
     };
-    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    /* Every test twice: the decoder's own Avro reader, then avro-c's. */
+    int rc = cmocka_run_group_tests_name("direct Avro reader", tests, setup, teardown);
+    rc += cmocka_run_group_tests_name("avro-c generic value reader", tests, setup_avro_c, teardown);
     if (guard_region) munmap(guard_region, guard_size + (size_t)sysconf(_SC_PAGESIZE));
     return rc;
 }
