@@ -46,6 +46,13 @@
  * Validation, in the order of SPEC section 1 (first failure wins):
  * missing_field, bad_enum, bad_timestamp, negative_amount, string_too_long,
  * bad_value. Undecodable bytes and unknown schema ids are found before that.
+ * Beyond the per-stream required lists: an EMPTY event_id, session_id,
+ * order_id, shipment_id or ticket_id (where required) counts as missing (they
+ * are join keys); promised_delivery_time / order_placed_time before 2000 (and
+ * order_placed_time in the future) are bad_timestamp; item_count < 0 and a JSON
+ * integer outside the Avro int range of an int field are bad_value; a JSON
+ * value of the wrong JSON type is undecodable. Over-long strings are never
+ * copied into the arena.
  *
  * What it deliberately does not do: fetch schemas from a registry (the caller
  * does that and hands them over with sp_decoder_add_schema), check UTF-8 in
