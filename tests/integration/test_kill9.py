@@ -1,9 +1,10 @@
 """Exactly-once effect under kill -9 (SPEC §6).
 
 One broker, 30,000 generated events. Pipeline A (Redis 1) runs undisturbed;
-pipeline B (Redis 2, its own consumer group) is killed with SIGKILL three
-times at seeded random points (by time or by progress, whichever comes
-first) and restarted. At the end every funnel window hash holding events and
+pipeline B (Redis 2, its own consumer group, same small batches) is killed
+with SIGKILL three times and restarted: twice mid-stream (a seeded random
+delay after a commit), once after it consumed everything but before its
+windows close. At the end every funnel window hash holding events and
 the offsets must be identical in both Redis instances."""
 
 import random
@@ -18,6 +19,8 @@ SEED = 777
 RATE = 20
 SIZES = ("1m", "5m", "1h")
 KILLS = 3
+# small batches: many commits, so the kills land between commits mid-stream
+EXTRA = {"pipeline": {"batch_max": 500}}
 
 
 def progress(r, ns):
@@ -35,9 +38,9 @@ class Kill9SameResult(H.SPTestCase):
         cls.broker = cls.track(H.Broker(cls.tmp)).start()
         bs = cls.broker.bootstrap
         cfg_a = H.write_config(f"{cls.tmp}/a.yaml", NS, bs, cls.r1.port, group_id="sp-kill9-a",
-                               sizes=SIZES)
+                               sizes=SIZES, extra=EXTRA)
         cfg_b = H.write_config(f"{cls.tmp}/b.yaml", NS, bs, cls.r2.port, group_id="sp-kill9-b",
-                               sizes=SIZES)
+                               sizes=SIZES, extra=EXTRA)
         H.gen(cfg_a, cls.broker.bootstrap_file, COUNT, SEED, start_time, rate=RATE,
               log_path=f"{cls.tmp}/gen.log")
         highs = H.high_watermarks(bs)
@@ -48,26 +51,28 @@ class Kill9SameResult(H.SPTestCase):
         rng = random.Random(SEED)
         cls.kills = []
         for i in range(KILLS):
-            # kill shortly after B's first commit following this start (so the
-            # kill lands mid-stream), at a seeded random delay; once B has
-            # consumed everything, at a random time while it idles and closes
+            # kills 1..KILLS-1: shortly after B's first commit following this
+            # start (mid-stream), at a seeded random delay; the last kill: after
+            # B has consumed everything but (idle_timeout 2 s) most likely
+            # before its windows closed, so the restarted B must close them
             cls.b.start()
             t_start = time.monotonic()
             base = progress(cls.r2.client, NS)
             extra = rng.uniform(0.0, 0.3)
-            idle_delay = rng.uniform(0.5, 3.0)
-            deadline = t_start + 30
+            after_delay = rng.uniform(0.2, 1.5)
+            last = i == KILLS - 1
+            deadline = t_start + 60
             while time.monotonic() < deadline:
-                if base >= total:
-                    if time.monotonic() - t_start >= idle_delay:
-                        break
-                elif progress(cls.r2.client, NS) > base:
+                p = progress(cls.r2.client, NS)
+                if last and p >= total:
+                    time.sleep(after_delay)
+                    break
+                if not last and (p > base or base >= total):
                     time.sleep(extra)
                     break
                 if not cls.b.alive():
                     raise AssertionError(f"pipeline B died on its own before kill {i + 1}")
                 time.sleep(0.005)
-            done = progress(cls.r2.client, NS)
             cls.b.kill9()
             done_after = progress(cls.r2.client, NS)
             cls.kills.append((round(time.monotonic() - t_start, 2), done_after, total))
@@ -80,7 +85,12 @@ class Kill9SameResult(H.SPTestCase):
         _, stats = reference.compute(reference.read_messages(bs), sizes=())
         cls.last_event = stats["max_time"]
         H.wait_all_closed(cls.r1.client, NS, cls.last_event, SIZES, timeout=90, pipeline=cls.a)
-        H.wait_all_closed(cls.r2.client, NS, cls.last_event, SIZES, timeout=90, pipeline=cls.b)
+        cls.b_close_error = None
+        try:
+            H.wait_all_closed(cls.r2.client, NS, cls.last_event, SIZES, timeout=30,
+                              pipeline=cls.b)
+        except AssertionError as e:  # reported by test_killed_run_closes_windows
+            cls.b_close_error = str(e)
         time.sleep(1.0)
         cls.win_a = H.funnel_windows(cls.r1.client, NS)
         cls.win_b = H.funnel_windows(cls.r2.client, NS)
@@ -95,6 +105,10 @@ class Kill9SameResult(H.SPTestCase):
         # informative guard: at least one kill before B had committed everything
         mid = [k for k in self.kills if 0 < k[1] < k[2]]
         self.assertTrue(mid, f"no kill landed before the end of the input: {self.kills}")
+
+    def test_killed_run_closes_windows(self):
+        self.assertIsNone(self.b_close_error, "pipeline B (killed and restarted) did not close "
+                                              "its windows")
 
     def test_funnel_windows_identical(self):
         problems = []
