@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 
 #define SP_BROKER_DEFAULT_PARTITIONS 8
 #define SP_BROKER_MAX_PARTITIONS 10000
+#define SP_BROKER_OP_PAUSE_US 5000
 
 struct sp_broker {
     rd_kafka_t *rk;              /* owning handle; owns nothing else of ours */
@@ -57,6 +59,12 @@ static int broker_create_topic(sp_broker_t *b, const char *name, int partitions,
     rd_kafka_resp_err_t err;
 
     if (!name || !*name) return SP_OK; /* not configured: nothing to create */
+    /* librdkafka 2.0.2's mock thread serves its op queue before draining its
+     * wake-up pipe, so an op enqueued right after the previous one was
+     * answered can lose its wake-up and wait for the thread's 1 s poll
+     * timeout (startup took 1-3 s, measured). A short pause lets the thread
+     * get back to poll() first. */
+    usleep(SP_BROKER_OP_PAUSE_US);
     err = rd_kafka_mock_topic_create(b->mc, name, partitions, 1);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
         err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
@@ -152,6 +160,17 @@ static void broker_on_signal(int sig) {
     broker_stop_flag = 1;
 }
 
+/* errstr from a format, through vsnprintf: paths may be long, and the text
+ * is cut at errstr_size by design. */
+static void broker_err(char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void broker_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
 /* Write "addr\n" to path through a temporary file in the same directory and
  * rename(2), so a reader never sees a partial line. */
 static int broker_write_file(const char *path, const char *addr, char *errstr,
@@ -161,26 +180,26 @@ static int broker_write_file(const char *path, const char *addr, char *errstr,
     int rc = SP_ERR_IO;
 
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
-        snprintf(errstr, errstr_size, "%s: path too long", path);
+        broker_err(errstr, errstr_size, "%s: path too long", path);
         return SP_ERR_INVALID;
     }
     f = fopen(tmp, "w");
     if (!f) {
-        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+        broker_err(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     if (fprintf(f, "%s\n", addr) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+        broker_err(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     if (fclose(f) != 0) {
         f = NULL;
-        snprintf(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
+        broker_err(errstr, errstr_size, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     f = NULL;
     if (rename(tmp, path) != 0) {
-        snprintf(errstr, errstr_size, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        broker_err(errstr, errstr_size, "rename %s -> %s: %s", tmp, path, strerror(errno));
         goto out;
     }
     rc = SP_OK;

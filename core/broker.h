@@ -27,7 +27,9 @@ sp_broker_t *sp_broker_start(const sp_config_t *cfg, char *errstr, size_t errstr
 const char *sp_broker_bootstraps(const sp_broker_t *b);
 
 /* The rd_kafka_mock_cluster_t *, for fault injection in tests
- * (rd_kafka_mock_broker_set_down, rd_kafka_mock_push_request_errors). */
+ * (rd_kafka_mock_broker_set_down, rd_kafka_mock_push_request_errors).
+ * Note: with librdkafka 2.0.2, back-to-back mock calls can stall ~1 s each
+ * (a lost wake-up of the mock thread); a few ms between calls avoids it. */
 void *sp_broker_mock(sp_broker_t *b);
 
 /* Serve the owning handle; waits at most timeout_ms. */
