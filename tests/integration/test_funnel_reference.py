@@ -15,6 +15,9 @@ SIZES = ("1m", "5m", "1h")
 
 
 class FunnelVsReference(H.SPTestCase):
+    NS = NS
+    EXTRA = None
+    FORMAT = None  # gen --format; None: Avro
 
     @classmethod
     def scenario(cls):
@@ -22,10 +25,11 @@ class FunnelVsReference(H.SPTestCase):
         cls.start_time = H.floor_to(now - 3 * 3_600_000, 60_000)
         cls.redis = cls.track(H.Redis(cls.tmp)).start()
         cls.broker = cls.track(H.Broker(cls.tmp)).start()
+        NS = cls.NS
         cfg = H.write_config(f"{cls.tmp}/sp.yaml", NS, cls.broker.bootstrap, cls.redis.port,
-                             sizes=SIZES)
+                             sizes=SIZES, extra=cls.EXTRA)
         H.gen(cfg, cls.broker.bootstrap_file, COUNT, SEED, cls.start_time, rate=RATE,
-              log_path=f"{cls.tmp}/gen.log")
+              fmt=cls.FORMAT, log_path=f"{cls.tmp}/gen.log")
         cls.pipe = cls.track(H.Pipeline(cls.tmp, cfg)).start()
         r = cls.redis.client
         t0 = time.monotonic()
@@ -42,7 +46,9 @@ class FunnelVsReference(H.SPTestCase):
                 late.add((h.get("source_topic"), int(h.get("source_partition", -1)),
                           int(h.get("source_offset", -1))))
         msgs = reference.read_messages(cls.broker.bootstrap)
-        cls.ref, cls.stats = reference.compute(msgs, sizes=SIZES, exclude=late)
+        formats = ({H.TOPIC_CLICKSTREAM: "json", H.TOPIC_CHECKOUT: "json"}
+                   if cls.FORMAT == "json" else None)
+        cls.ref, cls.stats = reference.compute(msgs, sizes=SIZES, formats=formats, exclude=late)
         print(f"reference: {cls.stats['kept']} events kept, {cls.stats['duplicates']} duplicates, "
               f"rejected {cls.stats['rejected']}, {len(cls.ref)} windows", flush=True)
         H.wait_all_closed(r, NS, cls.stats["max_time"], SIZES, timeout=90, pipeline=cls.pipe)
@@ -98,6 +104,22 @@ class FunnelVsReference(H.SPTestCase):
 
     def test_sigterm_exit_0(self):
         self.assertEqual(self.term_rc, 0)
+
+
+class FunnelVsReferenceSmallBatches(FunnelVsReference):
+    """Same traffic, batches of 200 messages: a session's clickstream and
+    checkout events (different topics and partitions) land in many different
+    batches, far apart in processing order."""
+    NS = "reftest-small"
+    EXTRA = {"pipeline": {"batch_max": 200}}
+
+
+class FunnelVsReferenceJson(FunnelVsReference):
+    """Same traffic as JSON payloads on topics configured `format: json`."""
+    NS = "reftest-json"
+    FORMAT = "json"
+    EXTRA = {"topics": {"clickstream": {"name": H.TOPIC_CLICKSTREAM, "format": "json"},
+                        "checkout": {"name": H.TOPIC_CHECKOUT, "format": "json"}}}
 
 
 if __name__ == "__main__":
