@@ -35,8 +35,8 @@
 #include "core/log.h"
 
 #define SP_BROKER_DEFAULT_PARTITIONS 8
-#define SP_BROKER_MAX_PARTITIONS 10000
-#define SP_BROKER_OP_PAUSE_US 5000
+#define SP_BROKER_MAX_PARTITIONS     10000
+#define SP_BROKER_OP_PAUSE_US        5000
 
 struct sp_broker {
     rd_kafka_t *rk;              /* owning handle; owns nothing else of ours */
@@ -66,8 +66,7 @@ static int broker_create_topic(sp_broker_t *b, const char *name, int partitions,
      * get back to poll() first. */
     usleep(SP_BROKER_OP_PAUSE_US);
     err = rd_kafka_mock_topic_create(b->mc, name, partitions, 1);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
-        err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
         snprintf(errstr, errstr_size, "creating topic '%s': %s", name, rd_kafka_err2str(err));
         return SP_ERR_IO;
     }
@@ -138,11 +137,17 @@ out:
     return b;
 }
 
-const char *sp_broker_bootstraps(const sp_broker_t *b) { return b->bootstraps; }
+const char *sp_broker_bootstraps(const sp_broker_t *b) {
+    return b->bootstraps;
+}
 
-void *sp_broker_mock(sp_broker_t *b) { return b->mc; }
+void *sp_broker_mock(sp_broker_t *b) {
+    return b->mc;
+}
 
-void sp_broker_poll(sp_broker_t *b, int timeout_ms) { rd_kafka_poll(b->rk, timeout_ms); }
+void sp_broker_poll(sp_broker_t *b, int timeout_ms) {
+    rd_kafka_poll(b->rk, timeout_ms);
+}
 
 void sp_broker_stop(sp_broker_t *b) {
     if (!b) return;
@@ -173,8 +178,7 @@ static void broker_err(char *errstr, size_t errstr_size, const char *fmt, ...) {
 
 /* Write "addr\n" to path through a temporary file in the same directory and
  * rename(2), so a reader never sees a partial line. */
-static int broker_write_file(const char *path, const char *addr, char *errstr,
-                             size_t errstr_size) {
+static int broker_write_file(const char *path, const char *addr, char *errstr, size_t errstr_size) {
     char tmp[4096];
     FILE *f = NULL;
     int rc = SP_ERR_IO;
@@ -277,6 +281,7 @@ int sp_broker_main(int argc, char **argv) {
         ret = 2;
         goto out;
     }
+    if (sp_log_level_parse(cfg->log_level) >= 0) sp_log_level = sp_log_level_parse(cfg->log_level);
     if (partitions > 0) cfg->partitions = (int)partitions;
 
     memset(&sa, 0, sizeof(sa));
@@ -303,7 +308,8 @@ int sp_broker_main(int argc, char **argv) {
     sp_log(SP_LOG_INFO, "broker: %d brokers, %d partitions per topic, serving until SIGTERM",
            SP_BROKER_COUNT, cfg->partitions > 0 ? cfg->partitions : SP_BROKER_DEFAULT_PARTITIONS);
 
-    while (!broker_stop_flag) sp_broker_poll(b, 200);
+    while (!broker_stop_flag)
+        sp_broker_poll(b, 200);
     sp_log(SP_LOG_INFO, "broker: shutting down");
     ret = 0;
 

@@ -57,16 +57,16 @@
 #include "core/err.h"
 #include "core/log.h"
 
-#define GEN_MAX_SESSIONS (1u << 20) /* in flight, ~64 B each */
-#define GEN_MSG_MAX 4096            /* encoded message, framing included */
-#define GEN_DUP_SLOTS 64            /* duplicates waiting to be re-sent */
-#define GEN_DUP_MAX_DELAY 16        /* re-sent 1..16 messages later */
-#define GEN_CUSTOMER_POOL 100000
-#define GEN_PRODUCT_POOL 5000
-#define GEN_GAP_MIN_MS 2000
-#define GEN_GAP_MAX_MS 90000
-#define GEN_ID_MAX 48
-#define GEN_WARM_MS (30 * 60 * 1000.0) /* longer than any session */
+#define GEN_MAX_SESSIONS      (1u << 20) /* in flight, ~64 B each */
+#define GEN_MSG_MAX           4096       /* encoded message, framing included */
+#define GEN_DUP_SLOTS         64         /* duplicates waiting to be re-sent */
+#define GEN_DUP_MAX_DELAY     16         /* re-sent 1..16 messages later */
+#define GEN_CUSTOMER_POOL     100000
+#define GEN_PRODUCT_POOL      5000
+#define GEN_GAP_MIN_MS        2000
+#define GEN_GAP_MAX_MS        90000
+#define GEN_ID_MAX            48
+#define GEN_WARM_MS           (30 * 60 * 1000.0) /* longer than any session */
 #define GEN_WARM_MAX_SESSIONS 4e6
 
 /* ---- PRNG: splitmix64 ---------------------------------------------------- */
@@ -88,9 +88,13 @@ static uint32_t rng_below(gen_rng_t *r, uint32_t n) {
 }
 
 /* Uniform in [0, 1). */
-static double rng_unit(gen_rng_t *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+static double rng_unit(gen_rng_t *r) {
+    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+}
 
-static int rng_chance(gen_rng_t *r, double p) { return rng_unit(r) < p; }
+static int rng_chance(gen_rng_t *r, double p) {
+    return rng_unit(r) < p;
+}
 
 /* Weighted choice; weights sum to 100. */
 static uint8_t rng_pick(gen_rng_t *r, const uint8_t *w, int n) {
@@ -139,8 +143,8 @@ typedef enum gen_kind { K_SESSION = 0, K__COUNT } gen_kind_t;
 
 /* One thing in flight that emits events: for now a shopping session. */
 typedef struct gen_entity {
-    int64_t next_ms;  /* event time of its next event (heap key) */
-    uint64_t seq;     /* unique per generator: session number, heap tie-break */
+    int64_t next_ms;   /* event time of its next event (heap key) */
+    uint64_t seq;      /* unique per generator: session number, heap tie-break */
     uint64_t order_no; /* 0 until ORDER_PLACED */
     int64_t amount_cents;
     uint32_t customer; /* 0: guest, else 1..GEN_CUSTOMER_POOL */
@@ -160,33 +164,44 @@ typedef struct gen_field {
     uint8_t slot; /* sp_str_field_t or sp_int_field_t */
 } gen_field_t;
 
-#define FS(x) {F_STR, SP_S_##x}
-#define FI(x) {F_INT, SP_I_##x}
-#define FB(x) {F_BOOL, SP_I_##x}
-#define FT {F_TYPE, 0}
+#define FS(x)                                                                                      \
+    { F_STR, SP_S_##x }
+#define FI(x)                                                                                      \
+    { F_INT, SP_I_##x }
+#define FB(x)                                                                                      \
+    { F_BOOL, SP_I_##x }
+#define FT                                                                                         \
+    { F_TYPE, 0 }
 
 /* JSON field order per stream (the Avro schemas' order). */
-static const gen_field_t json_clickstream[] = {FS(EVENT_ID), FI(EVENT_TIME), FT,
+static const gen_field_t json_clickstream[] = {FS(EVENT_ID),   FI(EVENT_TIME),  FT,
                                                FS(SESSION_ID), FS(CUSTOMER_ID), FS(PRODUCT_ID),
-                                               FS(CHANNEL), FS(DEVICE), FS(COUNTRY)};
+                                               FS(CHANNEL),    FS(DEVICE),      FS(COUNTRY)};
 static const gen_field_t json_checkout[] = {
-    FS(EVENT_ID), FI(EVENT_TIME),     FT,           FS(ORDER_ID),      FS(SESSION_ID),
-    FS(CUSTOMER_ID), FI(AMOUNT_CENTS), FS(CURRENCY), FI(ITEM_COUNT),   FS(PAYMENT_METHOD),
-    FS(FAILURE_REASON), FS(CHANNEL),  FS(DEVICE),   FS(COUNTRY)};
+    FS(EVENT_ID),       FI(EVENT_TIME),   FT,           FS(ORDER_ID),   FS(SESSION_ID),
+    FS(CUSTOMER_ID),    FI(AMOUNT_CENTS), FS(CURRENCY), FI(ITEM_COUNT), FS(PAYMENT_METHOD),
+    FS(FAILURE_REASON), FS(CHANNEL),      FS(DEVICE),   FS(COUNTRY)};
 static const gen_field_t json_shipment[] = {
-    FS(EVENT_ID), FI(EVENT_TIME), FT,          FS(SHIPMENT_ID),
-    FS(ORDER_ID), FS(CUSTOMER_ID), FS(CARRIER), FS(COUNTRY),
-    FI(PROMISED_DELIVERY_TIME), FI(ORDER_PLACED_TIME)};
-static const gen_field_t json_support[] = {FS(EVENT_ID), FI(EVENT_TIME), FT,      FS(TICKET_ID),
-                                           FS(CUSTOMER_ID), FS(ORDER_ID), FS(CHANNEL), FB(IS_BOT),
-                                           FI(CSAT),     FI(NPS),        FI(CES)};
+    FS(EVENT_ID),         FI(EVENT_TIME), FT,
+    FS(SHIPMENT_ID),      FS(ORDER_ID),   FS(CUSTOMER_ID),
+    FS(CARRIER),          FS(COUNTRY),    FI(PROMISED_DELIVERY_TIME),
+    FI(ORDER_PLACED_TIME)};
+static const gen_field_t json_support[] = {
+    FS(EVENT_ID), FI(EVENT_TIME), FT,       FS(TICKET_ID), FS(CUSTOMER_ID), FS(ORDER_ID),
+    FS(CHANNEL),  FB(IS_BOT),     FI(CSAT), FI(NPS),       FI(CES)};
 
-static sp_str_t key_by_session(const sp_event_t *ev) { return ev->s[SP_S_SESSION_ID]; }
+static sp_str_t key_by_session(const sp_event_t *ev) {
+    return ev->s[SP_S_SESSION_ID];
+}
 static sp_str_t key_by_customer(const sp_event_t *ev) {
     return ev->s[SP_S_CUSTOMER_ID].p ? ev->s[SP_S_CUSTOMER_ID] : ev->s[SP_S_SESSION_ID];
 }
-static sp_str_t key_by_order(const sp_event_t *ev) { return ev->s[SP_S_ORDER_ID]; }
-static sp_str_t key_by_ticket(const sp_event_t *ev) { return ev->s[SP_S_TICKET_ID]; }
+static sp_str_t key_by_order(const sp_event_t *ev) {
+    return ev->s[SP_S_ORDER_ID];
+}
+static sp_str_t key_by_ticket(const sp_event_t *ev) {
+    return ev->s[SP_S_TICKET_ID];
+}
 
 typedef struct gen_stream_def {
     const gen_field_t *json;
@@ -204,7 +219,7 @@ static const gen_stream_def_t gen_streams[SP_STREAM__COUNT] = {
 
 /* Avro field of a writer schema, mapped to an event slot once. */
 typedef struct gen_avro_field {
-    uint8_t kind;       /* gen_fkind_t; F_NULL: unknown nullable field */
+    uint8_t kind; /* gen_fkind_t; F_NULL: unknown nullable field */
     uint8_t slot;
     int8_t null_branch; /* -1: not a union */
     int8_t val_branch;
@@ -216,11 +231,11 @@ typedef struct gen_avro_field {
 typedef struct gen_encoder {
     sp_format_t format;
     int32_t schema_id;
-    avro_schema_t schema;       /* owned */
-    avro_value_iface_t *iface;  /* owned */
-    avro_value_t value;         /* owned, reused for every event */
+    avro_schema_t schema;      /* owned */
+    avro_value_iface_t *iface; /* owned */
+    avro_value_t value;        /* owned, reused for every event */
     int value_ok;
-    avro_writer_t writer;       /* owned, over sp_gen.out + 5 */
+    avro_writer_t writer; /* owned, over sp_gen.out + 5 */
     gen_avro_field_t fields[GEN_MAX_FIELDS];
     int field_cnt;
     int sym_of_type[SP_T__COUNT]; /* enum symbol index, -1 if absent */
@@ -240,11 +255,11 @@ struct sp_gen {
     gen_rng_t rng;
     uint64_t seed;
     double duplicates;
-    double mean_gap_ms;  /* between session arrivals */
-    double arrival_ms;   /* event time of the next session arrival */
-    int64_t last_ms;     /* event time of the last new event */
+    double mean_gap_ms; /* between session arrivals */
+    double arrival_ms;  /* event time of the next session arrival */
+    int64_t last_ms;    /* event time of the last new event */
 
-    gen_entity_t *heap;  /* owned; min-heap by (next_ms, seq) */
+    gen_entity_t *heap; /* owned; min-heap by (next_ms, seq) */
     uint32_t heap_cnt;
 
     uint64_t session_seq, order_seq, event_seq, msg_no;
@@ -295,7 +310,9 @@ static void session_init(gen_rng_t *r, gen_entity_t *e) {
     e->left = (uint8_t)(1 + rng_below(r, 6));
 }
 
-static uint8_t after_cart(gen_rng_t *r) { return rng_chance(r, 0.60) ? S_CHECKOUT : S_DONE; }
+static uint8_t after_cart(gen_rng_t *r) {
+    return rng_chance(r, 0.60) ? S_CHECKOUT : S_DONE;
+}
 
 /* Picks the event the session emits now and moves it to its next state.
  * Uses only the PRNG and the entity, so it also serves the rate estimate. */
@@ -382,7 +399,7 @@ static void session_fill(sp_gen_t *g, gen_entity_t *e, sp_event_type_t t) {
     int n;
 
 #define SET_STR(f, buf, sz) (ev->s[f].p = (buf), ev->s[f].len = (uint32_t)(sz))
-#define SET_LIT(f, lit) SET_STR(f, lit, strlen(lit))
+#define SET_LIT(f, lit)     SET_STR(f, lit, strlen(lit))
 
     memset(ev, 0, sizeof(*ev));
     ev->type = t;
@@ -527,7 +544,8 @@ static int encoder_map_fields(sp_gen_t *g, gen_encoder_t *en, sp_stream_t st, co
         gen_err(g, "%s: %zu fields, at most %d supported", path, nf, GEN_MAX_FIELDS);
         return -1;
     }
-    for (int t = 0; t < SP_T__COUNT; t++) en->sym_of_type[t] = -1;
+    for (int t = 0; t < SP_T__COUNT; t++)
+        en->sym_of_type[t] = -1;
     for (size_t i = 0; i < nf; i++) {
         gen_avro_field_t *f = &en->fields[i];
         const char *name = avro_schema_record_field_name(en->schema, (int)i);
@@ -569,8 +587,8 @@ static int encoder_map_fields(sp_gen_t *g, gen_encoder_t *en, sp_stream_t st, co
         } else if (f->null_branch >= 0) {
             f->kind = F_NULL; /* a field we know nothing about: always null */
         } else {
-            gen_err(g, "%s: required field '%s' (type %d) is unknown to the generator", path,
-                    name, (int)f->base);
+            gen_err(g, "%s: required field '%s' (type %d) is unknown to the generator", path, name,
+                    (int)f->base);
             return -1;
         }
     }
@@ -861,12 +879,15 @@ out:
 
 void sp_gen_destroy(sp_gen_t *g) {
     if (!g) return;
-    for (int st = 0; st < SP_STREAM__COUNT; st++) encoder_free(&g->enc[st]);
+    for (int st = 0; st < SP_STREAM__COUNT; st++)
+        encoder_free(&g->enc[st]);
     free(g->heap);
     free(g);
 }
 
-const char *sp_gen_errstr(const sp_gen_t *g) { return g->errstr; }
+const char *sp_gen_errstr(const sp_gen_t *g) {
+    return g->errstr;
+}
 
 void sp_gen_stats(const sp_gen_t *g, sp_gen_stats_t *out) {
     *out = g->stats;
@@ -1165,8 +1186,8 @@ static rd_kafka_t *gen_producer_new(const sp_config_t *cfg, const char *brokers,
         }
     for (int i = 0; i < cfg->kafka_cnt && i < SP_MAX_KAFKA_PROPS; i++) {
         if (consumer_only(cfg->kafka[i].key)) continue;
-        if (rd_kafka_conf_set(conf, cfg->kafka[i].key, cfg->kafka[i].value, rkerr,
-                              sizeof(rkerr)) != RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(conf, cfg->kafka[i].key, cfg->kafka[i].value, rkerr, sizeof(rkerr)) !=
+            RD_KAFKA_CONF_OK) {
             snprintf(errstr, errstr_size, "kafka.%s: %s", cfg->kafka[i].key, rkerr);
             goto out;
         }
@@ -1204,24 +1225,25 @@ int sp_gen_main(int argc, char **argv) {
         O_QUIET,
         O_WARM
     };
-    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-                                             {"brokers", required_argument, NULL, O_BROKERS},
-                                             {"bootstrap-file", required_argument, NULL, O_BOOTFILE},
-                                             {"rate", required_argument, NULL, O_RATE},
-                                             {"speedup", required_argument, NULL, O_SPEEDUP},
-                                             {"count", required_argument, NULL, O_COUNT},
-                                             {"seed", required_argument, NULL, O_SEED},
-                                             {"start-time", required_argument, NULL, O_START},
-                                             {"format", required_argument, NULL, O_FORMAT},
-                                             {"duplicates", required_argument, NULL, O_DUPS},
-                                             {"quiet", no_argument, NULL, O_QUIET},
-                                             {"warm-start", no_argument, NULL, O_WARM},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, O_BROKERS},
+        {"bootstrap-file", required_argument, NULL, O_BOOTFILE},
+        {"rate", required_argument, NULL, O_RATE},
+        {"speedup", required_argument, NULL, O_SPEEDUP},
+        {"count", required_argument, NULL, O_COUNT},
+        {"seed", required_argument, NULL, O_SEED},
+        {"start-time", required_argument, NULL, O_START},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"duplicates", required_argument, NULL, O_DUPS},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"warm-start", no_argument, NULL, O_WARM},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *brokers = NULL, *bootstrap_file = NULL;
     char brokers_buf[1024];
-    sp_gen_opts_t o = {.seed = 1, .start_ms = -1, .rate = 1000, .duplicates = 0.01,
-                       .format = (sp_format_t)-1};
+    sp_gen_opts_t o = {
+        .seed = 1, .start_ms = -1, .rate = 1000, .duplicates = 0.01, .format = (sp_format_t)-1};
     double speedup = 1;
     uint64_t count = 0, produced = 0;
     int quiet = 0, opt, ret = 1;
@@ -1314,6 +1336,7 @@ int sp_gen_main(int argc, char **argv) {
         ret = 2;
         goto out;
     }
+    if (sp_log_level_parse(cfg->log_level) >= 0) sp_log_level = sp_log_level_parse(cfg->log_level);
     if (bootstrap_file) {
         if (read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000) != 0) {
             fprintf(stderr, "storepulse gen: --bootstrap-file %s: no address in it\n",
@@ -1384,8 +1407,9 @@ int sp_gen_main(int argc, char **argv) {
             rd_kafka_poll(rk, 0);
             if (!quiet && sp_clock_mono_ms() >= next_progress) {
                 next_progress += 5000;
-                fprintf(stderr, "gen: %" PRIu64 " produced, %" PRIu64 " delivered, %" PRIu64
-                        " failed\n", produced, run.delivered, run.failed);
+                fprintf(stderr,
+                        "gen: %" PRIu64 " produced, %" PRIu64 " delivered, %" PRIu64 " failed\n",
+                        produced, run.delivered, run.failed);
             }
         }
     }
@@ -1402,8 +1426,8 @@ drain:
     sp_gen_stats(g, &stats);
     fprintf(stderr,
             "gen: %" PRIu64 " messages in %.2f s (%.0f msg/s): %s=%" PRIu64 " %s=%" PRIu64
-            ", duplicates=%" PRIu64 ", sessions=%" PRIu64 ", orders=%" PRIu64
-            "; delivered=%" PRIu64 " failed=%" PRIu64 "\n",
+            ", duplicates=%" PRIu64 ", sessions=%" PRIu64 ", orders=%" PRIu64 "; delivered=%" PRIu64
+            " failed=%" PRIu64 "\n",
             produced, secs, secs > 0 ? (double)produced / secs : 0.0, cfg->topics[0].name,
             stats.messages[SP_STREAM_CLICKSTREAM], cfg->topics[1].name,
             stats.messages[SP_STREAM_CHECKOUT], stats.duplicates, stats.sessions, stats.orders,

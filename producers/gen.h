@@ -18,9 +18,9 @@ typedef struct sp_gen sp_gen_t;
 
 typedef struct sp_gen_opts {
     uint64_t seed;
-    int64_t start_ms;  /* event time of the first session start */
-    double rate;       /* events per second of event time (steady state) */
-    double duplicates; /* probability of re-sending an event later (0..1) */
+    int64_t start_ms;   /* event time of the first session start */
+    double rate;        /* events per second of event time (steady state) */
+    double duplicates;  /* probability of re-sending an event later (0..1) */
     sp_format_t format; /* (sp_format_t)-1 = per topic config */
     /* 0 (cold): no session is in flight at start_ms; every session is seen
      * from its first event, and the full rate and event mix build up over

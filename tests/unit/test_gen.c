@@ -39,7 +39,8 @@ static sp_config_t *test_config(void) {
              "store.clickstream");
     snprintf(cfg->topics[SP_STREAM_CHECKOUT].name, sizeof(cfg->topics[0].name), "%s",
              "store.checkout");
-    for (int i = 0; i < SP_STREAM__COUNT; i++) cfg->topics[i].format = SP_FORMAT_AVRO;
+    for (int i = 0; i < SP_STREAM__COUNT; i++)
+        cfg->topics[i].format = SP_FORMAT_AVRO;
     snprintf(cfg->schemas_dir, sizeof(cfg->schemas_dir), "%s", "schemas");
     cfg->schema_cnt = 2;
     cfg->schemas[0] = (sp_schema_conf_t){.id = 7, .stream = SP_STREAM_CLICKSTREAM};
@@ -54,8 +55,12 @@ static sp_config_t *test_config(void) {
  * (sessions last minutes of event time, whatever the rate). */
 static sp_gen_t *new_gen_opts(const sp_config_t *cfg, uint64_t seed, double rate, double dups,
                               int format, int warm) {
-    sp_gen_opts_t o = {.seed = seed, .start_ms = START_MS, .rate = rate, .duplicates = dups,
-                       .format = (sp_format_t)format, .warm_start = warm};
+    sp_gen_opts_t o = {.seed = seed,
+                       .start_ms = START_MS,
+                       .rate = rate,
+                       .duplicates = dups,
+                       .format = (sp_format_t)format,
+                       .warm_start = warm};
     char errstr[256] = "";
     sp_gen_t *g = sp_gen_new(cfg, &o, errstr, sizeof(errstr));
     if (!g) fprintf(stderr, "sp_gen_new: %s\n", errstr);
@@ -295,7 +300,8 @@ static void test_avro_funnel(void **state) {
 
     /* event ids unique (no duplicates asked for) */
     qsort(ids, N, sizeof(ids[0]), cmp_str);
-    for (int i = 1; i < N; i++) assert_true(strcmp(ids[i - 1], ids[i]) != 0);
+    for (int i = 1; i < N; i++)
+        assert_true(strcmp(ids[i - 1], ids[i]) != 0);
 
     /* every type shows up; the mix is plausible */
     for (int t = SP_T_PAGE_VIEW; t <= SP_T_ORDER_CANCELLED; t++) {
@@ -306,10 +312,11 @@ static void test_avro_funnel(void **state) {
     assert_true(per_type[SP_T_ORDER_PLACED] * 100 > per_type[SP_T_CHECKOUT_STARTED] * 70);
     assert_true(web * 100 > n_sessions * 45 && web * 100 < n_sessions * 65);
     assert_true(guest_orders > 0 && guest_orders < orders);
-    fprintf(stderr, "  %" PRIu64 " sessions, %" PRIu64 " orders (%" PRIu64 " guest)\n",
-            n_sessions, orders, guest_orders);
+    fprintf(stderr, "  %" PRIu64 " sessions, %" PRIu64 " orders (%" PRIu64 " guest)\n", n_sessions,
+            orders, guest_orders);
 
-    for (int i = 0; i < N; i++) free(ids[i]);
+    for (int i = 0; i < N; i++)
+        free(ids[i]);
     free(ids);
     free(sessions);
     decoder_free(&dc);
@@ -430,8 +437,8 @@ static void test_warm_start(void **state) {
 static void test_bad_config(void **state) {
     (void)state;
     sp_config_t *cfg = test_config();
-    sp_gen_opts_t o = {.seed = 1, .start_ms = START_MS, .rate = 1000, .duplicates = 0,
-                       .format = (sp_format_t)-1};
+    sp_gen_opts_t o = {
+        .seed = 1, .start_ms = START_MS, .rate = 1000, .duplicates = 0, .format = (sp_format_t)-1};
     char errstr[256];
 
     snprintf(cfg->schemas[1].path, sizeof(cfg->schemas[1].path), "%s", "nope.avsc");
@@ -498,8 +505,8 @@ static void test_broker(void **state) {
     /* topics exist with the configured partition count */
     {
         const struct rd_kafka_metadata *md;
-        rd_kafka_t *m = rd_kafka_new(RD_KAFKA_PRODUCER, kconf(sp_broker_bootstraps(b)), e,
-                                     sizeof(e));
+        rd_kafka_t *m =
+            rd_kafka_new(RD_KAFKA_PRODUCER, kconf(sp_broker_bootstraps(b)), e, sizeof(e));
         int found = 0;
         assert_non_null(m);
         assert_int_equal(rd_kafka_metadata(m, 1, NULL, &md, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -571,9 +578,17 @@ static void test_broker(void **state) {
 
     /* `storepulse gen` against it */
     {
-        char *argv[] = {"gen",  "--brokers", (char *)sp_broker_bootstraps(b),
-                        "--count", "5000", "--speedup", "0", "--start-time", "1760000000000",
-                        "--quiet", NULL};
+        char *argv[] = {"gen",
+                        "--brokers",
+                        (char *)sp_broker_bootstraps(b),
+                        "--count",
+                        "5000",
+                        "--speedup",
+                        "0",
+                        "--start-time",
+                        "1760000000000",
+                        "--quiet",
+                        NULL};
         assert_int_equal(sp_gen_main(10, argv), 0);
         char *bad[] = {"gen", "--rate", "-3", NULL};
         assert_int_equal(sp_gen_main(3, bad), 2);
