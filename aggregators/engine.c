@@ -73,6 +73,7 @@ struct sp_engine {
     char prefix[96]; /* sp:{NS} */
     char final_key[SP_MAX_WINDOWS][128];
     char latest_key[SP_MAX_WINDOWS][128];
+    char first_key[SP_MAX_WINDOWS][128];
     char size_name[SP_MAX_WINDOWS][16];
 
     /* watermark */
@@ -87,6 +88,7 @@ struct sp_engine {
     int nopen[SP_MAX_WINDOWS];
     int64_t final_start[SP_MAX_WINDOWS]; /* -1 none */
     int64_t latest_start[SP_MAX_WINDOWS];
+    int64_t first_start[SP_MAX_WINDOWS]; /* earliest window ever opened (-1 none) */
     closing_t *closing;
     int nclosing, closing_cap;
 
@@ -132,6 +134,10 @@ const char *sp_engine_final_key(const sp_engine_t *e, int size_idx) {
     return e->final_key[size_idx];
 }
 
+const char *sp_engine_first_key(const sp_engine_t *e, int size_idx) {
+    return e->first_key[size_idx];
+}
+
 sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
     sp_engine_t *e = calloc(1, sizeof(*e));
     if (!e) goto oom;
@@ -143,6 +149,9 @@ sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_s
                  e->size_name[i]);
         snprintf(e->latest_key[i], sizeof(e->latest_key[i]), "%s:latest:funnel:%s", e->prefix,
                  e->size_name[i]);
+        snprintf(e->first_key[i], sizeof(e->first_key[i]), "%s:first:funnel:%s", e->prefix,
+                 e->size_name[i]);
+        e->first_start[i] = -1;
         e->final_start[i] = -1;
         e->latest_start[i] = -1;
     }
@@ -177,6 +186,7 @@ static void cache_clear(sp_engine_t *e) {
         sp_entity_t *en = e->buckets[b];
         while (en) {
             sp_entity_t *n = en->hnext;
+            if (kinds[en->kind]->release) kinds[en->kind]->release(en->data);
             free(en);
             en = n;
         }
@@ -221,7 +231,8 @@ void sp_engine_reset(sp_engine_t *e) {
     e->npart = 0;
     e->last_part = 0;
     e->watermark = INT64_MIN;
-    for (int i = 0; i < SP_MAX_WINDOWS; i++) e->final_start[i] = e->latest_start[i] = -1;
+    for (int i = 0; i < SP_MAX_WINDOWS; i++)
+        e->final_start[i] = e->latest_start[i] = e->first_start[i] = -1;
 }
 
 /* ---- interning ----------------------------------------------------- */
@@ -337,6 +348,7 @@ static void cache_remove(sp_engine_t *e, sp_entity_t *en) {
     if (*pp) *pp = en->hnext;
     lru_unlink(e, en);
     e->nentities--;
+    if (kinds[en->kind]->release) kinds[en->kind]->release(en->data);
     free(en);
 }
 
@@ -428,6 +440,7 @@ void sp_engine_fetched(sp_engine_t *e, int idx, const char *val, size_t len) {
     if (kinds[en->kind]->decode(e, val, len, en->data) == 0) {
         en->absent = 0;
     } else {
+        if (kinds[en->kind]->release) kinds[en->kind]->release(en->data);
         memset(en->data, 0, kinds[en->kind]->size);
         sp_log(SP_LOG_WARN, "corrupt entity state at %s: starting it afresh", en->key);
     }
@@ -487,10 +500,14 @@ int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t 
     return -1;
 }
 
-void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start) {
+void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start,
+                       const int64_t *first_start) {
     if (watermark > e->watermark) e->watermark = watermark;
     for (int i = 0; i < e->cfg->window_cnt; i++) {
         e->final_start[i] = final_start[i];
+        if (first_start && first_start[i] >= 0 &&
+            (e->first_start[i] < 0 || first_start[i] < e->first_start[i]))
+            e->first_start[i] = first_start[i];
         if (final_start[i] > e->latest_start[i]) e->latest_start[i] = final_start[i];
     }
 }
@@ -515,6 +532,8 @@ static win_t *win_get(sp_engine_t *e, int size_idx, int64_t start) {
         }
     }
     e->open[size_idx][e->nopen[size_idx]++] = w;
+    if (e->first_start[size_idx] < 0 || start < e->first_start[size_idx])
+        e->first_start[size_idx] = start;
     return w;
 }
 
@@ -587,7 +606,9 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
         if (e->final_start[i] >= 0) {
             next = e->final_start[i] + sz;
         } else {
-            next = INT64_MAX;
+            /* Nothing final yet: from the earliest window ever opened (also
+             * by an earlier process: the first pointer in Redis). */
+            next = e->first_start[i] >= 0 ? e->first_start[i] : INT64_MAX;
             for (int j = 0; j < e->nopen[i]; j++)
                 if (e->open[i][j]->start < next) next = e->open[i][j]->start;
             if (next == INT64_MAX) continue;
@@ -621,6 +642,7 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
             }
             e->closing[e->nclosing++] = (closing_t){i, next, w};
             e->final_start[i] = next;
+            if (next > e->latest_start[i]) e->latest_start[i] = next; /* zero-filled */
             next += sz;
             closed++;
         }
@@ -661,8 +683,11 @@ int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c) {
             if (e->final_start[i] >= 0) sp_commit_max(c, e->final_key[i], e->final_start[i]);
     }
     e->nclosing = 0;
-    for (int i = 0; i < cfg->window_cnt; i++)
+    for (int i = 0; i < cfg->window_cnt; i++) {
         if (e->latest_start[i] >= 0) sp_commit_max(c, e->latest_key[i], e->latest_start[i]);
+        if (e->first_start[i] >= 0 && e->final_start[i] < 0)
+            sp_commit_min(c, e->first_key[i], e->first_start[i]);
+    }
 
     /* Entities changed in this batch. */
     for (size_t k = 0; k < e->ndirty; k++) {

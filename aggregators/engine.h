@@ -41,9 +41,12 @@ void sp_engine_partition_remove(sp_engine_t *e, int topic_idx, int32_t partition
 /* Lag of a partition (high watermark - next offset); -1 when unknown. */
 void sp_engine_partition_lag(sp_engine_t *e, int topic_idx, int32_t partition, int64_t lag);
 int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t partition);
-/* Restore the pipeline watermark (gauge) and the final pointer of each
- * window size (index into cfg->window_ms), -1 = none. */
-void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start);
+/* Restore the pipeline watermark, the final pointer of each window size
+ * (index into cfg->window_ms) and the first pointer (earliest window ever
+ * opened, so windows opened by an earlier process still close); -1 = none.
+ * first_start may be NULL. */
+void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start,
+                       const int64_t *first_start);
 int64_t sp_engine_watermark(const sp_engine_t *e);
 /* Start of the newest final window of a size (-1: none). */
 int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx);
@@ -55,6 +58,8 @@ int sp_engine_open_windows(const sp_engine_t *e);
 /* Redis keys of the final pointers, for the caller to load: key i is
  * "sp:{NS}:final:funnel:<size i>". */
 const char *sp_engine_final_key(const sp_engine_t *e, int size_idx);
+/* "sp:{NS}:first:funnel:<size i>". */
+const char *sp_engine_first_key(const sp_engine_t *e, int size_idx);
 
 /* ---- a batch ---- */
 /* Classify before anything else: SP_OK or SP_ERR_LATE (its window of the

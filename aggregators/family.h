@@ -35,6 +35,8 @@ typedef struct sp_entity_kind {
     size_t (*encode)(sp_engine_t *e, const void *data, char *buf, size_t cap);
     /* Decode a Redis value into data (already zeroed); 0 ok, -1 corrupt. */
     int (*decode)(sp_engine_t *e, const char *val, size_t len, void *data);
+    /* Free what data[] owns (NULL: nothing). */
+    void (*release)(void *data);
 } sp_entity_kind_t;
 
 enum { SP_KIND_SESSION = 0, SP_KIND_ORDER, SP_KIND__COUNT };

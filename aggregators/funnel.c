@@ -4,20 +4,20 @@
  *
  * Session-level distinct counts (sessions, *_sessions) need to know whether a
  * session was already counted in a window: that is the session entity
- * (sp:{NS}:state:session:<id>), holding per window size up to NSLOT windows
- * the session was seen in, with a bit per step, and the session's dimension
- * values. A slot is reused only once its window is final (no event can reach
- * it any more), so the counts do not depend on the order in which partitions
- * interleave, as long as at most NSLOT windows of one size are open at once
- * (with the defaults, 1m windows stay open ~2 minutes). Past that, the
- * oldest open window's slot is given up and the session could be counted
- * twice there.
+ * (sp:{NS}:state:session:<id>), holding every window the session was seen
+ * in that is not final yet (a slot each: size, window index, a bit per step,
+ * its dimension tuple). Slots of final windows are dropped (no event can
+ * reach them), so the counts do not depend on how partitions interleave,
+ * even in a replay where one topic runs minutes ahead of another. At most
+ * SLOT_MAX open windows per session are tracked; past that an event opens a
+ * throw-away slot and the session could be counted twice in that window.
  * Orders are counted once per order_id through the order entity.
  *
- * Dimension values of session-level counts: the session's first event that
- * carries them (every clickstream and checkout event carries channel, device
- * and country, so that is the session's first event). Per value the step
- * sessions are therefore always a subset of `sessions` with the same value.
+ * Dimension values of session-level counts: those of the session's first
+ * event in that window (every clickstream and checkout event carries channel,
+ * device and country). A session keeps up to NTUPLE distinct value tuples and
+ * each window slot points at one. Per value the step sessions are therefore
+ * always a subset of `sessions` with the same value.
  *
  * Each window keeps, per dimension, a table of at most max_dimension_values
  * interned values (first come); the rest go to __other__. Deltas accumulate
@@ -96,93 +96,147 @@ typedef struct fwin {
 
 /* ---- entities ------------------------------------------------------ */
 
-/* A window the session was seen in: its index (start / size) and step bits.
- * flags 0 = free slot. */
+/* A window the session was seen in: size index, window index (start /
+ * size), step bits and which of the session's dimension tuples it counts
+ * under. */
 typedef struct slot {
     int32_t widx;
+    uint8_t size_idx;
     uint8_t flags;
+    uint8_t tuple;
 } slot_t;
 
-#define NSLOT 6 /* per window size: enough for every window still open */
+#define NTUPLE 4     /* distinct (channel, device, country) of one session */
+#define SLOT_MAX 255 /* windows of one session still open, all sizes */
 
 typedef struct session {
-    uint8_t has_dims;
-    uint32_t dim[NDIM];                /* interned ids, by funnel dim index */
-    slot_t slot[SP_MAX_WINDOWS][NSLOT];
+    uint8_t ntuple;
+    uint8_t nslot, cap;
+    uint32_t tuple[NTUPLE][NDIM]; /* interned ids, by funnel dim index */
+    slot_t *slot;                 /* owned; windows that are not final yet */
 } session_t;
 
 typedef struct order {
     uint8_t placed;
 } order_t;
 
-/* Session value: "S2" | nsizes u8 | ndims u8 | per dim: u16 len + bytes |
- * per size: u8 n, n x (i32 window index, u8 flags), little endian. */
+/* Session value: "S4" | nsizes u8 | ndims u8 | ntuple u8 |
+ * ntuple x ndims x (u16 len + bytes) | nslot u8 |
+ * nslot x (u8 size, i32 window index, u8 flags, u8 tuple); little endian. */
 static size_t session_encode(sp_engine_t *e, const void *data, char *buf, size_t cap) {
     const session_t *s = data;
-    int nsz = sp_engine_size_count(e);
     int nd = sp_engine_cfg(e)->funnel_dim_cnt;
     size_t n = 0;
-    if (cap < 4) return 0;
+    if (cap < 6) return 0;
     buf[n++] = 'S';
-    buf[n++] = '2';
-    buf[n++] = (char)nsz;
-    buf[n++] = (char)(s->has_dims ? nd : 0);
-    for (int k = 0; s->has_dims && k < nd; k++) {
-        size_t len;
-        const char *p = sp_engine_interned(e, s->dim[k], &len);
-        if (n + 2 + len > cap) return 0;
-        buf[n++] = (char)(len & 0xff);
-        buf[n++] = (char)(len >> 8);
-        memcpy(buf + n, p, len);
-        n += len;
-    }
-    for (int i = 0; i < nsz; i++) {
-        int used = 0;
-        for (int j = 0; j < NSLOT; j++) used += s->slot[i][j].flags != 0;
-        if (n + 1 + (size_t)used * 5 > cap) return 0;
-        buf[n++] = (char)used;
-        for (int j = 0; j < NSLOT; j++) {
-            if (!s->slot[i][j].flags) continue;
-            uint32_t v = (uint32_t)s->slot[i][j].widx;
-            for (int b = 0; b < 4; b++) buf[n++] = (char)((v >> (8 * b)) & 0xff);
-            buf[n++] = (char)s->slot[i][j].flags;
+    buf[n++] = '4';
+    buf[n++] = (char)sp_engine_size_count(e);
+    buf[n++] = (char)nd;
+    buf[n++] = (char)s->ntuple;
+    for (int t = 0; t < s->ntuple; t++)
+        for (int k = 0; k < nd; k++) {
+            size_t len;
+            const char *p = sp_engine_interned(e, s->tuple[t][k], &len);
+            if (n + 2 + len > cap) return 0;
+            buf[n++] = (char)(len & 0xff);
+            buf[n++] = (char)(len >> 8);
+            memcpy(buf + n, p, len);
+            n += len;
         }
+    if (n + 1 + (size_t)s->nslot * 7 > cap) return 0;
+    buf[n++] = (char)s->nslot;
+    for (int j = 0; j < s->nslot; j++) {
+        const slot_t *sl = &s->slot[j];
+        uint32_t v = (uint32_t)sl->widx;
+        buf[n++] = (char)sl->size_idx;
+        for (int b = 0; b < 4; b++) buf[n++] = (char)((v >> (8 * b)) & 0xff);
+        buf[n++] = (char)sl->flags;
+        buf[n++] = (char)sl->tuple;
     }
     return n;
+}
+
+static int slot_reserve(session_t *s, int need) {
+    if (need <= s->cap) return 0;
+    int nc = s->cap ? s->cap * 2 : 4;
+    if (nc < need) nc = need;
+    if (nc > SLOT_MAX) nc = SLOT_MAX;
+    if (nc < need) return -1;
+    slot_t *ns = realloc(s->slot, (size_t)nc * sizeof(*ns));
+    if (!ns) return -1;
+    s->slot = ns;
+    s->cap = (uint8_t)nc;
+    return 0;
 }
 
 static int session_decode(sp_engine_t *e, const char *val, size_t len, void *data) {
     session_t *s = data;
     const unsigned char *p = (const unsigned char *)val;
-    size_t n = 4;
-    int nd;
-    if (len < 4 || p[0] != 'S' || p[1] != '2') return -1;
-    nd = p[3];
-    if (nd > NDIM) return -1;
-    for (int k = 0; k < nd; k++) {
-        if (n + 2 > len) return -1;
-        size_t l = (size_t)p[n] | ((size_t)p[n + 1] << 8);
-        n += 2;
-        if (n + l > len) return -1;
-        s->dim[k] = sp_engine_intern(e, val + n, l);
-        n += l;
-    }
-    s->has_dims = nd > 0 && nd == sp_engine_cfg(e)->funnel_dim_cnt;
-    if (p[2] != sp_engine_size_count(e)) return 0; /* window sizes changed: slots afresh */
-    for (int i = 0; i < p[2]; i++) {
-        if (n + 1 > len) return -1;
-        int used = p[n++];
-        if (used > NSLOT) return -1;
-        for (int j = 0; j < used; j++) {
-            if (n + 5 > len) return -1;
-            uint32_t v = 0;
-            for (int b = 0; b < 4; b++) v |= (uint32_t)p[n + b] << (8 * b);
-            s->slot[i][j].widx = (int32_t)v;
-            s->slot[i][j].flags = p[n + 4];
-            n += 5;
+    size_t n = 5;
+    if (len < 5 || p[0] != 'S' || p[1] != '4') return -1;
+    int nd = p[3], nt = p[4];
+    if (nd != sp_engine_cfg(e)->funnel_dim_cnt || nd > NDIM || nt > NTUPLE) return -1;
+    for (int t = 0; t < nt; t++)
+        for (int k = 0; k < nd; k++) {
+            if (n + 2 > len) return -1;
+            size_t l = (size_t)p[n] | ((size_t)p[n + 1] << 8);
+            n += 2;
+            if (n + l > len) return -1;
+            s->tuple[t][k] = sp_engine_intern(e, val + n, l);
+            n += l;
         }
+    s->ntuple = (uint8_t)nt;
+    if (n + 1 > len) return -1;
+    int ns = p[n++];
+    if (p[2] != sp_engine_size_count(e)) return 0; /* window sizes changed: slots afresh */
+    if (slot_reserve(s, ns) != 0) return -1;
+    for (int j = 0; j < ns; j++) {
+        if (n + 7 > len) return -1;
+        slot_t *sl = &s->slot[j];
+        uint32_t v = 0;
+        sl->size_idx = p[n];
+        for (int b = 0; b < 4; b++) v |= (uint32_t)p[n + 1 + b] << (8 * b);
+        sl->widx = (int32_t)v;
+        sl->flags = p[n + 5];
+        sl->tuple = p[n + 6] < nt ? p[n + 6] : 0;
+        if (sl->size_idx >= p[2]) return -1;
+        n += 7;
     }
+    s->nslot = (uint8_t)ns;
     return 0;
+}
+
+static void session_release(void *data) {
+    session_t *s = data;
+    free(s->slot);
+    s->slot = NULL;
+    s->nslot = s->cap = 0;
+}
+
+static int slot_final(sp_engine_t *e, const slot_t *sl) {
+    int64_t fin = sp_engine_final_start(e, sl->size_idx);
+    return fin >= 0 && (int64_t)sl->widx * sp_engine_cfg(e)->window_ms[sl->size_idx] <= fin;
+}
+
+/* The tuple index for dims ids (added when new). When the table is full, a
+ * tuple no open window uses is replaced; failing that tuple 0 is used. */
+static uint8_t session_tuple(sp_engine_t *e, session_t *s, const uint32_t *ids, int nd) {
+    for (int t = 0; t < s->ntuple; t++)
+        if (memcmp(s->tuple[t], ids, sizeof(uint32_t) * (size_t)nd) == 0) return (uint8_t)t;
+    int t = s->ntuple;
+    if (t == NTUPLE) {
+        for (t = 0; t < NTUPLE; t++) {
+            int used = 0;
+            for (int j = 0; j < s->nslot && !used; j++)
+                used = s->slot[j].tuple == t && !slot_final(e, &s->slot[j]);
+            if (!used) break;
+        }
+        if (t == NTUPLE) return 0;
+    } else {
+        s->ntuple++;
+    }
+    memcpy(s->tuple[t], ids, sizeof(uint32_t) * (size_t)nd);
+    return (uint8_t)t;
 }
 
 static size_t order_encode(sp_engine_t *e, const void *data, char *buf, size_t cap) {
@@ -203,8 +257,8 @@ static int order_decode(sp_engine_t *e, const char *val, size_t len, void *data)
 }
 
 const sp_entity_kind_t sp_kind_session = {"session", sizeof(session_t), session_encode,
-                                          session_decode};
-const sp_entity_kind_t sp_kind_order = {"order", sizeof(order_t), order_encode, order_decode};
+                                          session_decode, session_release};
+const sp_entity_kind_t sp_kind_order = {"order", sizeof(order_t), order_encode, order_decode, NULL};
 
 /* ---- the family ---------------------------------------------------- */
 
@@ -295,32 +349,24 @@ static int funnel_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
     sp_entity_t *se = sp_engine_entity(e, SP_KIND_SESSION, ev->s[SP_S_SESSION_ID]);
     if (se) {
         session_t *s = (session_t *)se->data;
-        if (!s->has_dims) {
-            memcpy(s->dim, ev_ids, sizeof(s->dim));
-            s->has_dims = 1;
-            sp_engine_touch(e, se);
-        }
+        /* Forget windows that are final: no event can reach them. */
+        for (int j = 0; j < s->nslot;)
+            if (slot_final(e, &s->slot[j])) s->slot[j] = s->slot[--s->nslot];
+            else j++;
         for (int i = 0; i < nsz; i++) {
-            int64_t size = cfg->window_ms[i];
-            int32_t widx = (int32_t)(sp_engine_window_start(e, i, t) / size);
-            int64_t final = sp_engine_final_start(e, i);
-            slot_t tmp = {widx, 0}, *sl = NULL, *reuse = NULL, *oldest = NULL;
-            for (int j = 0; j < NSLOT && !sl; j++) {
-                slot_t *c = &s->slot[i][j];
-                if (c->flags && c->widx == widx) sl = c;
-                else if (!c->flags || (final >= 0 && (int64_t)c->widx * size <= final)) {
-                    if (!reuse) reuse = c; /* free, or final: no event reaches it */
-                } else if (!oldest || c->widx < oldest->widx) {
-                    oldest = c;
-                }
-            }
+            int32_t widx = (int32_t)(sp_engine_window_start(e, i, t) / cfg->window_ms[i]);
+            slot_t tmp = {widx, (uint8_t)i, 0, 0}, *sl = NULL;
+            for (int j = 0; j < s->nslot && !sl; j++)
+                if (s->slot[j].size_idx == i && s->slot[j].widx == widx) sl = &s->slot[j];
             if (!sl) {
-                /* All slots hold open windows: give up the oldest (see the
-                 * design note); an event older than all of them is counted
-                 * in a throw-away slot. */
-                if (!reuse && oldest && oldest->widx < widx) reuse = oldest;
-                sl = reuse ? reuse : &tmp;
+                if (slot_reserve(s, s->nslot + 1) == 0) {
+                    sl = &s->slot[s->nslot++];
+                } else {
+                    sl = &tmp; /* SLOT_MAX open windows: see the design note */
+                }
                 *sl = tmp;
+                /* A session's values in a window: its first event there. */
+                sl->tuple = session_tuple(e, s, ev_ids, nd);
             }
             uint8_t nb = (uint8_t)(bits & ~sl->flags);
             if (!nb) continue;
@@ -328,7 +374,7 @@ static int funnel_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
             sp_engine_touch(e, se);
             fwin_t *w = wins[i];
             for (int b = 0; b < 5; b++)
-                if (nb & (1u << b)) add(e, w, bit_counter[b], 1, s->dim, nd);
+                if (nb & (1u << b)) add(e, w, bit_counter[b], 1, s->tuple[sl->tuple], nd);
         }
     }
 

@@ -18,7 +18,8 @@
  *        n_hash,  n_hash  x (key, ttl, n_incr, n_set, n_ratio,
  *                            n_incr x (field, delta), n_set x (field, value),
  *                            n_ratio x (field, kind, num_field, den_field))
- *        n_max,   n_max   x (key, value)
+ *        n_max,   n_max   x (key, value)      SET if greater
+ *        n_min,   n_min   x (key, value)      SET if smaller
  *        n_health, x (field, delta)      n_gauge, x (field, value)
  *        n_pub,   n_pub   x message
  *        n_app,   n_app   x (key, bytes, rotate_at): APPEND; past rotate_at
@@ -192,6 +193,14 @@ static const char SCRIPT[] =
     "  if not c or tonumber(v) > c then call('SET', k, v) end\n"
     "  p = p + 2\n"
     "end\n"
+    "local nmin = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nmin do\n"
+    "  local k, v = A[p], A[p + 1]\n"
+    "  local cur = call('GET', k)\n"
+    "  local c = cur and tonumber(cur)\n"
+    "  if not c or tonumber(v) < c then call('SET', k, v) end\n"
+    "  p = p + 2\n"
+    "end\n"
     /* 6. health and gauges */
     "local nhl = tonumber(A[p]); p = p + 1\n"
     "for i = 1, nhl do call('HINCRBY', pre .. ':health', A[p], A[p + 1]); p = p + 2 end\n"
@@ -244,6 +253,7 @@ enum {
     SEC_SET,
     SEC_RATIO,
     SEC_MAX,
+    SEC_MIN,
     SEC_HEALTH,
     SEC_GAUGE,
     SEC_PUB,
@@ -450,6 +460,11 @@ void sp_commit_max(sp_commit_t *c, const char *key, int64_t value) {
     push_i64(c, SEC_MAX, value);
 }
 
+void sp_commit_min(sp_commit_t *c, const char *key, int64_t value) {
+    push_str(c, SEC_MIN, key, strlen(key));
+    push_i64(c, SEC_MIN, value);
+}
+
 void sp_commit_health(sp_commit_t *c, const char *field, int64_t delta) {
     push_str(c, SEC_HEALTH, field, strlen(field));
     push_i64(c, SEC_HEALTH, delta);
@@ -491,6 +506,7 @@ int64_t sp_commit_command_estimate(const sp_commit_t *c) {
         if (!(h->ttl.len == 1 && c->arena[h->ttl.off] == '0')) n++;
     }
     n += (int64_t)(c->sec[SEC_MAX].n / 2) * 2; /* GET, maybe SET */
+    n += (int64_t)(c->sec[SEC_MIN].n / 2) * 2;
     n += (int64_t)(c->sec[SEC_HEALTH].n / 2);
     n += chunks(c->sec[SEC_GAUGE].n / 2, SP_LUA_CHUNK);
     n += (int64_t)c->sec[SEC_PUB].n;
@@ -858,7 +874,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     }
 
     /* counts: 7 sections + 3 per hash, each at most 20 digits + NUL */
-    size_t ncounts = 8 + 3 * c->nhash;
+    size_t ncounts = 9 + 3 * c->nhash;
     if (ncounts * 24 > st->nums_cap) {
         char *nb = realloc(st->nums, ncounts * 24);
         if (!nb) {
@@ -868,7 +884,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         st->nums = nb;
         st->nums_cap = ncounts * 24;
     }
-    size_t argc = 5 + 8 + 5 * c->nhash;
+    size_t argc = 5 + 9 + 5 * c->nhash;
     for (int i = 0; i < SEC__COUNT; i++)
         argc += c->sec[i].n;
     if (argv_reserve(st, argc)) {
@@ -913,6 +929,8 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     }
     ARG_N(c->sec[SEC_MAX].n / 2);
     ARG_SEC(SEC_MAX);
+    ARG_N(c->sec[SEC_MIN].n / 2);
+    ARG_SEC(SEC_MIN);
     ARG_N(c->sec[SEC_HEALTH].n / 2);
     ARG_SEC(SEC_HEALTH);
     ARG_N(c->sec[SEC_GAUGE].n / 2);

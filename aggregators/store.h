@@ -55,6 +55,8 @@ void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *n
                      const char *den_field);
 /* SET key value if value > current (or key absent). */
 void sp_commit_max(sp_commit_t *c, const char *key, int64_t value);
+/* SET key value if value < current (or key absent). */
+void sp_commit_min(sp_commit_t *c, const char *key, int64_t value);
 void sp_commit_health(sp_commit_t *c, const char *field, int64_t delta); /* sp:{NS}:health */
 void sp_commit_gauge(sp_commit_t *c, const char *field, int64_t value);  /* sp:{NS}:gauges */
 void sp_commit_publish(sp_commit_t *c, const char *message);             /* sp:{NS}:updates */

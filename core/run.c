@@ -242,20 +242,23 @@ static int load_dedup(run_t *r) {
 /* Restore the watermark and final pointers from Redis. */
 static int load_pointers(run_t *r) {
     char err[512];
-    const char *keys[SP_MAX_WINDOWS + 1];
-    int64_t vals[SP_MAX_WINDOWS + 1];
+    const char *keys[2 * SP_MAX_WINDOWS + 1];
+    int64_t vals[2 * SP_MAX_WINDOWS + 1];
     int n = r->cfg->window_cnt;
-    for (int i = 0; i < n; i++) keys[i] = sp_engine_final_key(r->eng, i);
+    for (int i = 0; i < n; i++) {
+        keys[i] = sp_engine_final_key(r->eng, i);
+        keys[n + 1 + i] = sp_engine_first_key(r->eng, i);
+    }
     keys[n] = r->wm_key;
     for (int attempt = 0;; attempt++) {
-        int rc = sp_store_get_ints(r->st, keys, n + 1, vals, err, sizeof(err));
+        int rc = sp_store_get_ints(r->st, keys, 2 * n + 1, vals, err, sizeof(err));
         if (rc == SP_OK) break;
         if (stop_requested) return rc;
         sp_log(SP_LOG_WARN, "reading pointers from Redis failed: %s (retrying)", err);
         usleep((useconds_t)(attempt < 10 ? 100000 * (attempt + 1) : 1000000));
         sp_store_reconnect(r->st, err, sizeof(err));
     }
-    sp_engine_restore(r->eng, vals[n] >= 0 ? vals[n] : INT64_MIN, vals);
+    sp_engine_restore(r->eng, vals[n] >= 0 ? vals[n] : INT64_MIN, vals, vals + n + 1);
     return load_dedup(r);
 }
 
