@@ -253,7 +253,7 @@ static void test_funnel_by_hand(void **state) {
         finals[i] = r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
         freeReplyObject(r);
     }
-    sp_engine_restore(e, T0 + 595000, finals);
+    sp_engine_restore(e, T0 + 595000, finals, NULL);
     sp_engine_partition_add(e, 0, 0, T0 + 40000, sp_clock_now_ms());
     sp_event_t evs3[] = {
         mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 3500000, "event_id=d1 session_id=s1 channel=web device=desktop country=US"),
