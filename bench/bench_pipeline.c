@@ -186,7 +186,7 @@ __attribute__((noinline)) static int run_decode(const sp_config_t *cfg, const op
 /* (b) the run loop's per-batch work without I/O. */
 __attribute__((noinline)) static int run_full(const sp_config_t *cfg, const opts_t *o, const msgs_t *m, int64_t now,
                     result_t *r) {
-    char err[512], why[256], field[64];
+    char err[512], why[256], field[300];
     sp_decoder_t *dec = sp_decoder_new(cfg, err, sizeof(err));
     sp_engine_t *eng = dec ? sp_engine_new(cfg, err, sizeof(err)) : NULL;
     sp_dedup_t *dd = sp_dedup_new((size_t)cfg->dedup_max_ids);
