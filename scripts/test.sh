@@ -12,4 +12,4 @@ cmake --build build -j"$jobs"
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1 -L unit)
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1)
