@@ -114,6 +114,8 @@ struct sp_engine {
     int nwant, want_cap;
 
     char keybuf[512];
+    char kind_prefix[SP_KIND__COUNT][128];
+    size_t kind_prefix_len[SP_KIND__COUNT];
     char *encbuf;
     size_t enccap;
 };
@@ -154,6 +156,11 @@ sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_s
         e->first_start[i] = -1;
         e->final_start[i] = -1;
         e->latest_start[i] = -1;
+    }
+    for (int k = 0; k < SP_KIND__COUNT; k++) {
+        int n = snprintf(e->kind_prefix[k], sizeof(e->kind_prefix[k]), "%s:state:%s:", e->prefix,
+                         kinds[k]->name);
+        e->kind_prefix_len[k] = n > 0 ? (size_t)n : 0;
     }
     e->watermark = INT64_MIN;
     e->icap = 1024;
@@ -309,12 +316,14 @@ static void lru_push_front(sp_engine_t *e, sp_entity_t *en) {
     if (!e->lru_tail) e->lru_tail = en;
 }
 
+/* "sp:{NS}:state:<kind>:<id>" into keybuf; the prefix per kind is built once. */
 static int build_key(sp_engine_t *e, int kind, sp_str_t id) {
-    int n = snprintf(e->keybuf, sizeof(e->keybuf), "%s:state:%s:", e->prefix, kinds[kind]->name);
-    if (n < 0 || (size_t)n + id.len >= sizeof(e->keybuf)) return -1;
+    size_t n = e->kind_prefix_len[kind];
+    if (n + id.len >= sizeof(e->keybuf)) return -1;
+    memcpy(e->keybuf, e->kind_prefix[kind], n);
     memcpy(e->keybuf + n, id.p, id.len);
     e->keybuf[n + id.len] = '\0';
-    return n + (int)id.len;
+    return (int)(n + id.len);
 }
 
 static sp_entity_t *cache_find(sp_engine_t *e, uint64_t h, const char *key, size_t len) {

@@ -130,7 +130,7 @@ static inline bool sp_str_eq(sp_str_t a, sp_str_t b) {
     return a.len == b.len && (a.len == 0 || __builtin_memcmp(a.p, b.p, a.len) == 0);
 }
 
-/* 64-bit hash of bytes (FNV-1a folded with a final mix); used for dedup and
+/* 64-bit hash of bytes (word-wise multiply-rotate, splitmix64 finish); dedup and
  * hash tables. Not cryptographic. */
 uint64_t sp_hash64(const void *p, size_t len, uint64_t seed);
 
