@@ -210,7 +210,9 @@ static void windows_clear(sp_engine_t *e) {
         for (int j = 0; j < e->nopen[i]; j++) win_free(e->open[i][j]);
         e->nopen[i] = 0;
     }
-    e->nclosing = 0; /* closing entries point into open windows: freed above */
+    /* Windows queued for closing were taken off the open lists. */
+    for (int k = 0; k < e->nclosing; k++) win_free(e->closing[k].w);
+    e->nclosing = 0;
 }
 
 void sp_engine_destroy(sp_engine_t *e) {
