@@ -44,12 +44,12 @@ BS=$(cat "$WORK/bootstrap")
 echo "== embedded Kafka at $BS, Redis at 127.0.0.1:$PORT (namespace 'demo')"
 
 NOW=$(( $(date +%s) * 1000 ))
-echo "== producing 30 minutes of store history (seeded) ..."
+echo "== producing 30 minutes of store history (seeded), ending 10 minutes ago ..."
 "$SP" gen -c "$WORK/demo.yaml" --brokers "$BS" --seed 42 --rate 25 --count 45000 \
-  --start-time $(( NOW - 1800 * 1000 )) --speedup 0 --quiet
-echo "== live traffic: 40 events/s for 60 s"
-"$SP" gen -c "$WORK/demo.yaml" --brokers "$BS" --seed 43 --rate 40 --count 2400 --quiet \
-  >/dev/null 2>&1 & PIDS+=($!)
+  --start-time $(( NOW - 2400 * 1000 )) --speedup 0 --quiet
+echo "== live traffic: 100 events/s, in real time"
+"$SP" gen -c "$WORK/demo.yaml" --brokers "$BS" --seed 43 --rate 100 --count 6000 --warm-start \
+  --quiet >/dev/null 2>&1 & PIDS+=($!)
 
 show() {
   local size=$1 which=$2 start
@@ -73,7 +73,7 @@ echo "== a bad message sent by hand with kcat goes to the dead-letter topic"
 echo 'not avro at all' | kcat -b "$BS" -P -t store.checkout
 sleep 3
 kcat -b "$BS" -C -t storepulse.deadletter -o beginning -e -q \
-  -f 'dead letter: %s  headers: %h\n' 2>/dev/null | head -3
+  -f 'dead letter: %s\n  headers: %h\n' 2>/dev/null | grep -B1 'reason=undecodable' | head -2
 echo "== pipeline health: redis-cli HGETALL 'sp:{demo}:health'"
 redis-cli -p "$PORT" HGETALL "sp:{demo}:health" | paste - - | sed 's/^/    /'
 echo "== done (alerts are not part of this build yet; see README 'Status')"
