@@ -75,15 +75,19 @@ typedef struct cnt {
     uint8_t dirty;
 } cnt_t;
 
-typedef struct dimtab {
+/* The values of one dimension seen in a window, first come, capped. */
+typedef struct idtab {
     uint16_t n;
     uint32_t id[DIM_MAX];
+} idtab_t;
+
+typedef struct dimtab {
+    idtab_t ids;
     cnt_t c[DIM_MAX + 1]; /* [DIM_MAX] is __other__ */
 } dimtab_t;
 
 typedef struct curtab {
-    uint16_t n;
-    uint32_t id[DIM_MAX];
+    idtab_t ids;
     int64_t orders[DIM_MAX + 1], revenue[DIM_MAX + 1];
     uint8_t dirty[DIM_MAX + 1];
 } curtab_t;
@@ -277,17 +281,8 @@ static int dim_cap(sp_engine_t *e) {
     return cap < 0 ? 0 : cap > DIM_MAX ? DIM_MAX : cap;
 }
 
-/* Slot index in a dimension table for an interned id (DIM_MAX: other). */
-static int dim_slot(sp_engine_t *e, dimtab_t *t, uint32_t id) {
-    if (id == 0) return DIM_MAX;
-    for (int j = 0; j < t->n; j++)
-        if (t->id[j] == id) return j;
-    if (t->n >= dim_cap(e)) return DIM_MAX;
-    t->id[t->n] = id;
-    return t->n++;
-}
-
-static int cur_slot(sp_engine_t *e, curtab_t *t, uint32_t id) {
+/* Slot index of an interned id in a window's value table (DIM_MAX: other). */
+static int id_slot(sp_engine_t *e, idtab_t *t, uint32_t id) {
     if (id == 0) return DIM_MAX;
     for (int j = 0; j < t->n; j++)
         if (t->id[j] == id) return j;
@@ -301,7 +296,7 @@ static void add(sp_engine_t *e, fwin_t *w, int f, int64_t v, const uint32_t *ids
     w->all.d[f] += v;
     w->all.dirty = 1;
     for (int k = 0; k < nd; k++) {
-        cnt_t *c = &w->dim[k].c[dim_slot(e, &w->dim[k], ids[k])];
+        cnt_t *c = &w->dim[k].c[id_slot(e, &w->dim[k].ids, ids[k])];
         c->d[f] += v;
         c->dirty = 1;
     }
@@ -391,7 +386,7 @@ static int funnel_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
                 add(e, w, F_REVENUE, amt, ev_ids, nd);
             }
             if (cur.p) {
-                int j = cur_slot(e, &w->cur, sp_engine_intern(e, cur.p, cur.len));
+                int j = id_slot(e, &w->cur.ids, sp_engine_intern(e, cur.p, cur.len));
                 w->cur.orders[j]++;
                 w->cur.revenue[j] += amt;
                 w->cur.dirty[j] = 1;
@@ -446,20 +441,20 @@ static void funnel_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c) 
         dimtab_t *t = &w->dim[k];
         const char *dname = sp_str_field_names[cfg->funnel_dims[k]];
         for (int j = 0; j <= DIM_MAX; j++) {
-            if (j == t->n) j = DIM_MAX;
+            if (j == t->ids.n) j = DIM_MAX;
             if (!t->c[j].dirty) continue;
             size_t vlen;
-            const char *v = j == DIM_MAX ? SP_OTHER : sp_engine_interned(e, t->id[j], &vlen);
+            const char *v = j == DIM_MAX ? SP_OTHER : sp_engine_interned(e, t->ids.id[j], &vlen);
             if (j == DIM_MAX) vlen = strlen(SP_OTHER);
             size_t sl = suffix(sfx, sizeof(sfx), dname, v, vlen);
             emit_cnt(c, &t->c[j], sfx, sl, 0);
         }
     }
     for (int j = 0; j <= DIM_MAX; j++) {
-        if (j == w->cur.n) j = DIM_MAX;
+        if (j == w->cur.ids.n) j = DIM_MAX;
         if (!w->cur.dirty[j]) continue;
         size_t vlen;
-        const char *v = j == DIM_MAX ? SP_OTHER : sp_engine_interned(e, w->cur.id[j], &vlen);
+        const char *v = j == DIM_MAX ? SP_OTHER : sp_engine_interned(e, w->cur.ids.id[j], &vlen);
         if (j == DIM_MAX) vlen = strlen(SP_OTHER);
         int n = snprintf(f, sizeof(f), "orders|currency=%.*s", (int)vlen, v);
         sp_commit_incr(c, f, (size_t)n, w->cur.orders[j]);
