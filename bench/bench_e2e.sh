@@ -35,6 +35,7 @@ BUILD=${1:-/tmp/build-bench}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-400000}
 RUNS=${RUNS:-3}
+BATCH=${BATCH:-10000} # pipeline.batch_max
 PARTS=${PARTS:-16}
 RATE=${RATE:-50}
 SP=$BUILD/storepulse
@@ -122,6 +123,8 @@ schemas:
   dir: $REPO/schemas
 embedded:
   partitions: $PARTS
+pipeline:
+  batch_max: ${BATCH:-10000}
 log:
   level: warn
 EOF
