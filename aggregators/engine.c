@@ -27,14 +27,15 @@
  *    value is counted as __other__ (id 0).
  *
  * What it deliberately does not do: any I/O, any event-id dedup (consumer's
- * job), time zones (UTC-aligned windows; daily windows in a store's zone are
- * a later step). */
+ * job). Day windows in the store's zone: see "window arithmetic" below. */
 #include "aggregators/engine.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "aggregators/family.h"
 #include "core/log.h"
@@ -61,6 +62,11 @@ typedef struct win {
     int dirty;
     void *fam[NFAM > 0 ? NFAM : 1];
 } win_t;
+
+typedef struct wcache { /* the last window computed, per size */
+    int64_t lo, hi, idx;
+    int valid;
+} wcache_t;
 
 typedef struct closing {
     int size_idx;
@@ -113,6 +119,9 @@ struct sp_engine {
     size_t *want_lens;
     int nwant, want_cap;
 
+    int local_tz; /* day windows follow windows.timezone */
+    wcache_t wc[SP_MAX_WINDOWS];
+
     char keybuf[512];
     char kind_prefix[SP_KIND__COUNT][128];
     size_t kind_prefix_len[SP_KIND__COUNT];
@@ -125,11 +134,102 @@ struct sp_engine {
 const sp_config_t *sp_engine_cfg(const sp_engine_t *e) { return e->cfg; }
 int sp_engine_size_count(const sp_engine_t *e) { return e->cfg->window_cnt; }
 
-int64_t sp_engine_window_start(const sp_engine_t *e, int size_idx, int64_t t) {
-    int64_t sz = e->cfg->window_ms[size_idx];
-    int64_t q = t / sz;
-    if (t < 0 && q * sz != t) q--;
-    return q * sz;
+/* ---- window arithmetic ---------------------------------------------
+ * Sizes that are whole days are aligned to local midnights of
+ * windows.timezone (so a day window is 23, 24 or 25 hours long); every other
+ * size is aligned to the UTC epoch. A window's index is start / size for
+ * epoch windows and local days since 1970-01-01 / days for day windows. The
+ * zone is applied process-wide (TZ + tzset) once, in sp_engine_new. */
+
+#define DAY_MS 86400000LL
+
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int is_local_days(const sp_engine_t *e, int i) {
+    return e->local_tz && e->cfg->window_ms[i] % DAY_MS == 0;
+}
+
+/* Local day number of t (ms). */
+static int64_t local_day(int64_t t) {
+    time_t sec = (time_t)(t >= 0 ? t / 1000 : (t - 999) / 1000);
+    struct tm tm;
+    localtime_r(&sec, &tm);
+    return days_from_civil(tm.tm_year + 1900, (unsigned)tm.tm_mon + 1, (unsigned)tm.tm_mday);
+}
+
+/* First instant (ms) of local day number dn. */
+static int64_t local_midnight(int64_t dn) {
+    int64_t y;
+    unsigned m, d;
+    struct tm tm;
+    civil_from_days(dn, &y, &m, &d);
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = (int)(y - 1900);
+    tm.tm_mon = (int)m - 1;
+    tm.tm_mday = (int)d;
+    tm.tm_isdst = -1; /* a midnight skipped by DST normalises to the first instant */
+    return (int64_t)mktime(&tm) * 1000;
+}
+
+/* Fill the size's cache with the window holding t. */
+static void window_of(sp_engine_t *e, int i, int64_t t) {
+    wcache_t *c = &e->wc[i];
+    if (c->valid && t >= c->lo && t < c->hi) return;
+    int64_t sz = e->cfg->window_ms[i];
+    if (is_local_days(e, i)) {
+        int64_t nd = sz / DAY_MS, dn = local_day(t);
+        int64_t q = dn >= 0 ? dn / nd : -((-dn + nd - 1) / nd);
+        c->idx = q;
+        c->lo = local_midnight(q * nd);
+        c->hi = local_midnight((q + 1) * nd);
+        if (t < c->lo) { /* guard against a zone database oddity */
+            c->hi = c->lo;
+            c->lo = local_midnight((q - 1) * nd);
+            c->idx = q - 1;
+        }
+    } else {
+        int64_t q = t / sz;
+        if (t < 0 && q * sz != t) q--;
+        c->idx = q;
+        c->lo = q * sz;
+        c->hi = c->lo + sz;
+    }
+    c->valid = 1;
+}
+
+int64_t sp_engine_window_start(sp_engine_t *e, int size_idx, int64_t t) {
+    window_of(e, size_idx, t);
+    return e->wc[size_idx].lo;
+}
+
+int64_t sp_engine_window_end(sp_engine_t *e, int size_idx, int64_t start) {
+    window_of(e, size_idx, start);
+    return e->wc[size_idx].hi;
+}
+
+int64_t sp_engine_window_index(sp_engine_t *e, int size_idx, int64_t t) {
+    window_of(e, size_idx, t);
+    return e->wc[size_idx].idx;
 }
 
 const char *sp_engine_final_key(const sp_engine_t *e, int size_idx) {
@@ -145,6 +245,19 @@ sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_s
     if (!e) goto oom;
     e->cfg = cfg;
     snprintf(e->prefix, sizeof(e->prefix), "sp:{%s}", cfg->ns);
+    if (cfg->timezone[0] && strcmp(cfg->timezone, "UTC") != 0 && strcmp(cfg->timezone, "Etc/UTC") != 0) {
+        char zpath[256];
+        snprintf(zpath, sizeof(zpath), "/usr/share/zoneinfo/%s", cfg->timezone);
+        if (cfg->timezone[0] != '/' && access(zpath, R_OK) != 0) {
+            snprintf(errstr, errstr_size, "windows.timezone '%s': no such zone in /usr/share/zoneinfo",
+                     cfg->timezone);
+            free(e);
+            return NULL;
+        }
+        setenv("TZ", cfg->timezone, 1);
+        tzset();
+        e->local_tz = 1;
+    }
     for (int i = 0; i < cfg->window_cnt; i++) {
         sp_duration_format(cfg->window_ms[i], e->size_name[i], sizeof(e->size_name[i]));
         snprintf(e->final_key[i], sizeof(e->final_key[i]), "%s:final:funnel:%s", e->prefix,
@@ -612,10 +725,9 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
     if (e->watermark == INT64_MIN) return 0;
 
     for (int i = 0; i < cfg->window_cnt && closed < CLOSE_MAX_PER_TICK; i++) {
-        int64_t sz = cfg->window_ms[i];
         int64_t next;
         if (e->final_start[i] >= 0) {
-            next = e->final_start[i] + sz;
+            next = sp_engine_window_end(e, i, e->final_start[i]);
         } else {
             /* Nothing final yet: from the earliest window ever opened (also
              * by an earlier process: the first pointer in Redis). */
@@ -632,7 +744,8 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
                 if (e->open[i][j]->start < oldest) has_open_before = 1;
             if (!has_open_before) next = oldest;
         }
-        while (next + sz + cfg->allowed_lateness_ms <= e->watermark && closed < CLOSE_MAX_PER_TICK) {
+        while (sp_engine_window_end(e, i, next) + cfg->allowed_lateness_ms <= e->watermark &&
+               closed < CLOSE_MAX_PER_TICK) {
             win_t *w = NULL;
             for (int j = 0; j < e->nopen[i]; j++)
                 if (e->open[i][j]->start == next) {
@@ -654,7 +767,7 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
             e->closing[e->nclosing++] = (closing_t){i, next, w};
             e->final_start[i] = next;
             if (next > e->latest_start[i]) e->latest_start[i] = next; /* zero-filled */
-            next += sz;
+            next = sp_engine_window_end(e, i, next);
             closed++;
         }
     }

@@ -86,7 +86,12 @@ typedef struct sp_engine_stats {
 } sp_engine_stats_t;
 void sp_engine_stats(const sp_engine_t *e, sp_engine_stats_t *out);
 
-/* Window start of time t for size index (UTC epoch aligned). */
-int64_t sp_engine_window_start(const sp_engine_t *e, int size_idx, int64_t t);
+/* Window of time t for size index: its start, its end (= the next window's
+ * start) and its index. Sizes that are whole days follow local midnights of
+ * windows.timezone (DST days are 23 or 25 hours); other sizes are aligned to
+ * the UTC epoch. */
+int64_t sp_engine_window_start(sp_engine_t *e, int size_idx, int64_t t);
+int64_t sp_engine_window_end(sp_engine_t *e, int size_idx, int64_t start);
+int64_t sp_engine_window_index(sp_engine_t *e, int size_idx, int64_t t);
 
 #endif

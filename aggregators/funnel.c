@@ -219,7 +219,7 @@ static void session_release(void *data) {
 
 static int slot_final(sp_engine_t *e, const slot_t *sl) {
     int64_t fin = sp_engine_final_start(e, sl->size_idx);
-    return fin >= 0 && (int64_t)sl->widx * sp_engine_cfg(e)->window_ms[sl->size_idx] <= fin;
+    return fin >= 0 && sl->widx <= sp_engine_window_index(e, sl->size_idx, fin);
 }
 
 /* The tuple index for dims ids (added when new). When the table is full, a
@@ -349,7 +349,7 @@ static int funnel_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
             if (slot_final(e, &s->slot[j])) s->slot[j] = s->slot[--s->nslot];
             else j++;
         for (int i = 0; i < nsz; i++) {
-            int32_t widx = (int32_t)(sp_engine_window_start(e, i, t) / cfg->window_ms[i]);
+            int32_t widx = (int32_t)sp_engine_window_index(e, i, t);
             slot_t tmp = {widx, (uint8_t)i, 0, 0}, *sl = NULL;
             for (int j = 0; j < s->nslot && !sl; j++)
                 if (s->slot[j].size_idx == i && s->slot[j].widx == widx) sl = &s->slot[j];

@@ -11,5 +11,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   librdkafka-dev libavro-dev libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev \
   redis-server redis-tools kcat \
   python3 python3-avro python3-confluent-kafka python3-redis \
-  valgrind >/dev/null
+  tzdata valgrind >/dev/null
 echo "install-deps: done"

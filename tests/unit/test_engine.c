@@ -340,11 +340,78 @@ static void test_dimension_cap(void **state) {
     sp_clock_set_manual(-1);
 }
 
+/* Day windows follow the store's zone: Europe/Warsaw has a 23-hour day on
+ * 2026-03-29 and a 25-hour day on 2026-10-25. */
+static void test_timezone_days(void **state) {
+    (void)state;
+    sp_config_t cfg;
+    char err[256];
+    cfg_for(&cfg, "tz");
+    snprintf(cfg.timezone, sizeof(cfg.timezone), "Europe/Warsaw");
+    cfg.window_cnt = 1;
+    cfg.window_ms[0] = 86400000;
+    cfg.window_ttl_ms[0] = 400LL * 86400000;
+    sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+    assert_non_null(e);
+
+    const int64_t mar29 = 1774738800000LL, mar30 = 1774821600000LL; /* local midnights */
+    const int64_t oct25 = 1792879200000LL, oct26 = 1792969200000LL;
+    assert_int_equal(sp_engine_window_start(e, 0, 1774785600000LL), mar29); /* noon UTC */
+    assert_int_equal(sp_engine_window_end(e, 0, mar29), mar30);
+    assert_int_equal(mar30 - mar29, 23 * 3600000LL);
+    assert_int_equal(sp_engine_window_start(e, 0, 1792929600000LL), oct25);
+    assert_int_equal(sp_engine_window_end(e, 0, oct25), oct26);
+    assert_int_equal(oct26 - oct25, 25 * 3600000LL);
+    /* 22:30 UTC on the 25th is 23:30 local (CET again): still the 25th. */
+    assert_int_equal(sp_engine_window_start(e, 0, 1792967400000LL), oct25);
+    assert_int_equal(sp_engine_window_start(e, 0, oct26 - 1), oct25);
+    assert_int_equal(sp_engine_window_start(e, 0, oct26), oct26);
+    assert_int_equal(sp_engine_window_index(e, 0, oct25) + 1, sp_engine_window_index(e, 0, oct26));
+
+    /* Through the store: the keys are the local midnights, closes walk the
+     * 23- and 25-hour days, and the empty days in between are zero-filled. */
+    sp_clock_set_manual(1792967400000LL + 60000);
+    sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+    assert_non_null(st);
+    sp_engine_partition_add(e, 0, 0, -1, sp_clock_now_ms());
+    sp_event_t evs[] = {
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, 1774785600000LL, "event_id=t1 session_id=s1 channel=web device=desktop country=PL"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, 1792967400000LL, "event_id=t2 session_id=s2 channel=web device=desktop country=PL"),
+    };
+    int64_t off = 0;
+    batch(e, st, evs, 2, &off);
+    sp_clock_set_manual(oct26 + 3 * 3600000LL);
+    sp_engine_partition_lag(e, 0, 0, 0);
+    assert_true(sp_engine_advance(e, sp_clock_now_ms()) > 0);
+    sp_commit_t *c = sp_commit_new();
+    sp_engine_build_commit(e, c);
+    assert_int_equal(sp_store_commit_send(st, c, err, sizeof(err)), SP_OK);
+    assert_int_equal(sp_store_commit_recv(st, err, sizeof(err)), SP_OK);
+    sp_commit_destroy(c);
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1774738800000", "sessions", "1");
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1774738800000", "closed", "1");
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1774821600000", "sessions", "0"); /* Mar 30, empty */
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1774821600000", "closed", "1");
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1792792800000", "closed", "1"); /* Oct 24 */
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1792879200000", "sessions", "1"); /* Oct 25, 25 h */
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1792879200000", "closed", "1");
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1792969200000", "closed", NULL); /* Oct 26: open */
+    /* A UTC-midnight key would mean the zone was ignored. */
+    ASSERT_FIELD("sp:{tz}:funnel:1d:1792886400000", "sessions", NULL);
+    redisReply *r = redisCommand(rc, "GET sp:{tz}:final:funnel:1d");
+    assert_string_equal(r->str, "1792879200000");
+    freeReplyObject(r);
+    sp_engine_destroy(e);
+    sp_store_destroy(st);
+    sp_clock_set_manual(-1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_funnel_by_hand),
         cmocka_unit_test(test_watermark_rules),
         cmocka_unit_test(test_dimension_cap),
+        cmocka_unit_test(test_timezone_days),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
