@@ -42,7 +42,6 @@
 
 #define INTERN_MAX 65536
 #define CLOSE_MAX_PER_TICK 2000
-#define MAX_OPEN_PER_SIZE 256
 
 static const sp_family_t *const families[] = {&sp_family_funnel};
 #define NFAM ((int)(sizeof(families) / sizeof(families[0])))
@@ -90,8 +89,8 @@ struct sp_engine {
     int64_t now_ms;    /* wall time of the last advance() */
 
     /* windows */
-    win_t *open[SP_MAX_WINDOWS][MAX_OPEN_PER_SIZE];
-    int nopen[SP_MAX_WINDOWS];
+    win_t **open[SP_MAX_WINDOWS]; /* grows: bounded by event time limits */
+    int nopen[SP_MAX_WINDOWS], capopen[SP_MAX_WINDOWS];
     int64_t final_start[SP_MAX_WINDOWS]; /* -1 none */
     int64_t latest_start[SP_MAX_WINDOWS];
     int64_t first_start[SP_MAX_WINDOWS]; /* earliest window ever opened (-1 none) */
@@ -332,6 +331,7 @@ void sp_engine_destroy(sp_engine_t *e) {
     if (!e) return;
     cache_clear(e);
     windows_clear(e);
+    for (int i = 0; i < SP_MAX_WINDOWS; i++) free(e->open[i]);
     free(e->buckets);
     free(e->ihash);
     free(e->iid);
@@ -637,6 +637,15 @@ void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_s
 }
 
 int64_t sp_engine_watermark(const sp_engine_t *e) { return e->watermark; }
+
+void sp_engine_set_now(sp_engine_t *e, int64_t now_ms) {
+    if (now_ms > e->now_ms) e->now_ms = now_ms;
+}
+
+void sp_engine_forget_entities(sp_engine_t *e) {
+    /* Dirty entities here belong to a batch that failed and is replayed. */
+    cache_clear(e);
+}
 int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx) { return e->final_start[size_idx]; }
 
 /* ---- windows ------------------------------------------------------- */
@@ -644,7 +653,13 @@ int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx) { return e->fi
 static win_t *win_get(sp_engine_t *e, int size_idx, int64_t start) {
     for (int j = 0; j < e->nopen[size_idx]; j++)
         if (e->open[size_idx][j]->start == start) return e->open[size_idx][j];
-    if (e->nopen[size_idx] >= MAX_OPEN_PER_SIZE) return NULL;
+    if (e->nopen[size_idx] == e->capopen[size_idx]) {
+        int nc = e->capopen[size_idx] ? e->capopen[size_idx] * 2 : 16;
+        win_t **no = realloc(e->open[size_idx], (size_t)nc * sizeof(*no));
+        if (!no) return NULL;
+        e->open[size_idx] = no;
+        e->capopen[size_idx] = nc;
+    }
     win_t *w = calloc(1, sizeof(*w));
     if (!w) return NULL;
     w->start = start;

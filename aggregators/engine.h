@@ -48,6 +48,11 @@ int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t 
 void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start,
                        const int64_t *first_start);
 int64_t sp_engine_watermark(const sp_engine_t *e);
+/* Wall time of the batch being applied (a partition's last-event time). */
+void sp_engine_set_now(sp_engine_t *e, int64_t now_ms);
+/* Drop the entity cache (all committed): on revoke another owner may change
+ * those entities in Redis. */
+void sp_engine_forget_entities(sp_engine_t *e);
 /* Start of the newest final window of a size (-1: none). */
 int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx);
 /* Recompute the watermark (idle partitions, wall clock) and close windows

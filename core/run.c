@@ -99,6 +99,9 @@ typedef struct run {
     int npos, pos_cap;
 
     int commit_in_flight;
+    rd_kafka_topic_partition_list_t *koff_in_flight; /* Kafka offsets of that commit */
+    int64_t reset_offset; /* where a partition with no offset in Redis starts */
+    int64_t wm_committed; /* watermark in the last commit */
     int64_t commit_sent_mono;
     int need_reset;
     int cooperative;
@@ -152,7 +155,16 @@ static void drain_commit(run_t *r) {
     if (!r->commit_in_flight) return;
     r->commit_in_flight = 0;
     int rc = sp_store_commit_recv(r->st, err, sizeof(err));
-    if (rc == SP_OK) return;
+    rd_kafka_topic_partition_list_t *koff = r->koff_in_flight;
+    r->koff_in_flight = NULL;
+    if (rc == SP_OK) {
+        /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
+         * and only ever what Redis already has. */
+        if (koff && koff->cnt > 0) rd_kafka_commit(r->rk, koff, 1);
+        if (koff) rd_kafka_topic_partition_list_destroy(koff);
+        return;
+    }
+    if (koff) rd_kafka_topic_partition_list_destroy(koff);
     sp_log(SP_LOG_WARN, "commit failed (%s): %s; replaying from Redis offsets", sp_err_str(rc), err);
     r->need_reset = rc == SP_ERR_IO ? 2 : 1;
 }
@@ -198,7 +210,7 @@ static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
         }
         ps->committed = next[i];
         ps->next = next[i];
-        tp->offset = next[i] >= 0 ? next[i] : RD_KAFKA_OFFSET_STORED;
+        tp->offset = next[i] >= 0 ? next[i] : r->reset_offset;
         sp_engine_partition_add(r->eng, ti, tp->partition, maxet[i], now);
         sp_log(SP_LOG_INFO, "assigned %s from offset %lld", fields[i], (long long)next[i]);
     }
@@ -279,6 +291,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_assign(rk, parts);
         }
     } else {
+        sp_engine_forget_entities(r->eng); /* the next owner may change them */
         for (int i = 0; i < parts->cnt; i++) {
             int ti = topic_index(r, parts->elems[i].topic);
             pos_t *ps = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
@@ -343,10 +356,15 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
 
 static void do_reset(run_t *r) {
     char err[512];
-    rd_kafka_topic_partition_list_t *parts;
+    rd_kafka_topic_partition_list_t *parts = NULL, *seek = NULL;
     int64_t backoff = 100;
+    int ok = 0;
 
     r->commit_in_flight = 0;
+    if (r->koff_in_flight) {
+        rd_kafka_topic_partition_list_destroy(r->koff_in_flight);
+        r->koff_in_flight = NULL;
+    }
     sp_engine_reset(r->eng);
     if (r->need_reset == 2 || sp_store_pending(r->st) > 0) {
         while (!stop_requested && sp_store_reconnect(r->st, err, sizeof(err)) != SP_OK) {
@@ -355,28 +373,39 @@ static void do_reset(run_t *r) {
             if (backoff < 5000) backoff *= 2;
         }
     }
-    r->need_reset = 0;
-    if (load_pointers(r) != SP_OK) return;
-    if (rd_kafka_assignment(r->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    if (stop_requested || load_pointers(r) != SP_OK) goto out;
+    if (rd_kafka_assignment(r->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) goto out;
     r->npos = 0;
-    if (parts->cnt > 0 && load_positions(r, parts) == SP_OK) {
-        rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(parts->cnt);
-        for (int i = 0; i < parts->cnt; i++)
-            if (parts->elems[i].offset >= 0)
-                rd_kafka_topic_partition_list_add(seek, parts->elems[i].topic,
-                                                  parts->elems[i].partition)
-                    ->offset = parts->elems[i].offset;
-        if (seek->cnt > 0) {
-            rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, seek, 5000);
-            if (e) {
-                sp_log(SP_LOG_ERROR, "seek: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-            }
+    if (parts->cnt > 0) {
+        if (load_positions(r, parts) != SP_OK) goto out;
+        /* Every partition goes back: to its Redis offset, or where a
+         * partition with no checkpoint starts. */
+        seek = rd_kafka_topic_partition_list_copy(parts);
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, seek, 10000);
+        if (e) {
+            sp_log(SP_LOG_WARN, "seek: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            goto out;
         }
-        rd_kafka_topic_partition_list_destroy(seek);
+        for (int i = 0; i < seek->cnt; i++)
+            if (seek->elems[i].err) {
+                sp_log(SP_LOG_WARN, "seek %s/%d: %s", seek->elems[i].topic,
+                       (int)seek->elems[i].partition, rd_kafka_err2str(seek->elems[i].err));
+                goto out;
+            }
     }
-    rd_kafka_topic_partition_list_destroy(parts);
-    sp_log(SP_LOG_INFO, "state reloaded from Redis; replaying");
+    ok = 1;
+out:
+    if (seek) rd_kafka_topic_partition_list_destroy(seek);
+    if (parts) rd_kafka_topic_partition_list_destroy(parts);
+    if (ok) {
+        r->need_reset = 0;
+        sp_log(SP_LOG_INFO, "state reloaded from Redis; replaying");
+    } else if (!stop_requested) {
+        if (!r->need_reset) r->need_reset = 1;
+        sp_log(SP_LOG_WARN, "reset incomplete; retrying");
+        usleep(500000);
+    }
 }
 
 /* ---- one batch ----------------------------------------------------- */
@@ -385,13 +414,25 @@ static void fetched_cb(void *opaque, int idx, const char *val, size_t len) {
     sp_engine_fetched(opaque, idx, val, len);
 }
 
+static void discard_cb(void *opaque, int idx, const char *val, size_t len) {
+    (void)opaque, (void)idx, (void)val, (void)len;
+}
+
 static void update_lags(run_t *r) {
     for (int i = 0; i < r->npos; i++) {
         pos_t *ps = &r->pos[i];
         int64_t lo = -1, hi = -1, lag = -1;
         rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo, &hi);
         if (hi >= 0) {
-            if (ps->next >= 0) lag = hi - ps->next;
+            int64_t at = ps->next;
+            if (at < 0) { /* nothing consumed yet: where the fetcher is */
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, r->topic_names[ps->topic_idx], ps->partition);
+                if (rd_kafka_position(r->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].offset >= 0)
+                    at = l->elems[0].offset;
+                rd_kafka_topic_partition_list_destroy(l);
+            }
+            if (at >= 0) lag = hi - at;
             else if (hi == lo) lag = 0; /* empty partition */
         }
         if (lag < 0 && lag != -1) lag = 0;
@@ -498,8 +539,9 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             r->need_reset = 2;
     }
     drain_commit(r);
-    if (prefetch_sent && !r->need_reset) {
-        if (sp_store_mget_recv(r->st, fetched_cb, r->eng, err, sizeof(err)) != SP_OK) {
+    if (prefetch_sent) { /* always read, so replies stay in step */
+        if (sp_store_mget_recv(r->st, r->need_reset ? discard_cb : fetched_cb, r->eng, err,
+                               sizeof(err)) != SP_OK) {
             sp_log(SP_LOG_WARN, "prefetch failed: %s", err);
             r->need_reset = 2;
         }
@@ -509,16 +551,25 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         return; /* everything since the last good commit is replayed */
     }
 
-    for (int i = 0; i < nev; i++)
-        if (sp_engine_apply(r->eng, &r->evs[i]) == SP_ERR_DUPLICATE) r->h_dup++;
+    sp_engine_set_now(r->eng, now);
+    for (int i = 0; i < nev; i++) {
+        int rc = sp_engine_apply(r->eng, &r->evs[i]);
+        if (rc == SP_ERR_DUPLICATE) {
+            r->h_dup++;
+        } else if (rc != SP_OK) { /* out of memory: nothing of this batch commits */
+            sp_log(SP_LOG_ERROR, "applying an event: %s; replaying", sp_err_str(rc));
+            r->need_reset = 1;
+            clear_batch_health(r);
+            return;
+        }
+    }
 
     update_lags(r);
-    int64_t wm_before = sp_engine_watermark(r->eng);
     int closed = sp_engine_advance(r->eng, now);
-    int wm_moved = sp_engine_watermark(r->eng) != wm_before;
+    int wm_moved = sp_engine_watermark(r->eng) != r->wm_committed;
 
     /* Dead letters must be acknowledged before the batch commits. */
-    if (r->dlq_in_batch) {
+    if (r->dlq_in_batch || r->dlq_failed) {
         rd_kafka_flush(r->dlq, 30000);
         if (rd_kafka_outq_len(r->dlq) > 0 || r->dlq_failed) {
             sp_log(SP_LOG_WARN, "dead letters not acknowledged; replaying the batch");
@@ -568,13 +619,15 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         if (sp_store_commit_send(r->st, r->commit, err, sizeof(err)) == SP_OK) {
             r->commit_in_flight = 1;
             r->commit_sent_mono = sp_clock_mono_ms();
-            if (noff) rd_kafka_commit(r->rk, koff, 1); /* for lag tools only */
+            r->wm_committed = sp_engine_watermark(r->eng);
+            r->koff_in_flight = koff; /* committed to Kafka once Redis confirms */
+            koff = NULL;
         } else {
             sp_log(SP_LOG_WARN, "commit not sent: %s", err);
             r->need_reset = 2;
         }
     }
-    rd_kafka_topic_partition_list_destroy(koff);
+    if (koff) rd_kafka_topic_partition_list_destroy(koff);
 }
 
 /* ---- set-up -------------------------------------------------------- */
@@ -612,6 +665,14 @@ static int run_open(run_t *r, char *err, size_t errsz) {
         r->topic_format[s] = cfg->topics[s].format;
     }
     r->ntopics = SP_STREAM__COUNT;
+    r->wm_committed = INT64_MIN;
+    {
+        const char *aor = sp_config_kafka_get(cfg, "auto.offset.reset");
+        r->reset_offset = aor && (!strcmp(aor, "latest") || !strcmp(aor, "largest") ||
+                                  !strcmp(aor, "end"))
+                              ? RD_KAFKA_OFFSET_END
+                              : RD_KAFKA_OFFSET_BEGINNING;
+    }
 
     if (!(r->dec = sp_decoder_new(cfg, err, errsz))) return -1;
     if (!(r->dedup = sp_dedup_new((size_t)cfg->dedup_max_ids))) goto oom;
