@@ -43,10 +43,18 @@
 #define INTERN_MAX 65536
 #define CLOSE_MAX_PER_TICK 2000
 
-static const sp_family_t *const families[] = {&sp_family_funnel};
-#define NFAM ((int)(sizeof(families) / sizeof(families[0])))
+static const sp_family_t *const families[SP_FAM__COUNT] = {
+    &sp_family_funnel, &sp_family_abandonment, &sp_family_delivery, &sp_family_retention,
+    &sp_family_support};
+#define NFAM SP_FAM__COUNT
+#define ALL_FAMS ((1u << NFAM) - 1)
 
-static const sp_entity_kind_t *const kinds[SP_KIND__COUNT] = {&sp_kind_session, &sp_kind_order};
+static const sp_entity_kind_t *const kinds[SP_KIND__COUNT] = {
+    &sp_kind_session, &sp_kind_order,    &sp_kind_cart,
+    &sp_kind_shipment, &sp_kind_ticket, &sp_kind_customer};
+
+#define TIMER_FETCH_MAX 5000 /* due timers read per round trip */
+#define TIMER_REFIRE_MAX 8   /* on_timer calls per entity per batch */
 
 typedef struct part {
     int topic_idx;
@@ -59,7 +67,9 @@ typedef struct part {
 typedef struct win {
     int64_t start;
     int dirty;
-    void *fam[NFAM > 0 ? NFAM : 1];
+    unsigned closed;  /* families that closed this window (their block freed) */
+    unsigned closing; /* families queued to close it in the next commit */
+    void *fam[NFAM];  /* NULL until used, and once closed */
 } win_t;
 
 typedef struct wcache { /* the last window computed, per size */
@@ -68,6 +78,7 @@ typedef struct wcache { /* the last window computed, per size */
 } wcache_t;
 
 typedef struct closing {
+    int fam;
     int size_idx;
     int64_t start;
     win_t *w; /* NULL: not in memory */
@@ -76,9 +87,10 @@ typedef struct closing {
 struct sp_engine {
     const sp_config_t *cfg;
     char prefix[96]; /* sp:{NS} */
-    char final_key[SP_MAX_WINDOWS][128];
-    char latest_key[SP_MAX_WINDOWS][128];
+    char final_key[NFAM][SP_MAX_WINDOWS][128];
+    char latest_key[NFAM][SP_MAX_WINDOWS][128];
     char first_key[SP_MAX_WINDOWS][128];
+    int64_t close_delay[NFAM];
     char size_name[SP_MAX_WINDOWS][16];
 
     /* watermark */
@@ -91,8 +103,10 @@ struct sp_engine {
     /* windows */
     win_t **open[SP_MAX_WINDOWS]; /* grows: bounded by event time limits */
     int nopen[SP_MAX_WINDOWS], capopen[SP_MAX_WINDOWS];
-    int64_t final_start[SP_MAX_WINDOWS]; /* -1 none */
+    int64_t final_start[NFAM][SP_MAX_WINDOWS]; /* -1 none */
     int64_t latest_start[SP_MAX_WINDOWS];
+    int64_t latest_committed[SP_MAX_WINDOWS];
+    int finals_moved;
     int64_t first_start[SP_MAX_WINDOWS]; /* earliest window ever opened (-1 none) */
     closing_t *closing;
     int nclosing, closing_cap;
@@ -120,6 +134,13 @@ struct sp_engine {
 
     int local_tz; /* day windows follow windows.timezone */
     wcache_t wc[SP_MAX_WINDOWS];
+
+    /* timers, gauges, health and other increments of the next commit */
+    char timers_key[128];
+    char state_prefix[112]; /* sp:{NS}:state: */
+    int64_t next_due;       /* lowest armed timer known (INT64_MAX: none) */
+    struct incr { char key[128]; char field[160]; int64_t delta; } *incrs;
+    int nincr, incr_cap;
 
     char keybuf[512];
     char kind_prefix[SP_KIND__COUNT][128];
@@ -231,14 +252,6 @@ int64_t sp_engine_window_index(sp_engine_t *e, int size_idx, int64_t t) {
     return e->wc[size_idx].idx;
 }
 
-const char *sp_engine_final_key(const sp_engine_t *e, int size_idx) {
-    return e->final_key[size_idx];
-}
-
-const char *sp_engine_first_key(const sp_engine_t *e, int size_idx) {
-    return e->first_key[size_idx];
-}
-
 sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
     sp_engine_t *e = calloc(1, sizeof(*e));
     if (!e) goto oom;
@@ -259,16 +272,23 @@ sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_s
     }
     for (int i = 0; i < cfg->window_cnt; i++) {
         sp_duration_format(cfg->window_ms[i], e->size_name[i], sizeof(e->size_name[i]));
-        snprintf(e->final_key[i], sizeof(e->final_key[i]), "%s:final:funnel:%s", e->prefix,
-                 e->size_name[i]);
-        snprintf(e->latest_key[i], sizeof(e->latest_key[i]), "%s:latest:funnel:%s", e->prefix,
-                 e->size_name[i]);
+        for (int f = 0; f < NFAM; f++) {
+            snprintf(e->final_key[f][i], sizeof(e->final_key[f][i]), "%s:final:%s:%s", e->prefix,
+                     families[f]->name, e->size_name[i]);
+            snprintf(e->latest_key[f][i], sizeof(e->latest_key[f][i]), "%s:latest:%s:%s",
+                     e->prefix, families[f]->name, e->size_name[i]);
+            e->final_start[f][i] = -1;
+        }
         snprintf(e->first_key[i], sizeof(e->first_key[i]), "%s:first:funnel:%s", e->prefix,
                  e->size_name[i]);
         e->first_start[i] = -1;
-        e->final_start[i] = -1;
-        e->latest_start[i] = -1;
+        e->latest_start[i] = e->latest_committed[i] = -1;
     }
+    for (int f = 0; f < NFAM; f++)
+        e->close_delay[f] = families[f]->close_delay ? families[f]->close_delay(cfg) : 0;
+    snprintf(e->timers_key, sizeof(e->timers_key), "%s:state:timers", e->prefix);
+    snprintf(e->state_prefix, sizeof(e->state_prefix), "%s:state:", e->prefix);
+    e->next_due = INT64_MAX;
     for (int k = 0; k < SP_KIND__COUNT; k++) {
         int n = snprintf(e->kind_prefix[k], sizeof(e->kind_prefix[k]), "%s:state:%s:", e->prefix,
                          kinds[k]->name);
@@ -322,8 +342,7 @@ static void windows_clear(sp_engine_t *e) {
         for (int j = 0; j < e->nopen[i]; j++) win_free(e->open[i][j]);
         e->nopen[i] = 0;
     }
-    /* Windows queued for closing were taken off the open lists. */
-    for (int k = 0; k < e->nclosing; k++) win_free(e->closing[k].w);
+    /* Windows queued for closing are still on the open lists. */
     e->nclosing = 0;
 }
 
@@ -344,6 +363,7 @@ void sp_engine_destroy(sp_engine_t *e) {
     free(e->want_keys);
     free(e->want_lens);
     free(e->encbuf);
+    free(e->incrs);
     free(e);
 }
 
@@ -353,8 +373,13 @@ void sp_engine_reset(sp_engine_t *e) {
     e->npart = 0;
     e->last_part = 0;
     e->watermark = INT64_MIN;
-    for (int i = 0; i < SP_MAX_WINDOWS; i++)
-        e->final_start[i] = e->latest_start[i] = e->first_start[i] = -1;
+    for (int i = 0; i < SP_MAX_WINDOWS; i++) {
+        for (int f = 0; f < NFAM; f++) e->final_start[f][i] = -1;
+        e->latest_start[i] = e->latest_committed[i] = e->first_start[i] = -1;
+    }
+    e->finals_moved = 0;
+    e->nincr = 0;
+    e->next_due = INT64_MAX;
 }
 
 /* ---- interning ----------------------------------------------------- */
@@ -501,6 +526,7 @@ void sp_engine_want_entity(sp_engine_t *e, int kind, sp_str_t id) {
     en->kind = (uint8_t)kind;
     en->keylen = (uint16_t)len;
     en->absent = 1;
+    en->timer_at = -1;
     en->key = (char *)en->data + kinds[kind]->size;
     memcpy(en->key, e->keybuf, (size_t)len + 1);
     size_t b = h & (e->nbuckets - 1);
@@ -563,6 +589,8 @@ void sp_engine_fetched(sp_engine_t *e, int idx, const char *val, size_t len) {
     if (!val) return; /* absent: stays new */
     if (kinds[en->kind]->decode(e, val, len, en->data) == 0) {
         en->absent = 0;
+        /* the committed timer is a function of the committed state */
+        if (kinds[en->kind]->timer) en->timer_at = kinds[en->kind]->timer(e, en->data);
     } else {
         if (kinds[en->kind]->release) kinds[en->kind]->release(en->data);
         memset(en->data, 0, kinds[en->kind]->size);
@@ -624,17 +652,33 @@ int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t 
     return -1;
 }
 
-void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start,
-                       const int64_t *first_start) {
+int sp_engine_pointer_keys(const sp_engine_t *e, const char **keys) {
+    int n = 0;
+    for (int f = 0; f < NFAM; f++)
+        for (int i = 0; i < e->cfg->window_cnt; i++) keys[n++] = e->final_key[f][i];
+    for (int i = 0; i < e->cfg->window_cnt; i++) keys[n++] = e->first_key[i];
+    return n;
+}
+
+void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *vals) {
+    int n = 0, nsz = e->cfg->window_cnt;
     if (watermark > e->watermark) e->watermark = watermark;
-    for (int i = 0; i < e->cfg->window_cnt; i++) {
-        e->final_start[i] = final_start[i];
-        if (first_start && first_start[i] >= 0 &&
-            (e->first_start[i] < 0 || first_start[i] < e->first_start[i]))
-            e->first_start[i] = first_start[i];
-        if (final_start[i] > e->latest_start[i]) e->latest_start[i] = final_start[i];
+    for (int f = 0; f < NFAM; f++)
+        for (int i = 0; i < nsz; i++) {
+            int64_t v = vals[n++];
+            /* A family without a pointer yet (new in this version) starts
+             * where the funnel is, less its own delay's worth of windows. */
+            if (v < 0 && f > 0 && e->close_delay[f] == 0) v = e->final_start[0][i];
+            e->final_start[f][i] = v;
+            if (v > e->latest_start[i]) e->latest_start[i] = v;
+        }
+    for (int i = 0; i < nsz; i++) {
+        int64_t v = vals[n++];
+        if (v >= 0 && (e->first_start[i] < 0 || v < e->first_start[i])) e->first_start[i] = v;
     }
 }
+
+void sp_engine_restore_timers(sp_engine_t *e, int64_t next_due) { e->next_due = next_due; }
 
 int64_t sp_engine_watermark(const sp_engine_t *e) { return e->watermark; }
 
@@ -646,7 +690,13 @@ void sp_engine_forget_entities(sp_engine_t *e) {
     /* Dirty entities here belong to a batch that failed and is replayed. */
     cache_clear(e);
 }
-int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx) { return e->final_start[size_idx]; }
+int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx) {
+    return e->final_start[SP_FAM_FUNNEL][size_idx];
+}
+
+int64_t sp_engine_family_final_start(const sp_engine_t *e, int fam, int size_idx) {
+    return e->final_start[fam][size_idx];
+}
 
 /* ---- windows ------------------------------------------------------- */
 
@@ -663,13 +713,11 @@ static win_t *win_get(sp_engine_t *e, int size_idx, int64_t start) {
     win_t *w = calloc(1, sizeof(*w));
     if (!w) return NULL;
     w->start = start;
-    for (int f = 0; f < NFAM; f++) {
-        w->fam[f] = calloc(1, families[f]->win_size);
-        if (!w->fam[f]) {
-            win_free(w);
-            return NULL;
-        }
-    }
+    /* Re-opened behind a family's final pointer (after a restart, for a late
+     * decision): that family is closed there already. */
+    for (int f = 0; f < NFAM; f++)
+        if (e->final_start[f][size_idx] >= 0 && start <= e->final_start[f][size_idx])
+            w->closed |= 1u << f;
     e->open[size_idx][e->nopen[size_idx]++] = w;
     if (e->first_start[size_idx] < 0 || start < e->first_start[size_idx])
         e->first_start[size_idx] = start;
@@ -682,9 +730,31 @@ int sp_engine_open_windows(const sp_engine_t *e) {
     return n;
 }
 
+/* A family's block of a window, allocated on first use; NULL when closed. */
+static void *fam_block(win_t *w, int f) {
+    if (w->closed & (1u << f)) return NULL;
+    if (!w->fam[f]) w->fam[f] = calloc(1, families[f]->win_size);
+    return w->fam[f];
+}
+
+void *sp_engine_block(sp_engine_t *e, int fam, int size_idx, int64_t t) {
+    int64_t ws = sp_engine_window_start(e, size_idx, t);
+    int64_t fin = e->final_start[fam][size_idx];
+    if (fin >= 0 && ws <= fin) return NULL;
+    win_t *w = win_get(e, size_idx, ws);
+    if (!w) return NULL;
+    void *b = fam_block(w, fam);
+    if (b) {
+        w->dirty = 1;
+        if (ws > e->latest_start[size_idx]) e->latest_start[size_idx] = ws;
+    }
+    return b;
+}
+
 int sp_engine_admit(sp_engine_t *e, const sp_event_t *ev) {
     int64_t ws = sp_engine_window_start(e, 0, ev->i[SP_I_EVENT_TIME]);
-    if (e->final_start[0] >= 0 && ws <= e->final_start[0]) return SP_ERR_LATE;
+    int64_t fin = e->final_start[SP_FAM_FUNNEL][0];
+    if (fin >= 0 && ws <= fin) return SP_ERR_LATE;
     return SP_OK;
 }
 
@@ -699,7 +769,11 @@ int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev) {
     }
     for (int f = 0; f < NFAM; f++) {
         void *fw[SP_MAX_WINDOWS];
-        for (int i = 0; i < e->cfg->window_cnt; i++) fw[i] = ws[i]->fam[f];
+        for (int i = 0; i < e->cfg->window_cnt; i++) {
+            /* an admitted event's windows are open for every family */
+            fw[i] = fam_block(ws[i], f);
+            if (!fw[i]) return SP_ERR_NOMEM;
+        }
         int r = families[f]->apply(e, ev, fw);
         if (r == SP_ERR_DUPLICATE) return r; /* a duplicate fact: no family counts it */
         if (r != SP_OK) rc = r;
@@ -715,6 +789,8 @@ int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev) {
     }
     return rc;
 }
+
+static int close_family(sp_engine_t *e, int f, int i, int budget);
 
 /* Watermark from partitions; then queue closes. */
 int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
@@ -739,106 +815,168 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
     if (e->npart > 0 && cand != INT64_MAX && cand > e->watermark) e->watermark = cand;
     if (e->watermark == INT64_MIN) return 0;
 
-    for (int i = 0; i < cfg->window_cnt && closed < CLOSE_MAX_PER_TICK; i++) {
-        int64_t next;
-        if (e->final_start[i] >= 0) {
-            next = sp_engine_window_end(e, i, e->final_start[i]);
-        } else {
-            /* Nothing final yet: from the earliest window ever opened (also
-             * by an earlier process: the first pointer in Redis). */
-            next = e->first_start[i] >= 0 ? e->first_start[i] : INT64_MAX;
-            for (int j = 0; j < e->nopen[i]; j++)
-                if (e->open[i][j]->start < next) next = e->open[i][j]->start;
-            if (next == INT64_MAX) continue;
+    for (int f = 0; f < NFAM; f++)
+        for (int i = 0; i < cfg->window_cnt && closed < CLOSE_MAX_PER_TICK; i++) {
+            int r = close_family(e, f, i, CLOSE_MAX_PER_TICK - closed);
+            if (r < 0) return closed;
+            closed += r;
         }
-        /* Skip windows that would expire at once. */
-        int64_t oldest = sp_engine_window_start(e, i, e->watermark - cfg->window_ttl_ms[i]);
-        if (next < oldest) {
-            int has_open_before = 0;
-            for (int j = 0; j < e->nopen[i]; j++)
-                if (e->open[i][j]->start < oldest) has_open_before = 1;
-            if (!has_open_before) next = oldest;
-        }
-        while (sp_engine_window_end(e, i, next) + cfg->allowed_lateness_ms <= e->watermark &&
-               closed < CLOSE_MAX_PER_TICK) {
-            win_t *w = NULL;
-            for (int j = 0; j < e->nopen[i]; j++)
-                if (e->open[i][j]->start == next) {
-                    w = e->open[i][j];
-                    e->open[i][j] = e->open[i][--e->nopen[i]];
-                    break;
-                }
-            if (e->nclosing == e->closing_cap) {
-                int nc = e->closing_cap ? e->closing_cap * 2 : 256;
-                closing_t *np = realloc(e->closing, (size_t)nc * sizeof(*np));
-                if (!np) {
-                    /* put it back and try again next tick */
-                    if (w) e->open[i][e->nopen[i]++] = w;
-                    return closed;
-                }
-                e->closing = np;
-                e->closing_cap = nc;
+    return closed;
+}
+
+/* Queue the closes of family f's windows of size i that the watermark
+ * passed (end + allowed_lateness + the family's delay); at most budget. */
+static int close_family(sp_engine_t *e, int f, int i, int budget) {
+    const sp_config_t *cfg = e->cfg;
+    int64_t next, lag = cfg->allowed_lateness_ms + e->close_delay[f];
+    int closed = 0;
+
+    if (e->final_start[f][i] >= 0) {
+        next = sp_engine_window_end(e, i, e->final_start[f][i]);
+    } else {
+        /* Nothing final yet: from the earliest window ever opened (also by an
+         * earlier process: the first pointer in Redis). */
+        next = e->first_start[i] >= 0 ? e->first_start[i] : INT64_MAX;
+        for (int j = 0; j < e->nopen[i]; j++)
+            if (e->open[i][j]->start < next) next = e->open[i][j]->start;
+        if (next == INT64_MAX) return 0;
+    }
+    /* Skip windows that would expire at once. */
+    int64_t oldest = sp_engine_window_start(e, i, e->watermark - lag - cfg->window_ttl_ms[i]);
+    if (next < oldest) {
+        int has_open_before = 0;
+        for (int j = 0; j < e->nopen[i]; j++)
+            if (e->open[i][j]->start < oldest && !(e->open[i][j]->closed & (1u << f)))
+                has_open_before = 1;
+        if (!has_open_before) next = oldest;
+    }
+    while (sp_engine_window_end(e, i, next) + lag <= e->watermark && closed < budget) {
+        win_t *w = NULL;
+        for (int j = 0; j < e->nopen[i]; j++)
+            if (e->open[i][j]->start == next) {
+                w = e->open[i][j];
+                break;
             }
-            e->closing[e->nclosing++] = (closing_t){i, next, w};
-            e->final_start[i] = next;
-            if (next > e->latest_start[i]) e->latest_start[i] = next; /* zero-filled */
-            next = sp_engine_window_end(e, i, next);
-            closed++;
+        if (e->nclosing == e->closing_cap) {
+            int nc = e->closing_cap ? e->closing_cap * 2 : 256;
+            closing_t *np = realloc(e->closing, (size_t)nc * sizeof(*np));
+            if (!np) return -1; /* try again next tick */
+            e->closing = np;
+            e->closing_cap = nc;
         }
+        if (w) w->closing |= 1u << f;
+        e->closing[e->nclosing++] = (closing_t){f, i, next, w};
+        e->final_start[f][i] = next;
+        e->finals_moved = 1;
+        if (next > e->latest_start[i]) e->latest_start[i] = next; /* zero-filled */
+        next = sp_engine_window_end(e, i, next);
+        closed++;
     }
     return closed;
 }
 
 /* ---- commit -------------------------------------------------------- */
 
-static void emit_window(sp_engine_t *e, sp_commit_t *c, int i, int64_t start, win_t *w,
+static void emit_window(sp_engine_t *e, sp_commit_t *c, int f, int i, int64_t start, void *blk,
                         int closing) {
     char key[192];
-    snprintf(key, sizeof(key), "%s:funnel:%s:%lld", e->prefix, e->size_name[i], (long long)start);
+    snprintf(key, sizeof(key), "%s:%s:%s:%lld", e->prefix, families[f]->name, e->size_name[i],
+             (long long)start);
     sp_commit_hash(c, key, e->cfg->window_ttl_ms[i]);
-    for (int f = 0; f < NFAM; f++) families[f]->emit(e, w ? w->fam[f] : NULL, closing, c);
+    families[f]->emit(e, blk, closing, c);
     if (closing) sp_commit_hset(c, "closed", "1");
+}
+
+static void win_unlink(sp_engine_t *e, int i, win_t *w) {
+    for (int j = 0; j < e->nopen[i]; j++)
+        if (e->open[i][j] == w) {
+            e->open[i][j] = e->open[i][--e->nopen[i]];
+            return;
+        }
 }
 
 int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c) {
     const sp_config_t *cfg = e->cfg;
 
-    /* Deltas of open windows. */
+    /* Deltas of open windows (those closing now are emitted below). */
     for (int i = 0; i < cfg->window_cnt; i++)
         for (int j = 0; j < e->nopen[i]; j++) {
             win_t *w = e->open[i][j];
             if (!w->dirty) continue;
-            emit_window(e, c, i, w->start, w, 0);
+            for (int f = 0; f < NFAM; f++)
+                if (w->fam[f] && !((w->closed | w->closing) & (1u << f)))
+                    emit_window(e, c, f, i, w->start, w->fam[f], 0);
             w->dirty = 0;
         }
     /* Closes (with their last deltas) and zero-fills. */
     for (int k = 0; k < e->nclosing; k++) {
         closing_t *cl = &e->closing[k];
-        emit_window(e, c, cl->size_idx, cl->start, cl->w, 1);
-        win_free(cl->w);
+        win_t *w = cl->w;
+        emit_window(e, c, cl->fam, cl->size_idx, cl->start, w ? w->fam[cl->fam] : NULL, 1);
+        if (!w) continue;
+        free(w->fam[cl->fam]);
+        w->fam[cl->fam] = NULL;
+        w->closed |= 1u << cl->fam;
+        w->closing &= ~(1u << cl->fam);
+        if ((w->closed & ALL_FAMS) == ALL_FAMS) {
+            win_unlink(e, cl->size_idx, w);
+            win_free(w);
+        }
     }
-    if (e->nclosing) {
-        for (int i = 0; i < cfg->window_cnt; i++)
-            if (e->final_start[i] >= 0) sp_commit_max(c, e->final_key[i], e->final_start[i]);
+    if (e->finals_moved) {
+        for (int f = 0; f < NFAM; f++)
+            for (int i = 0; i < cfg->window_cnt; i++)
+                if (e->final_start[f][i] >= 0)
+                    sp_commit_max(c, e->final_key[f][i], e->final_start[f][i]);
+        e->finals_moved = 0;
     }
     e->nclosing = 0;
     for (int i = 0; i < cfg->window_cnt; i++) {
-        if (e->latest_start[i] >= 0) sp_commit_max(c, e->latest_key[i], e->latest_start[i]);
-        if (e->first_start[i] >= 0 && e->final_start[i] < 0)
+        if (e->latest_start[i] >= 0 && e->latest_start[i] != e->latest_committed[i]) {
+            for (int f = 0; f < NFAM; f++) sp_commit_max(c, e->latest_key[f][i], e->latest_start[i]);
+            e->latest_committed[i] = e->latest_start[i];
+        }
+        if (e->first_start[i] >= 0 && e->final_start[SP_FAM_FUNNEL][i] < 0)
             sp_commit_min(c, e->first_key[i], e->first_start[i]);
     }
 
     /* Entities changed in this batch. */
+    size_t plen = strlen(e->state_prefix);
+    e->nwant = 0;
     for (size_t k = 0; k < e->ndirty; k++) {
         sp_entity_t *en = e->dirty[k];
         const sp_entity_kind_t *kd = kinds[en->kind];
-        size_t n = kd->encode(e, en->data, e->encbuf, e->enccap);
-        sp_commit_kv(c, en->key, e->encbuf, n, cfg->state_ttl_ms);
+        int64_t due = -1;
+        if (en->deleted) {
+            sp_commit_kv(c, en->key, NULL, 0, 0);
+        } else {
+            size_t n = kd->encode(e, en->data, e->encbuf, e->enccap);
+            int64_t ttl = kd->ttl ? kd->ttl(e, en->data) : 0;
+            sp_commit_kv(c, en->key, e->encbuf, n, ttl > 0 ? ttl : cfg->state_ttl_ms);
+            if (kd->timer) due = kd->timer(e, en->data);
+        }
+        if (due != en->timer_at) {
+            const char *member = en->key + plen;
+            size_t mlen = en->keylen - plen;
+            if (due >= 0) {
+                sp_commit_zadd(c, e->timers_key, member, mlen, due);
+                if (due < e->next_due) e->next_due = due;
+            } else {
+                sp_commit_zrem(c, e->timers_key, member, mlen);
+            }
+            en->timer_at = due;
+        }
         en->dirty = 0;
         en->absent = 0;
+        if (en->deleted) cache_remove(e, en);
     }
     e->ndirty = 0;
-    e->nwant = 0;
+
+    for (int k = 0; k < e->nincr; k++) {
+        struct incr *in = &e->incrs[k];
+        if (in->delta) sp_commit_hincr(c, in->key, in->field, in->delta);
+    }
+    e->nincr = 0;
 
     /* Evict cold entities past the budget (all are clean now). */
     while ((int64_t)e->nentities > cfg->state_cache_max && e->lru_tail)
@@ -854,4 +992,119 @@ void sp_engine_stats(const sp_engine_t *e, sp_engine_stats_t *out) {
     out->entities = (int64_t)e->nentities;
     out->open_windows = sp_engine_open_windows(e);
     out->dim_values = e->icount;
+}
+
+/* ---- services for families ------------------------------------------ */
+
+const char *sp_engine_prefix(const sp_engine_t *e) { return e->prefix; }
+
+void sp_engine_delete(sp_engine_t *e, sp_entity_t *en) {
+    sp_engine_touch(e, en);
+    en->deleted = 1;
+}
+
+void sp_engine_hincr(sp_engine_t *e, const char *key, const char *field, int64_t delta) {
+    for (int k = 0; k < e->nincr; k++)
+        if (strcmp(e->incrs[k].field, field) == 0 && strcmp(e->incrs[k].key, key) == 0) {
+            e->incrs[k].delta += delta;
+            return;
+        }
+    if (e->nincr == e->incr_cap) {
+        int nc = e->incr_cap ? e->incr_cap * 2 : 32;
+        struct incr *ni = realloc(e->incrs, (size_t)nc * sizeof(*ni));
+        if (!ni) {
+            sp_log(SP_LOG_ERROR, "out of memory: increment of %s %s lost", key, field);
+            return;
+        }
+        e->incrs = ni;
+        e->incr_cap = nc;
+    }
+    struct incr *in = &e->incrs[e->nincr++];
+    snprintf(in->key, sizeof(in->key), "%s", key);
+    snprintf(in->field, sizeof(in->field), "%s", field);
+    in->delta = delta;
+}
+
+void sp_engine_gauge_add(sp_engine_t *e, const char *field, int64_t delta) {
+    char key[128];
+    snprintf(key, sizeof(key), "%s:gauges", e->prefix);
+    sp_engine_hincr(e, key, field, delta);
+}
+
+void sp_engine_health_add(sp_engine_t *e, const char *field, int64_t delta) {
+    char key[128];
+    snprintf(key, sizeof(key), "%s:health", e->prefix);
+    sp_engine_hincr(e, key, field, delta);
+}
+
+void sp_engine_local_date(const sp_engine_t *e, int64_t t, int *year, int *month, int *day) {
+    time_t sec = (time_t)(t >= 0 ? t / 1000 : (t - 999) / 1000);
+    struct tm tm;
+    if (e->local_tz) localtime_r(&sec, &tm);
+    else gmtime_r(&sec, &tm);
+    *year = tm.tm_year + 1900;
+    *month = tm.tm_mon + 1;
+    *day = tm.tm_mday;
+}
+
+/* ---- timers --------------------------------------------------------- */
+
+const char *sp_engine_timers_key(const sp_engine_t *e) { return e->timers_key; }
+const char *sp_engine_state_prefix(const sp_engine_t *e) { return e->state_prefix; }
+
+int64_t sp_engine_timers_due(const sp_engine_t *e) {
+    if (e->watermark == INT64_MIN || e->next_due > e->watermark) return INT64_MIN;
+    return e->watermark;
+}
+
+void sp_engine_timers_next(sp_engine_t *e, int64_t next_due) { e->next_due = next_due; }
+
+void sp_engine_timer_fetched(sp_engine_t *e, const char *member, size_t mlen, int64_t score,
+                             const char *val, size_t vlen) {
+    int kind = -1;
+    for (int k = 0; k < SP_KIND__COUNT; k++) {
+        size_t n = strlen(kinds[k]->name);
+        if (mlen > n && memcmp(member, kinds[k]->name, n) == 0 && member[n] == ':') {
+            kind = k;
+            break;
+        }
+    }
+    if (kind < 0 || !kinds[kind]->on_timer) {
+        sp_log(SP_LOG_WARN, "timer of an unknown entity kind: %.*s (dropped)", (int)mlen, member);
+        return;
+    }
+    size_t n = strlen(kinds[kind]->name) + 1;
+    sp_str_t id = {member + n, (uint32_t)(mlen - n)};
+    sp_entity_t *en = sp_engine_entity(e, kind, id);
+    if (!en) {
+        sp_engine_want_entity(e, kind, id); /* creates it, absent */
+        en = sp_engine_entity(e, kind, id);
+        e->nwant = 0; /* not a prefetch: the value is here */
+        if (!en) return;
+        if (val && kinds[kind]->decode(e, val, vlen, en->data) == 0) en->absent = 0;
+        en->timer_at = score;
+        if (!val) { /* state expired under its timer: just drop the timer */
+            sp_engine_delete(e, en);
+            return;
+        }
+    }
+    sp_engine_touch(e, en); /* the fire pass looks at touched entities */
+}
+
+int sp_engine_fire(sp_engine_t *e) {
+    int fired = 0;
+    if (e->watermark == INT64_MIN) return 0;
+    for (size_t k = 0; k < e->ndirty; k++) { /* on_timer may touch more */
+        sp_entity_t *en = e->dirty[k];
+        const sp_entity_kind_t *kd = kinds[en->kind];
+        if (!kd->timer || en->deleted) continue;
+        for (int n = 0; n < TIMER_REFIRE_MAX; n++) {
+            int64_t due = kd->timer(e, en->data);
+            if (due < 0 || due > e->watermark) break;
+            kd->on_timer(e, en);
+            fired++;
+            if (en->deleted) break;
+        }
+    }
+    return fired;
 }

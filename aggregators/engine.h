@@ -41,12 +41,15 @@ void sp_engine_partition_remove(sp_engine_t *e, int topic_idx, int32_t partition
 /* Lag of a partition (high watermark - next offset); -1 when unknown. */
 void sp_engine_partition_lag(sp_engine_t *e, int topic_idx, int32_t partition, int64_t lag);
 int64_t sp_engine_partition_max_et(const sp_engine_t *e, int topic_idx, int32_t partition);
-/* Restore the pipeline watermark, the final pointer of each window size
- * (index into cfg->window_ms) and the first pointer (earliest window ever
- * opened, so windows opened by an earlier process still close); -1 = none.
- * first_start may be NULL. */
-void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *final_start,
-                       const int64_t *first_start);
+/* Keys of the pointers to load on start/reset: the final pointer of every
+ * family and size, then the first pointer of every size (earliest window
+ * ever opened, so windows opened by an earlier process still close). keys
+ * must hold (families + 1) x SP_MAX_WINDOWS. Returns the count. */
+int sp_engine_pointer_keys(const sp_engine_t *e, const char **keys);
+/* Restore the pipeline watermark and the pointers (values of those keys in
+ * order, -1 where absent). */
+void sp_engine_restore(sp_engine_t *e, int64_t watermark, const int64_t *vals);
+#define SP_ENGINE_POINTER_KEYS_MAX (8 * SP_MAX_WINDOWS)
 int64_t sp_engine_watermark(const sp_engine_t *e);
 /* Wall time of the batch being applied (a partition's last-event time). */
 void sp_engine_set_now(sp_engine_t *e, int64_t now_ms);
@@ -60,11 +63,24 @@ int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx);
 int sp_engine_advance(sp_engine_t *e, int64_t now_ms);
 int sp_engine_open_windows(const sp_engine_t *e);
 
-/* Redis keys of the final pointers, for the caller to load: key i is
- * "sp:{NS}:final:funnel:<size i>". */
-const char *sp_engine_final_key(const sp_engine_t *e, int size_idx);
-/* "sp:{NS}:first:funnel:<size i>". */
-const char *sp_engine_first_key(const sp_engine_t *e, int size_idx);
+/* Start of the newest window of a size final for a family (-1: none). */
+int64_t sp_engine_family_final_start(const sp_engine_t *e, int fam, int size_idx);
+
+/* ---- timers (entity kinds with a timer, see family.h) ----
+ * After advance: if sp_engine_timers_due() is not INT64_MIN, read the due
+ * members of sp_engine_timers_key() up to it (sp_store_timers_due with the
+ * value prefix sp_engine_state_prefix()), hand each to timer_fetched, set
+ * the returned next score with timers_next; then sp_engine_fire() runs the
+ * timers due (also those armed in this batch). Returns how many ran. */
+const char *sp_engine_timers_key(const sp_engine_t *e);
+const char *sp_engine_state_prefix(const sp_engine_t *e);
+int64_t sp_engine_timers_due(const sp_engine_t *e);
+void sp_engine_timer_fetched(sp_engine_t *e, const char *member, size_t mlen, int64_t score,
+                             const char *val, size_t vlen);
+void sp_engine_timers_next(sp_engine_t *e, int64_t next_due);
+/* On start/reset: the lowest score in the timer set (INT64_MAX: none). */
+void sp_engine_restore_timers(sp_engine_t *e, int64_t next_due);
+int sp_engine_fire(sp_engine_t *e);
 
 /* ---- a batch ---- */
 /* Classify before anything else: SP_OK or SP_ERR_LATE (its window of the

@@ -3,9 +3,19 @@
  * adding a family adds a file and one line there.
  *
  * Per window the engine keeps one block of `win_size` bytes per family
- * (zeroed when the window opens, freed when it closes). Entity state goes
- * through the engine's cache: the family names the keys it needs in want(),
- * and finds them loaded in apply(). */
+ * (zeroed when the window opens, freed when the family closes it). Each
+ * family writes its own hash sp:{NS}:<family>:<size>:<start> and pointers
+ * latest/final:<family>:<size>. A family with a close delay (abandonment)
+ * closes its windows that much later than the others.
+ *
+ * Entity state goes through the engine's cache: the family names the keys
+ * it needs in want(), and finds them loaded in apply(). An entity kind may
+ * have a timer: a pure function of its state giving the watermark at which
+ * on_timer() must run. The engine keeps every armed timer in the sorted set
+ * sp:{NS}:state:timers (written in the same commit as the state), fetches
+ * due ones when the watermark passes them, and runs on_timer on the loaded
+ * entity; on_timer changes the state so that the timer moves past the
+ * watermark (or is disarmed, -1). */
 #ifndef SP_FAMILY_H
 #define SP_FAMILY_H
 
@@ -24,6 +34,7 @@ typedef struct sp_entity {
     uint8_t absent;  /* new, not in Redis yet */
     uint8_t deleted; /* to be removed from Redis */
     char *key;       /* full Redis key, NUL-terminated (points after data) */
+    int64_t timer_at; /* timer score committed to Redis (-1: none) */
     _Alignas(8) unsigned char data[];
 } sp_entity_t;
 
@@ -37,9 +48,33 @@ typedef struct sp_entity_kind {
     int (*decode)(sp_engine_t *e, const char *val, size_t len, void *data);
     /* Free what data[] owns (NULL: nothing). */
     void (*release)(void *data);
+    /* Optional: the watermark at which on_timer must run (-1: none). */
+    int64_t (*timer)(sp_engine_t *e, const void *data);
+    void (*on_timer)(sp_engine_t *e, sp_entity_t *en);
+    /* Optional: Redis TTL of this entity in ms (NULL or 0: state.ttl). */
+    int64_t (*ttl)(sp_engine_t *e, const void *data);
 } sp_entity_kind_t;
 
-enum { SP_KIND_SESSION = 0, SP_KIND_ORDER, SP_KIND__COUNT };
+enum {
+    SP_KIND_SESSION = 0,
+    SP_KIND_ORDER,
+    SP_KIND_CART,
+    SP_KIND_SHIPMENT,
+    SP_KIND_TICKET,
+    SP_KIND_CUSTOMER,
+    SP_KIND__COUNT
+};
+
+/* Families, in the order the engine applies them (funnel first: it decides
+ * whether an ORDER_PLACED is a duplicate). */
+enum {
+    SP_FAM_FUNNEL = 0,
+    SP_FAM_ABANDONMENT,
+    SP_FAM_DELIVERY,
+    SP_FAM_RETENTION,
+    SP_FAM_SUPPORT,
+    SP_FAM__COUNT
+};
 
 typedef struct sp_family {
     const char *name; /* "funnel": keys sp:{NS}:funnel:<size>:<start> */
@@ -52,10 +87,14 @@ typedef struct sp_family {
      * c; then clear the deltas. win NULL: window not in memory (zero-fill or
      * close of a window opened before a restart). */
     void (*emit)(sp_engine_t *e, void *win, int closing, sp_commit_t *c);
+    /* Optional: extra delay of this family's window close (ms). */
+    int64_t (*close_delay)(const sp_config_t *cfg);
 } sp_family_t;
 
-extern const sp_entity_kind_t sp_kind_session, sp_kind_order;
-extern const sp_family_t sp_family_funnel;
+extern const sp_entity_kind_t sp_kind_session, sp_kind_order, sp_kind_cart, sp_kind_shipment,
+    sp_kind_ticket, sp_kind_customer;
+extern const sp_family_t sp_family_funnel, sp_family_abandonment, sp_family_delivery,
+    sp_family_retention, sp_family_support;
 
 /* Engine services for families. */
 const sp_config_t *sp_engine_cfg(const sp_engine_t *e);
@@ -69,5 +108,22 @@ void sp_engine_want_entity(sp_engine_t *e, int kind, sp_str_t id);
 sp_entity_t *sp_engine_entity(sp_engine_t *e, int kind, sp_str_t id);
 /* Mark an entity changed: it is written in the next commit. */
 void sp_engine_touch(sp_engine_t *e, sp_entity_t *en);
+/* Delete an entity from Redis in the next commit (and its timer). */
+void sp_engine_delete(sp_engine_t *e, sp_entity_t *en);
+/* The family's block in the window of size_idx holding t, opened if
+ * needed; NULL when that window is final for the family (or no memory).
+ * For effects that land in another window than the event's own (a cart's
+ * decision, a correction). */
+void *sp_engine_block(sp_engine_t *e, int fam, int size_idx, int64_t t);
+/* Add delta to a gauge (sp:{NS}:gauges field), in the next commit. */
+void sp_engine_gauge_add(sp_engine_t *e, const char *field, int64_t delta);
+/* Add delta to a health counter (sp:{NS}:health field). */
+void sp_engine_health_add(sp_engine_t *e, const char *field, int64_t delta);
+/* HINCRBY key field delta in the next commit (key: full Redis key). */
+void sp_engine_hincr(sp_engine_t *e, const char *key, const char *field, int64_t delta);
+/* "sp:{NS}" */
+const char *sp_engine_prefix(const sp_engine_t *e);
+/* Local civil date of t (ms) in windows.timezone (UTC by default). */
+void sp_engine_local_date(const sp_engine_t *e, int64_t t, int *year, int *month, int *day);
 
 #endif

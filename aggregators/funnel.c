@@ -129,7 +129,7 @@ typedef struct order {
  * nslot x (u8 size, i32 window index, u8 flags, u8 tuple); little endian. */
 static size_t session_encode(sp_engine_t *e, const void *data, char *buf, size_t cap) {
     const session_t *s = data;
-    int nd = sp_engine_cfg(e)->funnel_dim_cnt;
+    int nd = sp_engine_cfg(e)->funnel_dims.cnt;
     size_t n = 0;
     if (cap < 6) return 0;
     buf[n++] = 'S';
@@ -179,7 +179,7 @@ static int session_decode(sp_engine_t *e, const char *val, size_t len, void *dat
     size_t n = 5;
     if (len < 5 || p[0] != 'S' || p[1] != '4') return -1;
     int nd = p[3], nt = p[4];
-    if (nd != sp_engine_cfg(e)->funnel_dim_cnt || nd > NDIM || nt > NTUPLE) return -1;
+    if (nd != sp_engine_cfg(e)->funnel_dims.cnt || nd > NDIM || nt > NTUPLE) return -1;
     for (int t = 0; t < nt; t++)
         for (int k = 0; k < nd; k++) {
             if (n + 2 > len) return -1;
@@ -260,9 +260,11 @@ static int order_decode(sp_engine_t *e, const char *val, size_t len, void *data)
     return 0;
 }
 
-const sp_entity_kind_t sp_kind_session = {"session", sizeof(session_t), session_encode,
-                                          session_decode, session_release};
-const sp_entity_kind_t sp_kind_order = {"order", sizeof(order_t), order_encode, order_decode, NULL};
+const sp_entity_kind_t sp_kind_session = {"session",       sizeof(session_t), session_encode,
+                                          session_decode,  session_release,   NULL,
+                                          NULL,            NULL};
+const sp_entity_kind_t sp_kind_order = {"order", sizeof(order_t), order_encode, order_decode,
+                                        NULL,    NULL,            NULL,         NULL};
 
 /* ---- the family ---------------------------------------------------- */
 
@@ -304,15 +306,15 @@ static void add(sp_engine_t *e, fwin_t *w, int f, int64_t v, const uint32_t *ids
 
 static void event_dims(sp_engine_t *e, const sp_event_t *ev, uint32_t *ids) {
     const sp_config_t *cfg = sp_engine_cfg(e);
-    for (int k = 0; k < cfg->funnel_dim_cnt; k++) {
-        sp_str_t v = ev->s[cfg->funnel_dims[k]];
+    for (int k = 0; k < cfg->funnel_dims.cnt; k++) {
+        sp_str_t v = ev->s[cfg->funnel_dims.f[k]];
         ids[k] = v.p ? sp_engine_intern(e, v.p, v.len) : 0;
     }
 }
 
 static int funnel_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
     const sp_config_t *cfg = sp_engine_cfg(e);
-    int nd = cfg->funnel_dim_cnt > NDIM ? NDIM : cfg->funnel_dim_cnt;
+    int nd = cfg->funnel_dims.cnt > NDIM ? NDIM : cfg->funnel_dims.cnt;
     int nsz = sp_engine_size_count(e);
     int64_t t = ev->i[SP_I_EVENT_TIME];
     uint32_t ev_ids[NDIM] = {0};
@@ -426,7 +428,7 @@ static size_t suffix(char *buf, size_t cap, const char *dim, const char *v, size
 
 static void funnel_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c) {
     const sp_config_t *cfg = sp_engine_cfg(e);
-    int nd = cfg->funnel_dim_cnt > NDIM ? NDIM : cfg->funnel_dim_cnt;
+    int nd = cfg->funnel_dims.cnt > NDIM ? NDIM : cfg->funnel_dims.cnt;
     fwin_t *w = win;
     char sfx[300], f[600];
 
@@ -439,7 +441,7 @@ static void funnel_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c) 
     if (w->all.dirty || closing) emit_cnt(c, &w->all, "", 0, closing);
     for (int k = 0; k < nd; k++) {
         dimtab_t *t = &w->dim[k];
-        const char *dname = sp_str_field_names[cfg->funnel_dims[k]];
+        const char *dname = sp_str_field_names[cfg->funnel_dims.f[k]];
         for (int j = 0; j <= DIM_MAX; j++) {
             if (j == t->ids.n) j = DIM_MAX;
             if (!t->c[j].dirty) continue;
@@ -466,4 +468,4 @@ static void funnel_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c) 
 }
 
 const sp_family_t sp_family_funnel = {"funnel", sizeof(fwin_t), funnel_want, funnel_apply,
-                                      funnel_emit};
+                                      funnel_emit, NULL};

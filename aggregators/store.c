@@ -91,6 +91,31 @@ static const char SCRIPT[] =
     "  local n = #f\n"
     "  for i = 1, n, step do call(cmd, key, unpack(f, i, math.min(i + step - 1, n))) end\n"
     "end\n"
+    "local function num(v)\n"
+    "  if v == math.floor(v) and v > -9007199254740992 and v < 9007199254740992 then\n"
+    "    return string.format('%d', v) end\n"
+    "  return string.format('%.15g', v)\n"
+    "end\n"
+    "local G = 1.01 / 0.99\n"
+    /* nearest-rank quantile of the histogram fields <name>:b<i> (hist.h) */
+    "local function quantile(all, name, q)\n"
+    "  local pfx, bs, n = name .. ':b', {}, 0\n"
+    "  for i = 1, #all, 2 do\n"
+    "    local f = all[i]\n"
+    "    if string.sub(f, 1, #pfx) == pfx then\n"
+    "      local sfx, c, v = string.sub(f, #pfx + 1), tonumber(all[i + 1]) or 0\n"
+    "      if sfx == 'z' then v = 0 else local x = tonumber(sfx); if x then v = 2 * G ^ x / (G + 1) end end\n"
+    "      if v and c > 0 then bs[#bs + 1] = {v, c}; n = n + c end\n"
+    "    end\n"
+    "  end\n"
+    "  if n == 0 then return nil end\n"
+    "  table.sort(bs, function(a, b) return a[1] < b[1] end)\n"
+    "  local rank = math.ceil(q * n)\n"
+    "  if rank < 1 then rank = 1 end\n"
+    "  local acc = 0\n"
+    "  for i = 1, #bs do acc = acc + bs[i][2]; if acc >= rank then return bs[i][1] end end\n"
+    "  return bs[#bs][1]\n"
+    "end\n"
     "local pre, p = A[1], 2\n"
     /* 1. fence, before any write */
     "local offkey = KEYS[1]\n"
@@ -148,10 +173,10 @@ static const char SCRIPT[] =
     "  end\n"
     "  local nincr, need = no, {}\n"
     "  for i = rb, p - 1, 4 do\n"
-    "    for j = 2, 3 do\n"
+    "    if A[i + 1] ~= 'q' then for j = 2, 3 do\n"
     "      local f = A[i + j]\n"
     "      if delta[f] == nil and not need[f] then need[f] = true; no = no + 1; order[no] = f end\n"
-    "    end\n"
+    "    end end\n"
     "  end\n"
     "  local old = hmget(key, order)\n"
     "  local vals, out, nout = {}, {}, 0\n"
@@ -159,7 +184,7 @@ static const char SCRIPT[] =
     "    local f = order[i]\n"
     "    local v = (tonumber(old[i]) or 0) + delta[f]\n"
     "    vals[f] = v\n"
-    "    out[nout + 1] = f; out[nout + 2] = string.format('%d', v); nout = nout + 2\n"
+    "    out[nout + 1] = f; out[nout + 2] = num(v); nout = nout + 2\n"
     "  end\n"
     "  for i = nincr + 1, no do vals[order[i]] = tonumber(old[i]) or 0 end\n"
     "  for i = sb, rb - 1, 2 do\n"
@@ -167,12 +192,15 @@ static const char SCRIPT[] =
     "    vals[f] = tonumber(v) or 0\n"
     "    out[nout + 1] = f; out[nout + 2] = v; nout = nout + 2\n"
     "  end\n"
-    "  local del = {}\n"
+    "  local del, qs = {}, {}\n"
     "  for i = rb, p - 1, 4 do\n"
     "    local f, kind = A[i], A[i + 1]\n"
-    "    local num, den = vals[A[i + 2]] or 0, vals[A[i + 3]] or 0\n"
-    "    if den ~= 0 then\n"
-    "      local x, s = num / den\n"
+    "    local nu, den = vals[A[i + 2]] or 0, vals[A[i + 3]] or 0\n"
+    "    if kind == 'f' then den = nu + den end\n"
+    "    if kind == 'q' then qs[#qs + 1] = i\n"
+    "    elseif den ~= 0 then\n"
+    "      local x, s = nu / den\n"
+    "      if kind == 'p' then x = 100 * x end\n"
     "      if kind == 'a' then\n"
     "        if x >= 0 then x = math.floor(x + 0.5) else x = -math.floor(-x + 0.5) end\n"
     "        s = string.format('%d', x)\n"
@@ -182,6 +210,16 @@ static const char SCRIPT[] =
     "  end\n"
     "  hmany('HSET', key, out, 2 * CH)\n"
     "  hmany('HDEL', key, del, CH)\n"
+    "  if #qs > 0 then\n"
+    "    local all, qo, qd = call('HGETALL', key), {}, {}\n"
+    "    for _, i in ipairs(qs) do\n"
+    "      local v = quantile(all, A[i + 2], tonumber(A[i + 3]))\n"
+    "      if v then qo[#qo + 1] = A[i]; qo[#qo + 1] = string.format('%.6g', v)\n"
+    "      else qd[#qd + 1] = A[i] end\n"
+    "    end\n"
+    "    hmany('HSET', key, qo, 2 * CH)\n"
+    "    hmany('HDEL', key, qd, CH)\n"
+    "  end\n"
     "  if ttl ~= '0' then call('PEXPIRE', key, ttl) end\n"
     "end\n"
     /* 5. max pointers */
@@ -221,6 +259,13 @@ static const char SCRIPT[] =
     "  if call('APPEND', k, A[p + 1]) > tonumber(A[p + 2]) then call('RENAME', k, k .. ':old') end\n"
     "  p = p + 3\n"
     "end\n"
+    /* 9. HINCRBY anywhere (gauges, cohorts), timers */
+    "local nhi = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nhi do call('HINCRBY', A[p], A[p + 1], A[p + 2]); p = p + 3 end\n"
+    "local nza = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nza do call('ZADD', A[p], A[p + 1], A[p + 2]); p = p + 3 end\n"
+    "local nzr = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nzr do call('ZREM', A[p], A[p + 1]); p = p + 2 end\n"
     "return ncmd\n";
 
 #define SP_LUA_CHUNK 1000 /* must match CH in SCRIPT */
@@ -258,6 +303,9 @@ enum {
     SEC_GAUGE,
     SEC_PUB,
     SEC_APPEND,
+    SEC_HINCR,
+    SEC_ZADD,
+    SEC_ZREM,
     SEC__COUNT
 };
 
@@ -444,9 +492,42 @@ void sp_commit_hset(sp_commit_t *c, const char *field, const char *value) {
     hash_close(c);
 }
 
+void sp_commit_incr_f(sp_commit_t *c, const char *field, size_t field_len, double delta) {
+    char buf[40];
+    if (c->err) return;
+    int n = snprintf(buf, sizeof(buf), "%.17g", delta);
+    push_str(c, SEC_INCR, field, field_len);
+    push_str(c, SEC_INCR, buf, (size_t)n);
+    hash_close(c);
+}
+
+void sp_commit_hincr(sp_commit_t *c, const char *key, const char *field, int64_t delta) {
+    push_str(c, SEC_HINCR, key, strlen(key));
+    push_str(c, SEC_HINCR, field, strlen(field));
+    push_i64(c, SEC_HINCR, delta);
+}
+
+void sp_commit_zadd(sp_commit_t *c, const char *key, const char *member, size_t len,
+                    int64_t score) {
+    push_str(c, SEC_ZADD, key, strlen(key));
+    push_i64(c, SEC_ZADD, score);
+    push_str(c, SEC_ZADD, member, len);
+}
+
+void sp_commit_zrem(sp_commit_t *c, const char *key, const char *member, size_t len) {
+    push_str(c, SEC_ZREM, key, strlen(key));
+    push_str(c, SEC_ZREM, member, len);
+}
+
+void sp_commit_quantile(sp_commit_t *c, const char *field, const char *hist_name, double q) {
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%.17g", q);
+    sp_commit_ratio(c, field, 'q', hist_name, buf);
+}
+
 void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *num_field,
                      const char *den_field) {
-    assert(kind == 'r' || kind == 'a');
+    assert(kind == 'r' || kind == 'a' || kind == 'p' || kind == 'f' || kind == 'q');
     if (c->err) return;
     push_str(c, SEC_RATIO, field, strlen(field));
     push_str(c, SEC_RATIO, &kind, 1);
@@ -511,6 +592,8 @@ int64_t sp_commit_command_estimate(const sp_commit_t *c) {
     n += chunks(c->sec[SEC_GAUGE].n / 2, SP_LUA_CHUNK);
     n += (int64_t)c->sec[SEC_PUB].n;
     n += (int64_t)(c->sec[SEC_APPEND].n / 3) * 2;
+    n += (int64_t)(c->sec[SEC_HINCR].n / 3) + (int64_t)(c->sec[SEC_ZADD].n / 3) +
+         (int64_t)(c->sec[SEC_ZREM].n / 2);
     return n;
 }
 
@@ -860,6 +943,11 @@ static int argv_reserve(sp_store_t *st, size_t n) {
     return 0;
 }
 
+/* A hash section with nothing in it is not sent (a family with no news). */
+static int hash_empty(const sp_hash_sec_t *h) {
+    return h->incr_hi == h->incr_lo && h->set_hi == h->set_lo && h->ratio_hi == h->ratio_lo;
+}
+
 int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
     if (ret != SP_OK) return ret;
@@ -873,8 +961,11 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         return SP_ERR_INVALID;
     }
 
-    /* counts: 7 sections + 3 per hash, each at most 20 digits + NUL */
-    size_t ncounts = 9 + 3 * c->nhash;
+    /* counts: 12 sections + 3 per hash, each at most 20 digits + NUL */
+    size_t nh = 0;
+    for (size_t h = 0; h < c->nhash; h++)
+        if (!hash_empty(&c->hash[h])) nh++;
+    size_t ncounts = 12 + 3 * nh;
     if (ncounts * 24 > st->nums_cap) {
         char *nb = realloc(st->nums, ncounts * 24);
         if (!nb) {
@@ -884,7 +975,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         st->nums = nb;
         st->nums_cap = ncounts * 24;
     }
-    size_t argc = 5 + 9 + 5 * c->nhash;
+    size_t argc = 5 + 12 + 5 * nh;
     for (int i = 0; i < SEC__COUNT; i++)
         argc += c->sec[i].n;
     if (argv_reserve(st, argc)) {
@@ -912,9 +1003,10 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     ARG_SEC(SEC_OFF);
     ARG_N(c->sec[SEC_KV].n / 3);
     ARG_SEC(SEC_KV);
-    ARG_N(c->nhash);
+    ARG_N(nh);
     for (size_t h = 0; h < c->nhash; h++) {
         const sp_hash_sec_t *hs = &c->hash[h];
+        if (hash_empty(hs)) continue;
         ARG_A(hs->key);
         ARG_A(hs->ttl);
         ARG_N((hs->incr_hi - hs->incr_lo) / 2);
@@ -939,6 +1031,12 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     ARG_SEC(SEC_PUB);
     ARG_N(c->sec[SEC_APPEND].n / 3);
     ARG_SEC(SEC_APPEND);
+    ARG_N(c->sec[SEC_HINCR].n / 3);
+    ARG_SEC(SEC_HINCR);
+    ARG_N(c->sec[SEC_ZADD].n / 3);
+    ARG_SEC(SEC_ZADD);
+    ARG_N(c->sec[SEC_ZREM].n / 2);
+    ARG_SEC(SEC_ZREM);
 #undef ARG_S
 #undef ARG_A
 #undef ARG_N
@@ -1038,6 +1136,81 @@ int sp_store_mget_recv(sp_store_t *st,
             cb(opaque, (int)i, e->str, e->len);
         else
             cb(opaque, (int)i, NULL, 0);
+    }
+    freeReplyObject(r);
+    return SP_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* timers                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Due members, their scores and state values in one round trip; then the
+ * score of the first member not returned. */
+static const char TIMERS_SCRIPT[] =
+    "local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])\n"
+    "local out = {}\n"
+    "for i = 1, #m, 2 do\n"
+    "  out[#out + 1] = m[i]; out[#out + 1] = m[i + 1]\n"
+    "  out[#out + 1] = redis.call('GET', ARGV[3] .. m[i])\n"
+    "end\n"
+    "local r = #m / 2\n"
+    "local nx = redis.call('ZRANGE', KEYS[1], r, r, 'WITHSCORES')\n"
+    "out[#out + 1] = nx[2] or ''\n"
+    "return out\n";
+
+static int64_t reply_i64(const redisReply *r) {
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_INTEGER) return (int64_t)r->integer;
+    if (r->type == REDIS_REPLY_STRING && r->len) return (int64_t)strtod(r->str, NULL);
+    return 0;
+}
+
+int sp_store_timers_due(sp_store_t *st, const char *key, const char *value_prefix, int64_t upto,
+                        int limit,
+                        void (*cb)(void *opaque, const char *member, size_t mlen, int64_t score,
+                                   const char *val, size_t vlen),
+                        void *opaque, int64_t *next_out, char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    *next_out = INT64_MAX;
+    if (ret != SP_OK) return ret;
+    redisReply *r = redisCommand(st->rc, "EVAL %s 1 %s %lld %d %s", TIMERS_SCRIPT, key,
+                                 (long long)upto, limit, value_prefix);
+    if (!r) return io_fail(st, "EVAL timers", errstr, errstr_size);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 3 != 1) {
+        set_err(errstr, errstr_size, "redis timers: %s",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        st->broken = 1;
+        return SP_ERR_IO;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 3) {
+        const redisReply *m = r->element[i], *sc = r->element[i + 1], *v = r->element[i + 2];
+        if (m->type != REDIS_REPLY_STRING) continue;
+        int has = v->type == REDIS_REPLY_STRING;
+        cb(opaque, m->str, m->len, reply_i64(sc), has ? v->str : NULL, has ? v->len : 0);
+    }
+    const redisReply *nx = r->element[r->elements - 1];
+    if (nx->type == REDIS_REPLY_STRING && nx->len) *next_out = reply_i64(nx);
+    freeReplyObject(r);
+    return SP_OK;
+}
+
+int sp_store_zmin(sp_store_t *st, const char *key, int64_t *out, char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    *out = INT64_MAX;
+    if (ret != SP_OK) return ret;
+    redisReply *r = redisCommand(st->rc, "ZRANGE %s 0 0 WITHSCORES", key);
+    if (!r) return io_fail(st, "ZRANGE", errstr, errstr_size);
+    if (r->type == REDIS_REPLY_ARRAY) {
+        if (r->elements == 2) *out = reply_i64(r->element[1]);
+    } else {
+        set_err(errstr, errstr_size, "redis ZRANGE %s: %s", key,
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return SP_ERR_IO;
     }
     freeReplyObject(r);
     return SP_OK;

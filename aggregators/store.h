@@ -21,8 +21,13 @@
  *  5. raises "max pointers" (SET key v if v > current: latest/final);
  *  6. HINCRBY health counters, HSET gauges;
  *  7. PUBLISHes the update message.
- * Ratios: kind 'r' = num/den as "%.6g"; kind 'a' = integer average,
- * rounded half away from zero.
+ *  8. HINCRBY on any key (gauges, cohort tables); ZADD / ZREM (timers).
+ * Ratios: kind 'r' = num/den as "%.6g"; 'p' = 100 num/den; 'f' = num/(num +
+ * den); 'a' = integer average, rounded half away from zero; 'q' = a
+ * quantile of the histogram fields "<num>:b<i>" (hist.h), den = q as a
+ * decimal, computed after the counters are written. Absent when the
+ * denominator (or the histogram) is empty. Counters written from float
+ * deltas (sp_commit_incr_f) are stored as "%.15g" unless integral.
  * Counters are exact up to 2^53 (Lua numbers). */
 #ifndef SP_STORE_H
 #define SP_STORE_H
@@ -53,6 +58,15 @@ void sp_commit_incr(sp_commit_t *c, const char *field, size_t field_len, int64_t
 void sp_commit_hset(sp_commit_t *c, const char *field, const char *value);
 void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *num_field,
                      const char *den_field);
+void sp_commit_incr_f(sp_commit_t *c, const char *field, size_t field_len, double delta);
+/* Field = the q-quantile (0..1) of histogram hist_name in this hash. */
+void sp_commit_quantile(sp_commit_t *c, const char *field, const char *hist_name, double q);
+/* HINCRBY key field delta (any key of the namespace). */
+void sp_commit_hincr(sp_commit_t *c, const char *key, const char *field, int64_t delta);
+/* Timers: ZADD key score member / ZREM key member. */
+void sp_commit_zadd(sp_commit_t *c, const char *key, const char *member, size_t len,
+                    int64_t score);
+void sp_commit_zrem(sp_commit_t *c, const char *key, const char *member, size_t len);
 /* SET key value if value > current (or key absent). */
 void sp_commit_max(sp_commit_t *c, const char *key, int64_t value);
 /* SET key value if value < current (or key absent). */
@@ -99,6 +113,18 @@ int sp_store_mget_send(sp_store_t *st, const char *const *keys, const size_t *le
 int sp_store_mget_recv(sp_store_t *st,
                        void (*cb)(void *opaque, int idx, const char *val, size_t len),
                        void *opaque, char *errstr, size_t errstr_size);
+
+/* Blocking (no reply outstanding): members of the sorted set key with score
+ * <= upto, lowest first, at most limit; for each, cb(opaque, member, score,
+ * value of the key <value_prefix><member> or NULL). *next_out: the score of
+ * the first member not returned (INT64_MAX: none). */
+int sp_store_timers_due(sp_store_t *st, const char *key, const char *value_prefix, int64_t upto,
+                        int limit,
+                        void (*cb)(void *opaque, const char *member, size_t mlen, int64_t score,
+                                   const char *val, size_t vlen),
+                        void *opaque, int64_t *next_out, char *errstr, size_t errstr_size);
+/* Blocking: lowest score of the sorted set (INT64_MAX: empty). */
+int sp_store_zmin(sp_store_t *st, const char *key, int64_t *out, char *errstr, size_t errstr_size);
 
 /* Number of replies outstanding (commits + prefetches). */
 int sp_store_pending(const sp_store_t *st);

@@ -86,7 +86,7 @@ typedef struct opt {
 
 static const char *const format_names[] = {"avro", "json", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
-static const sp_str_field_t dim_fields[] = {SP_S_CHANNEL, SP_S_DEVICE, SP_S_COUNTRY};
+static const sp_str_field_t dim_fields[] = {SP_S_CHANNEL, SP_S_DEVICE, SP_S_COUNTRY, SP_S_CARRIER};
 #define DIM_FIELD_CNT (sizeof(dim_fields) / sizeof(dim_fields[0]))
 
 static int check_namespace(const char *v, char *why, size_t why_size);
@@ -94,6 +94,15 @@ static int check_topic(const char *v, char *why, size_t why_size);
 static int check_nonempty(const char *v, char *why, size_t why_size);
 static int check_currency(const char *v, char *why, size_t why_size);
 static int check_timezone(const char *v, char *why, size_t why_size);
+
+/* Dimension lists: allowed fields as a bit mask in opt.min. */
+#define DM_CHANNEL (1 << 0)
+#define DM_DEVICE  (1 << 1)
+#define DM_COUNTRY (1 << 2)
+#define DM_CARRIER (1 << 3)
+#define DM_CDC     (DM_CHANNEL | DM_DEVICE | DM_COUNTRY)
+#define DIMS(n, f, d, mask, desc)                                                                  \
+    { n, T_DIM_LIST, d, OFF(f), 0, mask, 0, NULL, NULL, 0, desc }
 
 #define OFF(f) offsetof(sp_config_t, f)
 #define SZ(f)  sizeof(((sp_config_t *)0)->f)
@@ -171,14 +180,37 @@ static const opt_t opts[] = {
 
     INT("metrics.max_dimension_values", max_dimension_values, "64", 1, 1000000,
         "distinct values per dimension and window; the rest count as `__other__`"),
-    {"metrics.funnel.dimensions", T_DIM_LIST, "[channel, device, country]", 0, 0, 0, 0, NULL, NULL,
-     0, "dimensions of the funnel family (subset of channel, device, country)"},
+    DIMS("metrics.funnel.dimensions", funnel_dims, "[channel, device, country]", DM_CDC,
+         "dimensions of the funnel family (subset of channel, device, country)"),
+    DIMS("metrics.abandonment.dimensions", abandonment_dims, "[channel, device]", DM_CDC,
+         "dimensions of the abandonment family (subset of channel, device, country)"),
+    DUR("metrics.abandonment.abandon_after", abandon_after_ms, "60m", 1,
+        "a cart (checkout) without an order of its session this long after it is abandoned"),
+    DIMS("metrics.delivery.dimensions", delivery_dims, "[carrier, country]", DM_CARRIER | DM_COUNTRY,
+         "dimensions of the delivery family (subset of carrier, country)"),
+    DUR("metrics.delivery.dispatch_sla", dispatch_sla_ms, "24h", 1,
+        "dispatch later than this after the order is a dispatch SLA breach"),
+    DUR("metrics.delivery.at_risk_horizon", at_risk_horizon_ms, "24h", 1,
+        "gauge at_risk: in-flight shipments promised within this, not out for delivery"),
+    DIMS("metrics.retention.dimensions", retention_dims, "[channel]", DM_CDC,
+         "dimensions of the retention family (subset of channel, device, country)"),
+    DUR("metrics.retention.horizon", retention_horizon_ms, "365d", 1,
+        "a customer is returning with an earlier order at most this long before"),
+    DIMS("metrics.support.dimensions", support_dims, "[channel]", DM_CHANNEL,
+         "dimensions of the support family (channel or none)"),
     STR("store.currency", currency, "USD", check_currency, 0,
         "ISO 4217 currency of revenue and AOV (no conversion)"),
 
     INT64("dedup.max_ids", dedup_max_ids, "1000000", 1, INT64_MAX,
           "event ids remembered for dedup per instance (oldest out first)"),
-    DUR("state.ttl", state_ttl_ms, "2d", 1, "TTL of entity state in Redis"),
+    DUR("state.ttl", state_ttl_ms, "2d", 1,
+        "TTL of session, order and cart state in Redis (longer than abandon_after)"),
+    DUR("state.shipment_ttl", shipment_ttl_ms, "60d", 1,
+        "a shipment without news this long (event time, from its last event or promised "
+        "time) is given up: it leaves the gauges and its state is deleted"),
+    DUR("state.ticket_ttl", ticket_ttl_ms, "30d", 1, "TTL of support ticket state in Redis"),
+    DUR("state.customer_ttl", customer_ttl_ms, "400d", 1,
+        "TTL of customer history in Redis (longer than metrics.retention.horizon)"),
     INT64("state.cache_max", state_cache_max, "1000000", 1, INT64_MAX,
           "entities kept in process memory (cold entries are evicted beyond this)"),
     INT("pipeline.batch_max", batch_max, "10000", 1, 10000000, "messages per batch"),
@@ -680,10 +712,16 @@ static int resolve_windows(loader_t *ld) {
 }
 
 static int apply_dims(loader_t *ld, const opt_t *o, yaml_node_t *n) {
-    sp_config_t *cfg = ld->cfg;
-    sp_str_field_t dims[DIM_FIELD_CNT];
-    int cnt = 0, rc;
+    sp_dims_t *out = (sp_dims_t *)((char *)ld->cfg + o->off), dims;
+    char allowed[96] = "";
+    int rc;
 
+    for (size_t d = 0; d < DIM_FIELD_CNT; d++)
+        if (o->min & (1 << d))
+            snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
+                     allowed[0] ? ", " : "", sp_str_field_names[dim_fields[d]]);
+    memset(&dims, 0, sizeof(dims));
+    if (node_is_null(n)) goto done;
     if ((rc = expect(ld, n, YAML_SEQUENCE_NODE, o->name))) return rc;
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
          it++) {
@@ -691,18 +729,18 @@ static int apply_dims(loader_t *ld, const opt_t *o, yaml_node_t *n) {
         size_t d;
         if ((rc = expect(ld, e, YAML_SCALAR_NODE, o->name))) return rc;
         for (d = 0; d < DIM_FIELD_CNT; d++)
-            if (strcmp(scalar(e), sp_str_field_names[dim_fields[d]]) == 0) break;
+            if ((o->min & (1 << d)) && strcmp(scalar(e), sp_str_field_names[dim_fields[d]]) == 0)
+                break;
         if (d == DIM_FIELD_CNT)
-            return fail(ld, node_line(e), o->name,
-                        "unknown dimension '%s' (expected channel, device or country)", scalar(e));
-        for (int i = 0; i < cnt; i++)
-            if (dims[i] == dim_fields[d])
+            return fail(ld, node_line(e), o->name, "unknown dimension '%s' (expected %s)",
+                        scalar(e), allowed);
+        for (int i = 0; i < dims.cnt; i++)
+            if (dims.f[i] == dim_fields[d])
                 return fail(ld, node_line(e), o->name, "dimension '%s' given twice", scalar(e));
-        dims[cnt++] = dim_fields[d];
+        dims.f[dims.cnt++] = dim_fields[d];
     }
-    memset(cfg->funnel_dims, 0, sizeof(cfg->funnel_dims));
-    memcpy(cfg->funnel_dims, dims, (size_t)cnt * sizeof(dims[0]));
-    cfg->funnel_dim_cnt = cnt;
+done:
+    *out = dims;
     return SP_OK;
 }
 
@@ -947,6 +985,24 @@ static int resolve_schemas(sp_config_t *cfg, char *errstr, size_t errstr_size) {
     return SP_OK;
 }
 
+/* State must outlive the decisions that read it. */
+static int check_lifetimes(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
+    const char *src = cfg->source[0] ? cfg->source : "(defaults)";
+    if (cfg->state_ttl_ms <= cfg->abandon_after_ms + cfg->allowed_lateness_ms) {
+        snprintf(errstr, errstr_size,
+                 "%s: key 'state.ttl': must be longer than metrics.abandonment.abandon_after + "
+                 "windows.allowed_lateness (cart state is read when the cart is decided)",
+                 src);
+        return SP_ERR_CONFIG;
+    }
+    if (cfg->customer_ttl_ms < cfg->retention_horizon_ms) {
+        snprintf(errstr, errstr_size,
+                 "%s: key 'state.customer_ttl': must be at least metrics.retention.horizon", src);
+        return SP_ERR_CONFIG;
+    }
+    return SP_OK;
+}
+
 void sp_config_defaults(sp_config_t *cfg) {
     char why[64];
     defaults_unresolved(cfg);
@@ -1045,6 +1101,7 @@ int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errs
 
 env:
     if ((rc = apply_env(cfg, errstr, errstr_size))) goto out;
+    if ((rc = check_lifetimes(cfg, errstr, errstr_size))) goto out;
     rc = resolve_schemas(cfg, errstr, errstr_size);
 out:
     free(ld);
@@ -1108,12 +1165,14 @@ static void print_value(const sp_config_t *cfg, const opt_t *o, FILE *out, int i
         }
         fputc('}', out);
         break;
-    case T_DIM_LIST:
+    case T_DIM_LIST: {
+        const sp_dims_t *d = (const sp_dims_t *)field;
         fputc('[', out);
-        for (int i = 0; i < cfg->funnel_dim_cnt; i++)
-            fprintf(out, "%s%s", i ? ", " : "", sp_str_field_names[cfg->funnel_dims[i]]);
+        for (int i = 0; i < d->cnt; i++)
+            fprintf(out, "%s%s", i ? ", " : "", sp_str_field_names[d->f[i]]);
         fputc(']', out);
         break;
+    }
     case T_SCHEMA_MAP: {
         size_t dl = strlen(cfg->schemas_dir);
         bool slash = dl && cfg->schemas_dir[dl - 1] == '/';

@@ -38,6 +38,12 @@ typedef struct sp_schema_conf {
     sp_stream_t stream;  /* which input stream this writer schema is for */
 } sp_schema_conf_t;
 
+/* Dimensions of a family: string fields of the event, in order. */
+typedef struct sp_dims {
+    sp_str_field_t f[4];
+    int cnt;
+} sp_dims_t;
+
 typedef struct sp_kv {
     char key[128];
     char value[512];
@@ -83,14 +89,24 @@ typedef struct sp_config {
     /* metrics.* */
     int max_dimension_values;
     char currency[8];           /* store.currency */
-    /* metrics.funnel.dimensions: subset of channel, device, country */
-    sp_str_field_t funnel_dims[4];
-    int funnel_dim_cnt;
+    /* metrics.<family>.dimensions */
+    sp_dims_t funnel_dims;      /* subset of channel, device, country */
+    sp_dims_t abandonment_dims; /* subset of channel, device, country */
+    sp_dims_t delivery_dims;    /* subset of carrier, country */
+    sp_dims_t retention_dims;   /* subset of channel, device, country */
+    sp_dims_t support_dims;     /* channel */
+    int64_t abandon_after_ms;   /* metrics.abandonment.abandon_after */
+    int64_t dispatch_sla_ms;    /* metrics.delivery.dispatch_sla */
+    int64_t at_risk_horizon_ms; /* metrics.delivery.at_risk_horizon */
+    int64_t retention_horizon_ms; /* metrics.retention.horizon */
 
     /* dedup.*, state.*, pipeline.* */
     int64_t dedup_max_ids;
     int64_t state_ttl_ms;        /* entity state TTL in Redis (default 2d) */
     int64_t state_cache_max;     /* entities kept in process memory */
+    int64_t shipment_ttl_ms;     /* state.shipment_ttl (event time without news) */
+    int64_t ticket_ttl_ms;       /* state.ticket_ttl */
+    int64_t customer_ttl_ms;     /* state.customer_ttl */
     int batch_max;               /* messages per batch (default 10000) */
     int64_t batch_timeout_ms;    /* poll budget per batch (default 100ms) */
     int64_t shutdown_timeout_ms; /* default 10s */

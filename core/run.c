@@ -251,26 +251,51 @@ static int load_dedup(run_t *r) {
     return SP_OK;
 }
 
+static void timer_cb(void *opaque, const char *member, size_t mlen, int64_t score, const char *val,
+                     size_t vlen) {
+    sp_engine_timer_fetched(opaque, member, mlen, score, val, vlen);
+}
+
+/* Run the entity timers the watermark passed: those in Redis (read in one
+ * round trip, at most a bounded number per batch) and those armed in this
+ * batch. */
+static int fire_timers(run_t *r, int *fired) {
+    char err[512];
+    int64_t upto = sp_engine_timers_due(r->eng);
+    if (upto != INT64_MIN) {
+        int64_t next;
+        int rc = sp_store_timers_due(r->st, sp_engine_timers_key(r->eng),
+                                     sp_engine_state_prefix(r->eng), upto, 5000, timer_cb, r->eng,
+                                     &next, err, sizeof(err));
+        if (rc != SP_OK) {
+            sp_log(SP_LOG_WARN, "reading due timers failed: %s", err);
+            return rc;
+        }
+        sp_engine_timers_next(r->eng, next);
+    }
+    *fired = sp_engine_fire(r->eng);
+    return SP_OK;
+}
+
 /* Restore the watermark and final pointers from Redis. */
 static int load_pointers(run_t *r) {
     char err[512];
-    const char *keys[2 * SP_MAX_WINDOWS + 1];
-    int64_t vals[2 * SP_MAX_WINDOWS + 1];
-    int n = r->cfg->window_cnt;
-    for (int i = 0; i < n; i++) {
-        keys[i] = sp_engine_final_key(r->eng, i);
-        keys[n + 1 + i] = sp_engine_first_key(r->eng, i);
-    }
+    const char *keys[SP_ENGINE_POINTER_KEYS_MAX + 1];
+    int64_t vals[SP_ENGINE_POINTER_KEYS_MAX + 1], next_due = INT64_MAX;
+    int n = sp_engine_pointer_keys(r->eng, keys);
     keys[n] = r->wm_key;
     for (int attempt = 0;; attempt++) {
-        int rc = sp_store_get_ints(r->st, keys, 2 * n + 1, vals, err, sizeof(err));
+        int rc = sp_store_get_ints(r->st, keys, n + 1, vals, err, sizeof(err));
+        if (rc == SP_OK)
+            rc = sp_store_zmin(r->st, sp_engine_timers_key(r->eng), &next_due, err, sizeof(err));
         if (rc == SP_OK) break;
         if (stop_requested) return rc;
         sp_log(SP_LOG_WARN, "reading pointers from Redis failed: %s (retrying)", err);
         usleep((useconds_t)(attempt < 10 ? 100000 * (attempt + 1) : 1000000));
         sp_store_reconnect(r->st, err, sizeof(err));
     }
-    sp_engine_restore(r->eng, vals[n] >= 0 ? vals[n] : INT64_MIN, vals, vals + n + 1);
+    sp_engine_restore(r->eng, vals[n] >= 0 ? vals[n] : INT64_MIN, vals);
+    sp_engine_restore_timers(r->eng, next_due);
     return load_dedup(r);
 }
 
@@ -567,6 +592,12 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     update_lags(r);
     int closed = sp_engine_advance(r->eng, now);
     int wm_moved = sp_engine_watermark(r->eng) != r->wm_committed;
+    int fired = 0;
+    if (fire_timers(r, &fired) != SP_OK) {
+        r->need_reset = 2;
+        clear_batch_health(r);
+        return;
+    }
 
     /* Dead letters must be acknowledged before the batch commits. */
     if (r->dlq_in_batch || r->dlq_failed) {
@@ -583,7 +614,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
 
     /* Nothing consumed: commit only to close windows, or (at most once a
      * second) to publish an advanced watermark. */
-    int any = nev > 0 || closed > 0;
+    int any = nev > 0 || closed > 0 || fired > 0;
     for (int i = 0; !any && i < r->npos; i++) any = r->pos[i].touched;
     if (!any && !(wm_moved && sp_clock_mono_ms() - r->commit_sent_mono >= 1000)) return;
 

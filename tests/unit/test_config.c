@@ -207,10 +207,10 @@ static void check_defaults(const sp_config_t *c) {
     assert_int_equal(c->idle_timeout_ms, 30000);
     assert_int_equal(c->max_dimension_values, 64);
     assert_string_equal(c->currency, "USD");
-    assert_int_equal(c->funnel_dim_cnt, 3);
-    assert_int_equal(c->funnel_dims[0], SP_S_CHANNEL);
-    assert_int_equal(c->funnel_dims[1], SP_S_DEVICE);
-    assert_int_equal(c->funnel_dims[2], SP_S_COUNTRY);
+    assert_int_equal(c->funnel_dims.cnt, 3);
+    assert_int_equal(c->funnel_dims.f[0], SP_S_CHANNEL);
+    assert_int_equal(c->funnel_dims.f[1], SP_S_DEVICE);
+    assert_int_equal(c->funnel_dims.f[2], SP_S_COUNTRY);
     assert_int_equal(c->dedup_max_ids, 1000000);
     assert_int_equal(c->state_ttl_ms, 2 * 86400000LL);
     assert_int_equal(c->state_cache_max, 1000000);
@@ -353,9 +353,9 @@ static void check_full(const sp_config_t *c) {
     assert_int_equal(c->allowed_lateness_ms, 120000);
     assert_int_equal(c->idle_timeout_ms, 45000);
     assert_int_equal(c->max_dimension_values, 32);
-    assert_int_equal(c->funnel_dim_cnt, 2);
-    assert_int_equal(c->funnel_dims[0], SP_S_COUNTRY);
-    assert_int_equal(c->funnel_dims[1], SP_S_DEVICE);
+    assert_int_equal(c->funnel_dims.cnt, 2);
+    assert_int_equal(c->funnel_dims.f[0], SP_S_COUNTRY);
+    assert_int_equal(c->funnel_dims.f[1], SP_S_DEVICE);
     assert_string_equal(c->currency, "PLN");
     assert_int_equal(c->dedup_max_ids, 500000);
     assert_int_equal(c->state_ttl_ms, 3 * 86400000LL);
@@ -399,7 +399,7 @@ static void test_window_ttl_fallback(void **state) {
     assert_int_equal(c.window_ttl_ms[3], 35 * 86400000LL);
     assert_int_equal(c.window_ttl_ms[4], 400 * 86400000LL);
     assert_int_equal(c.schema_cnt, 0);
-    assert_int_equal(c.funnel_dim_cnt, 0);
+    assert_int_equal(c.funnel_dims.cnt, 0);
 }
 
 typedef struct err_case {
@@ -472,7 +472,7 @@ static const err_case_t err_cases[] = {
      "2: key 'log.level': expected one of error, warn, info, debug, got 'verbose'", false},
     /* dimensions */
     {"metrics:\n  funnel:\n    dimensions: [channel, os]\n",
-     "3: key 'metrics.funnel.dimensions': unknown dimension 'os' (expected channel, device or "
+     "3: key 'metrics.funnel.dimensions': unknown dimension 'os' (expected channel, device, "
      "country)",
      false},
     {"metrics:\n  funnel:\n    dimensions: [device, device]\n",

@@ -247,13 +247,15 @@ static void test_funnel_by_hand(void **state) {
      * duplicate. */
     sp_engine_destroy(e);
     e = sp_engine_new(&cfg, err, sizeof(err));
-    int64_t finals[SP_MAX_WINDOWS];
-    for (int i = 0; i < cfg.window_cnt; i++) {
-        r = redisCommand(rc, "GET %s", sp_engine_final_key(e, i));
-        finals[i] = r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
+    const char *pkeys[SP_ENGINE_POINTER_KEYS_MAX];
+    int64_t pvals[SP_ENGINE_POINTER_KEYS_MAX];
+    int npk = sp_engine_pointer_keys(e, pkeys);
+    for (int i = 0; i < npk; i++) {
+        r = redisCommand(rc, "GET %s", pkeys[i]);
+        pvals[i] = r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
         freeReplyObject(r);
     }
-    sp_engine_restore(e, T0 + 595000, finals, NULL);
+    sp_engine_restore(e, T0 + 595000, pvals);
     sp_engine_partition_add(e, 0, 0, T0 + 40000, sp_clock_now_ms());
     sp_event_t evs3[] = {
         mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 3500000, "event_id=d1 session_id=s1 channel=web device=desktop country=US"),
