@@ -712,3 +712,38 @@ def round_half_away(num, den):
     if 2 * r >= den:
         q += 1
     return q if num >= 0 else -q
+
+
+# ---------------------------------------------------------------------------
+# builders and readers for the shipment and support streams, gauges, cohorts
+
+SHIPMENT_DEFAULTS = {"customer_id": None, "order_placed_time": None}
+
+
+def shipment(event_id, t, typ, shipment_id, order_id, carrier, country, promised, **kw):
+    r = dict(SHIPMENT_DEFAULTS)
+    r.update(event_id=event_id, event_time=t, type=typ, shipment_id=shipment_id,
+             order_id=order_id, carrier=carrier, country=country,
+             promised_delivery_time=promised)
+    r.update(kw)
+    return r
+
+
+def support(event_id, t, typ, ticket_id, channel, **kw):
+    r = dict(SUPPORT_DEFAULTS)
+    r.update(event_id=event_id, event_time=t, type=typ, ticket_id=ticket_id, channel=channel)
+    r.update(kw)
+    return r
+
+
+def gauges(r, ns):
+    return r.hgetall(f"sp:{{{ns}}}:gauges")
+
+
+def cohort_hashes(r, ns):
+    """{"YYYY-MM": {field: value}} of every cohort hash in Redis."""
+    out = {}
+    prefix = f"sp:{{{ns}}}:cohort:"
+    for key in r.scan_iter(match=prefix + "*", count=1000):
+        out[key[len(prefix):]] = r.hgetall(key)
+    return out
