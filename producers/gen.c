@@ -10,11 +10,11 @@
  *    order_id): label 5 min-6 h after the order, dispatch 2-22 h after it
  *    (12 %: 24-60 h, dispatch SLA breaches), a transit scan within hours
  *    and then every 6-20 h (never a day without news), out for delivery,
- *    delivered -- about 10 % after the promised time (order +
- *    2-5 days, on the hour). 5 % of attempts fail and are retried the next
- *    day (the third failure returns the parcel to the sender); 6 % of
- *    deliveries come back (RETURNED 2-14 days later); ~2 % are lost after
- *    dispatch (no further event: overdue once the promise passes). The
+ *    delivered -- ~9 % after the promised time (order + 2-5 days, on the
+ *    hour). 5 % of attempts fail and are retried the next day (the third
+ *    failure returns the parcel to the sender); 6 % of deliveries come back
+ *    (RETURNED 2-14 days later); ~2 % are lost in transit (no further
+ *    event: overdue once the promise passes). The
  *    carrier (dhl, ups, fedex, dpd, inpost; skewed, per country) and the
  *    country stay; 5 % carry no order_placed_time.
  *  - Support tickets (keyed by ticket_id) come from orders (3 %), from
@@ -27,12 +27,14 @@
  *    resolution; 8 % reopened and resolved again; 40 % answer a survey with
  *    csat, nps and ces each present or not, lower after slow replies,
  *    reopenings and delivery trouble. is_bot is set on every event.
- *  - Customers are numbered in order of acquisition. 3 % of logged-in
- *    sessions bring a new one; the others pick a known customer by age
- *    (recent customers come back most, with tails over months and a year)
- *    and by a propensity fixed per customer, so customers order again
- *    days, weeks and months later (returning customers, cohorts,
- *    retained_30d/60d/90d). The same shape at any --rate.
+ *  - Customers are numbered in order of acquisition (a year's worth exist
+ *    at the start). 6 % of logged-in sessions bring a new one; the others
+ *    pick a known customer by age since acquisition (days, a couple of
+ *    months, anything up to a year) and by a propensity fixed per
+ *    customer, so customers order again days, weeks and months later
+ *    (returning customers, cohorts, retained_30d/60d/90d: about a quarter
+ *    of a month's customers order again within 30 days). The same shape
+ *    at any --rate.
  * Every entity in flight (session, shipment, ticket) sits in one min-heap by
  * the time of its next event, so the output is in event-time order
  * (out-of-orderness ~0) however far an order's delivery is from it, with
@@ -86,7 +88,7 @@
  * at GEN_MAX_SESSIONS (the cap slows session arrivals, as at --rate above
  * ~20 k events/s: the event-time rate falls short of --rate; messages per
  * second of wall time are unaffected), all entities at GEN_MAX_ENTITIES
- * (~72 B each, the heap grows on demand up to ~300 MiB; shipments and
+ * (64 B each, the heap grows on demand up to 256 MiB; shipments and
  * tickets beyond it are not started, counted in stats.shed -- reached only
  * at rates of thousands of events/s sustained over days of event time). */
 #include "producers/gen.h"
@@ -115,7 +117,7 @@
 #define DAY_MS  86400000LL
 
 #define GEN_MAX_SESSIONS        (1u << 20) /* sessions in flight */
-#define GEN_MAX_ENTITIES        (1u << 22) /* everything in flight, ~72 B each */
+#define GEN_MAX_ENTITIES        (1u << 22) /* everything in flight, 64 B each */
 #define GEN_SPAWN_MAX           4          /* children one step or arrival can start */
 #define GEN_MSG_MAX             4096       /* encoded message, framing included */
 #define GEN_DUP_SLOTS           64         /* duplicates waiting to be re-sent */
@@ -328,6 +330,8 @@ typedef struct gen_entity {
         } tk;
     } u;
 } gen_entity_t;
+
+_Static_assert(sizeof(gen_entity_t) <= 64, "in-flight entities: 64 B each at most");
 
 /* Everything the entity models read and write besides the entity: the
  * PRNG, the counters that number new entities, the customer pool, the
@@ -782,7 +786,7 @@ static void shipment_plan(gen_model_t *m, gen_entity_t *e, int64_t at, int64_t p
     gen_rng_t *r = &m->rng;
     int64_t lo = at + 12 * HOUR_MS, hi = promised - 30 * MIN_MS, due;
 
-    if (hi <= lo || rng_chance(r, 0.08))
+    if (hi <= lo || rng_chance(r, 0.05))
         due = (promised > lo ? promised : lo) + rng_logspan(r, HOUR_MS, 48 * HOUR_MS);
     else
         due = rng_span(r, lo, hi);
@@ -841,7 +845,7 @@ static sp_event_type_t shipment_advance(gen_model_t *m, gen_entity_t *e) {
         ofd = sh_time(e, e->u.sh.ofd_s);
         next = at + rng_logspan(r, 2 * HOUR_MS, 12 * HOUR_MS);
         if (next > at + (ofd - at) / 2) next = at + (ofd - at) / 2;
-        if (rng_chance(r, 0.01)) shipment_lose(m, e, at, promised);
+        if (rng_chance(r, 0.005)) shipment_lose(m, e, at, promised);
         break;
     case SH_TRANSIT: /* a scan at each hub, 6-20 h apart, until out for delivery */
         t = SP_T_IN_TRANSIT;
@@ -852,7 +856,7 @@ static sp_event_type_t shipment_advance(gen_model_t *m, gen_entity_t *e) {
             next = ofd;
             e->state = SH_OFD;
         }
-        if (rng_chance(r, 0.004)) shipment_lose(m, e, at, promised);
+        if (rng_chance(r, 0.003)) shipment_lose(m, e, at, promised);
         break;
     case SH_OFD:
         t = SP_T_OUT_FOR_DELIVERY;
@@ -1760,6 +1764,7 @@ static void gen_warm(sp_gen_t *g, int64_t start_ms) {
     for (;;) {
         gen_entity_t *e;
         gen_spawn(g);
+        if (g->heap_cnt == 0) break; /* out of memory: sp_gen_next says so */
         e = &g->heap[0];
         if (e->next_ms >= start_ms) break;
         g->last_ms = e->next_ms;
