@@ -320,7 +320,8 @@ typedef struct gen_entity {
         } s;
         struct {
             int64_t order_ms;
-            uint32_t promised_s, due_s, ofd_s; /* seconds after order_ms */
+            uint32_t promised_h;   /* hours since the epoch: on the hour */
+            uint32_t due_s, ofd_s; /* seconds after order_ms */
             uint8_t carrier, attempts;
         } sh;
         struct {
@@ -422,14 +423,13 @@ typedef struct gen_stream_def {
     const gen_field_t *json;
     int json_cnt;
     sp_str_t (*key)(const sp_event_t *ev);
-    int generated; /* emitted by some entity kind (schema required) */
 } gen_stream_def_t;
 
 static const gen_stream_def_t gen_streams[SP_STREAM__COUNT] = {
-    [SP_STREAM_CLICKSTREAM] = {json_clickstream, N_OF(json_clickstream), key_by_session, 1},
-    [SP_STREAM_CHECKOUT] = {json_checkout, N_OF(json_checkout), key_by_customer, 1},
-    [SP_STREAM_SHIPMENT] = {json_shipment, N_OF(json_shipment), key_by_order, 1},
-    [SP_STREAM_SUPPORT] = {json_support, N_OF(json_support), key_by_ticket, 1},
+    [SP_STREAM_CLICKSTREAM] = {json_clickstream, N_OF(json_clickstream), key_by_session},
+    [SP_STREAM_CHECKOUT] = {json_checkout, N_OF(json_checkout), key_by_customer},
+    [SP_STREAM_SHIPMENT] = {json_shipment, N_OF(json_shipment), key_by_order},
+    [SP_STREAM_SUPPORT] = {json_support, N_OF(json_support), key_by_ticket},
 };
 
 /* Avro field of a writer schema, mapped to an event slot once. */
@@ -478,6 +478,7 @@ struct sp_gen {
     int64_t last_ms; /* event time of the last new event */
     int64_t end_ms;  /* 0: none; else sp_gen_next ends at this event time */
     int ended;
+    unsigned streams; /* emitted: bits (1u << sp_stream_t) */
 
     gen_entity_t *heap; /* owned; min-heap by (next_ms, seq); grows up to GEN_MAX_ENTITIES */
     uint32_t heap_cnt, heap_cap;
@@ -513,6 +514,13 @@ static void gen_err(sp_gen_t *g, const char *fmt, ...) {
 #define SET_STR(ev, f, buf, sz) ((ev)->s[f].p = (buf), (ev)->s[f].len = (uint32_t)(sz))
 #define SET_LIT(ev, f, lit)     SET_STR(ev, f, lit, strlen(lit))
 
+static sp_stream_t stream_of(sp_event_type_t t) {
+    return t < SP_T_CHECKOUT_STARTED ? SP_STREAM_CLICKSTREAM
+           : t < SP_T_LABEL_CREATED  ? SP_STREAM_CHECKOUT
+           : t < SP_T_TICKET_OPENED  ? SP_STREAM_SHIPMENT
+                                     : SP_STREAM_SUPPORT;
+}
+
 /* Common fields of every event: type, stream, event time, customer, order. */
 static void fill_common(sp_gen_t *g, const gen_entity_t *e, sp_event_type_t t, int64_t at) {
     sp_event_t *ev = &g->ev;
@@ -520,10 +528,7 @@ static void fill_common(sp_gen_t *g, const gen_entity_t *e, sp_event_type_t t, i
 
     memset(ev, 0, sizeof(*ev));
     ev->type = t;
-    ev->stream = t < SP_T_CHECKOUT_STARTED ? SP_STREAM_CLICKSTREAM
-                 : t < SP_T_LABEL_CREATED  ? SP_STREAM_CHECKOUT
-                 : t < SP_T_TICKET_OPENED  ? SP_STREAM_SHIPMENT
-                                           : SP_STREAM_SUPPORT;
+    ev->stream = stream_of(t);
     sp_event_set_int(ev, SP_I_EVENT_TIME, at);
     if (e->customer) {
         n = snprintf(g->customer_id, sizeof(g->customer_id), "c%07" PRIu32, e->customer);
@@ -768,7 +773,7 @@ static void shipment_spawn(gen_model_t *m, int64_t order_ms, uint32_t customer, 
     e->u.sh.carrier = rng_pick(r, carrier_weights(country), N_OF(carriers));
     promised = order_ms + (2 + rng_below(r, 4)) * DAY_MS;
     promised = (promised + HOUR_MS - 1) / HOUR_MS * HOUR_MS;
-    e->u.sh.promised_s = (uint32_t)((promised - order_ms) / 1000);
+    e->u.sh.promised_h = (uint32_t)(promised / HOUR_MS);
     if (rng_chance(r, 0.05)) e->flags |= SHF_NO_ORDER_TIME;
 }
 
@@ -828,7 +833,7 @@ static int64_t shipment_hold(gen_model_t *m, gen_entity_t *e, int64_t at, int64_
 static sp_event_type_t shipment_advance(gen_model_t *m, gen_entity_t *e) {
     gen_rng_t *r = &m->rng;
     int64_t at = e->next_ms, order = e->u.sh.order_ms, next = at;
-    int64_t promised = sh_time(e, e->u.sh.promised_s), ofd, due;
+    int64_t promised = (int64_t)e->u.sh.promised_h * HOUR_MS, ofd, due;
     sp_event_type_t t = SP_T_LABEL_CREATED;
 
     switch ((gen_shipment_state_t)e->state) {
@@ -917,7 +922,7 @@ static void shipment_fill(sp_gen_t *g, const gen_entity_t *e, sp_event_type_t t,
     SET_STR(ev, SP_S_SHIPMENT_ID, g->shipment_id, n);
     SET_LIT(ev, SP_S_CARRIER, carriers[e->u.sh.carrier]);
     SET_LIT(ev, SP_S_COUNTRY, countries[e->country]);
-    sp_event_set_int(ev, SP_I_PROMISED_DELIVERY_TIME, sh_time(e, e->u.sh.promised_s));
+    sp_event_set_int(ev, SP_I_PROMISED_DELIVERY_TIME, (int64_t)e->u.sh.promised_h * HOUR_MS);
     if (!(e->flags & SHF_NO_ORDER_TIME))
         sp_event_set_int(ev, SP_I_ORDER_PLACED_TIME, e->u.sh.order_ms);
     if (t == SP_T_LABEL_CREATED) g->stats.shipments++;
@@ -1356,7 +1361,7 @@ static int encoder_init(sp_gen_t *g, gen_encoder_t *en, const sp_config_t *cfg, 
     int rc = -1;
 
     en->format = format;
-    if (format == SP_FORMAT_JSON || !gen_streams[st].generated) return 0;
+    if (format == SP_FORMAT_JSON || !(g->streams >> st & 1)) return 0;
     for (int i = 0; i < cfg->schema_cnt && i < SP_MAX_SCHEMAS; i++)
         if (cfg->schemas[i].stream == st) {
             sc = &cfg->schemas[i];
@@ -1625,6 +1630,10 @@ sp_gen_t *sp_gen_new(const sp_config_t *cfg, const sp_gen_opts_t *o, char *errst
     }
     if (o->scenario != SP_GEN_SCENARIO_NONE && (target = gen_target(o, errstr, n)) < -1)
         return NULL;
+    if (o->streams >> SP_STREAM__COUNT) {
+        snprintf(errstr, n, "unknown stream in mask 0x%x", o->streams);
+        return NULL;
+    }
     g = calloc(1, sizeof(*g));
     if (!g) {
         snprintf(errstr, n, "out of memory");
@@ -1636,6 +1645,7 @@ sp_gen_t *sp_gen_new(const sp_config_t *cfg, const sp_gen_opts_t *o, char *errst
     }
     g->seed = o->seed;
     g->duplicates = o->duplicates;
+    g->streams = o->streams ? o->streams : (1u << SP_STREAM__COUNT) - 1;
     g->m.seed = o->seed;
     g->m.rng.s = o->seed ^ 0x73746f72652d7075ULL; /* "store-pu" */
 
@@ -1833,28 +1843,36 @@ int sp_gen_next(sp_gen_t *g, sp_stream_t *st, const void **key, size_t *keylen, 
     if (g->ended) return 1;
     if (g->dup_pending && gen_take_dup(g, 0, st, key, keylen, val, vallen, event_time)) return 0;
 
-    gen_spawn(g);
-    if (g->heap_cnt == 0) {
-        gen_err(g, "out of memory");
-        return -1;
+    for (;;) { /* until an event of a stream emitted */
+        gen_spawn(g);
+        if (g->heap_cnt == 0) {
+            gen_err(g, "out of memory");
+            return -1;
+        }
+        e = &g->heap[0];
+        at = e->next_ms;
+        if (g->end_ms && at >= g->end_ms) { /* the end: re-send what is pending, then stop */
+            if (g->dup_pending && gen_take_dup(g, 1, st, key, keylen, val, vallen, event_time))
+                return 0;
+            g->ended = 1;
+            return 1;
+        }
+        g->last_ms = at;
+        g->m.spawn_cnt = 0;
+        t = gen_kinds[e->kind].advance(&g->m, e);
+        g->event_seq++; /* numbered even if not emitted: the same ids as with all streams */
+        if (g->streams >> stream_of(t) & 1) {
+            gen_kinds[e->kind].fill(g, e, t, at);
+            heap_settle_top(g); /* e is stale from here on */
+            heap_push_spawned(g);
+            break;
+        }
+        heap_settle_top(g);
+        heap_push_spawned(g);
     }
-    e = &g->heap[0];
-    at = e->next_ms;
-    if (g->end_ms && at >= g->end_ms) { /* the end: re-send what is pending, then stop */
-        if (g->dup_pending && gen_take_dup(g, 1, st, key, keylen, val, vallen, event_time))
-            return 0;
-        g->ended = 1;
-        return 1;
-    }
-    g->last_ms = at;
-    g->m.spawn_cnt = 0;
-    t = gen_kinds[e->kind].advance(&g->m, e);
-    gen_kinds[e->kind].fill(g, e, t, at);
-    heap_settle_top(g); /* e is stale from here on */
-    heap_push_spawned(g);
 
     len = snprintf(g->event_id, sizeof(g->event_id), "e-%" PRIx64 "-%" PRIu64, g->seed,
-                   ++g->event_seq);
+                   g->event_seq);
     g->ev.s[SP_S_EVENT_ID].p = g->event_id;
     g->ev.s[SP_S_EVENT_ID].len = (uint32_t)len;
 
@@ -1948,6 +1966,9 @@ static void gen_usage(FILE *out) {
           "                          the same messages\n"
           "      --start-time MS|now event time of the first event (default now)\n"
           "      --format avro|json  value format of every topic (default: per topic)\n"
+          "      --streams LIST      only these topics, e.g. clickstream,checkout (of\n"
+          "                          clickstream, checkout, shipment, support; default\n"
+          "                          all); the others' events are simulated, not sent\n"
           "      --duplicates P      probability of re-sending a message (default 0.01)\n"
           "      --warm-start        begin in steady state: sessions, shipments and tickets\n"
           "                          already in flight at the start time (default: cold,\n"
@@ -2003,6 +2024,25 @@ static int parse_u64(const char *s, uint64_t *out) {
     v = strtoull(s, &end, 0);
     if (errno || end == s || *end) return -1;
     *out = v;
+    return 0;
+}
+
+/* "clickstream,checkout" into a mask of (1u << sp_stream_t). */
+static int parse_streams(const char *s, unsigned *out) {
+    unsigned mask = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        char name[32];
+        int st;
+        if (n == 0 || n >= sizeof(name)) return -1;
+        memcpy(name, s, n);
+        name[n] = '\0';
+        if ((st = sp_stream_lookup(name)) < 0) return -1;
+        mask |= 1u << st;
+        s += n + (s[n] == ',');
+    }
+    if (!mask) return -1;
+    *out = mask;
     return 0;
 }
 
@@ -2110,7 +2150,8 @@ int sp_gen_main(int argc, char **argv) {
         O_SCENARIO,
         O_INC_START,
         O_INC_DUR,
-        O_INC_VALUE
+        O_INC_VALUE,
+        O_STREAMS
     };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -2130,6 +2171,7 @@ int sp_gen_main(int argc, char **argv) {
         {"incident-start", required_argument, NULL, O_INC_START},
         {"incident-duration", required_argument, NULL, O_INC_DUR},
         {"incident-value", required_argument, NULL, O_INC_VALUE},
+        {"streams", required_argument, NULL, O_STREAMS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *brokers = NULL, *bootstrap_file = NULL;
@@ -2221,6 +2263,11 @@ int sp_gen_main(int argc, char **argv) {
                 bad = "--incident-duration: expected a duration > 0 (20m, 6h)";
             break;
         case O_INC_VALUE: o.incident_value = optarg; break;
+        case O_STREAMS:
+            if (parse_streams(optarg, &o.streams) != 0)
+                bad = "--streams: expected a comma-separated list of clickstream, checkout, "
+                      "shipment, support";
+            break;
         case 'h': gen_usage(stdout); return 0;
         default: gen_usage(stderr); return 2;
         }
@@ -2295,7 +2342,7 @@ int sp_gen_main(int argc, char **argv) {
         goto out;
     }
     for (int st = 0; st < SP_STREAM__COUNT; st++) {
-        if (!gen_streams[st].generated) continue;
+        if (o.streams && !(o.streams >> st & 1)) continue;
         rkt[st] = rd_kafka_topic_new(rk, cfg->topics[st].name, NULL);
         if (!rkt[st]) {
             fprintf(stderr, "storepulse gen: topic %s: %s\n", cfg->topics[st].name,

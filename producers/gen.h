@@ -62,11 +62,17 @@ typedef struct sp_gen_opts {
     /* > 0: sp_gen_next ends (returns 1) once the next event's time reaches
      * start_ms + duration_ms. 0 = never ends. */
     int64_t duration_ms;
+
+    /* Streams emitted: bits (1u << sp_stream_t); 0 = all four. The others
+     * are still simulated (orders still ship, tickets still open) but not
+     * emitted, and need no schema. Without duplicates, the messages are
+     * exactly those of these streams in a run of all four. */
+    unsigned streams;
 } sp_gen_opts_t;
 
 /* New generator over cfg's topics and schemas (cfg->schemas[]: the first
  * entry per stream is the writer schema; its file is read and parsed once;
- * Avro needs one for each of the four streams). cfg is only read during the
+ * Avro needs one for each stream emitted). cfg is only read during the
  * call. NULL with a reason in errstr. */
 sp_gen_t *sp_gen_new(const sp_config_t *cfg, const sp_gen_opts_t *o, char *errstr, size_t n);
 

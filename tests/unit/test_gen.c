@@ -457,6 +457,7 @@ static void test_avro_all_streams(void **state) {
             assert_string_equal(od->country, ctry);
             assert_true(promised >= od->time + 2 * DAY_MS &&
                         promised <= od->time + 5 * DAY_MS + HOUR_MS);
+            assert_int_equal(promised % HOUR_MS, 0); /* on the hour */
             if (!null_ot) assert_int_equal(ot, od->time);
             s = &ships[id_no(sid, shp)];
             if (s->events == 0) {
@@ -926,6 +927,57 @@ static void test_duration(void **state) {
         n++;
     assert_true(n > 20 * 3600 * 8 / 10 && n < 20 * 3600 * 12 / 10);
     sp_gen_destroy(g);
+    free(cfg);
+}
+
+/* opts.streams: only the streams asked for -- exactly the messages of those
+ * streams in a run of all four -- and no schema needed for the others. */
+static void test_streams(void **state) {
+    (void)state;
+    sp_config_t *cfg = test_config();
+    sp_gen_opts_t o = gen_opts(29, 5);
+    sp_gen_t *all, *some;
+    sp_gen_stats_t stats;
+    char errstr[256];
+    int n = 0;
+    msg_t ma, ms;
+
+    o.warm_start = 1;
+    all = gen_new(cfg, &o);
+    o.streams = 1u << SP_STREAM_SHIPMENT | 1u << SP_STREAM_SUPPORT;
+    some = gen_new(cfg, &o);
+    for (int i = 0; i < 50000; i++) {
+        assert_int_equal(next(all, &ma), 0);
+        if (ma.st != SP_STREAM_SHIPMENT && ma.st != SP_STREAM_SUPPORT) continue;
+        assert_int_equal(next(some, &ms), 0);
+        assert_int_equal(ms.st, ma.st);
+        assert_int_equal(ms.et, ma.et);
+        assert_int_equal(ms.keylen, ma.keylen);
+        assert_memory_equal(ms.key, ma.key, ma.keylen);
+        assert_int_equal(ms.vallen, ma.vallen);
+        assert_memory_equal(ms.val, ma.val, ma.vallen);
+        n++;
+    }
+    assert_true(n > 1000);
+    sp_gen_stats(some, &stats);
+    assert_int_equal(stats.messages[SP_STREAM_CLICKSTREAM] + stats.messages[SP_STREAM_CHECKOUT], 0);
+    sp_gen_destroy(all);
+    sp_gen_destroy(some);
+
+    /* the funnel alone, with the schemas of the funnel alone */
+    cfg->schema_cnt = 2;
+    o = gen_opts(29, 20);
+    assert_null(sp_gen_new(cfg, &o, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "shipment"));
+    o.streams = 1u << SP_STREAM_CLICKSTREAM | 1u << SP_STREAM_CHECKOUT;
+    some = gen_new(cfg, &o);
+    for (int i = 0; i < 20000; i++) {
+        assert_int_equal(next(some, &ms), 0);
+        assert_true(ms.st == SP_STREAM_CLICKSTREAM || ms.st == SP_STREAM_CHECKOUT);
+    }
+    sp_gen_destroy(some);
+    o.streams = 1u << SP_STREAM__COUNT;
+    assert_null(sp_gen_new(cfg, &o, errstr, sizeof(errstr)));
     free(cfg);
 }
 
@@ -1443,6 +1495,12 @@ static void test_broker(void **state) {
         assert_int_equal(sp_gen_main(3, orphan), 2);
         char *bad_dur[] = {"gen", "--duration", "3 days", NULL};
         assert_int_equal(sp_gen_main(3, bad_dur), 2);
+        char *bad_streams[] = {"gen", "--streams", "clickstream,orders", NULL};
+        assert_int_equal(sp_gen_main(3, bad_streams), 2);
+        char *funnel[] = {
+            "gen", "--brokers", (char *)sp_broker_bootstraps(b), "--count", "2000", "--speedup",
+            "0",   "--streams", "clickstream,checkout",          "--quiet", NULL};
+        assert_int_equal(sp_gen_main(10, funnel), 0);
     }
 
     sp_broker_stop(b);
@@ -1452,12 +1510,19 @@ static void test_broker(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_determinism),     cmocka_unit_test(test_avro_all_streams),
-        cmocka_unit_test(test_duplicates),      cmocka_unit_test(test_json),
-        cmocka_unit_test(test_warm_start),      cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_duration),        cmocka_unit_test(test_returning_customers),
-        cmocka_unit_test(test_checkout_outage), cmocka_unit_test(test_carrier_delay),
-        cmocka_unit_test(test_support_backlog), cmocka_unit_test(test_broker),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_avro_all_streams),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_warm_start),
+        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_streams),
+        cmocka_unit_test(test_returning_customers),
+        cmocka_unit_test(test_checkout_outage),
+        cmocka_unit_test(test_carrier_delay),
+        cmocka_unit_test(test_support_backlog),
+        cmocka_unit_test(test_broker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
