@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "aggregators/import.h"
 #include "core/broker.h"
 #include "core/run.h"
 #include "producers/gen.h"
@@ -15,6 +16,7 @@ static void usage(FILE *out) {
             "  broker        an embedded Kafka mock cluster as its own process\n"
             "  gen           synthetic store traffic to Kafka\n"
             "  check-config  validate a config file and print it resolved\n"
+            "  import-orders seed customer history and cohorts from a CSV of past orders\n"
             "\n"
             "'storepulse <command> --help' describes a command's options.\n");
 }
@@ -33,6 +35,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "broker")) return sp_broker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "gen")) return sp_gen_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "check-config")) return sp_check_config_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "import-orders")) return sp_import_orders_main(argc - 1, argv + 1);
     fprintf(stderr, "storepulse: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
