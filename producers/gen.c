@@ -326,8 +326,8 @@ typedef struct gen_entity {
         } sh;
         struct {
             int64_t opened_ms;
-            uint8_t channel, rounds, mood, cause;
-            int8_t csat, nps, ces; /* survey answers, -1: none */
+            uint8_t channel, rounds, mood; /* mood: 0-100, the survey's answers */
+            int8_t csat, nps, ces;         /* survey answers, -1: none */
         } tk;
     } u;
 } gen_entity_t;
@@ -591,7 +591,6 @@ static void ticket_spawn(gen_model_t *m, int64_t open_ms, uint32_t customer, uin
     e->state = TK_OPEN;
     e->u.tk.channel =
         (uint8_t)(channel >= 0 ? channel : rng_pick(r, support_channel_w, N_OF(support_channel_w)));
-    e->u.tk.cause = (uint8_t)cause;
     e->u.tk.mood = (uint8_t)(70 + rng_below(r, 25) - (cause == CAUSE_DELIVERY ? 15 : 0) -
                              (cause == CAUSE_PAYMENT ? 10 : 0));
     e->u.tk.csat = e->u.tk.nps = e->u.tk.ces = -1;
@@ -1871,8 +1870,8 @@ int sp_gen_next(sp_gen_t *g, sp_stream_t *st, const void **key, size_t *keylen, 
         heap_push_spawned(g);
     }
 
-    len = snprintf(g->event_id, sizeof(g->event_id), "e-%" PRIx64 "-%" PRIu64, g->seed,
-                   g->event_seq);
+    len =
+        snprintf(g->event_id, sizeof(g->event_id), "e-%" PRIx64 "-%" PRIu64, g->seed, g->event_seq);
     g->ev.s[SP_S_EVENT_ID].p = g->event_id;
     g->ev.s[SP_S_EVENT_ID].len = (uint32_t)len;
 
@@ -1994,8 +1993,9 @@ static void gen_usage(FILE *out) {
           "                   in the incident is lost (25 %, no further event: overdue\n"
           "                   once its promise passes) or held until after it and\n"
           "                   delivered 1-24 h after the promised time. Late deliveries\n"
-          "                   land hours to days after the incident (use hours-long\n"
-          "                   incidents and --speedup 0 to see them soon).\n"
+          "                   land hours to days after the incident (--warm-start puts\n"
+          "                   parcels in flight from the start; hours-long incidents\n"
+          "                   and --speedup 0 show the late ones soon).\n"
           "  support-backlog  one channel (default email): human replies due in the\n"
           "                   incident, and first human replies of tickets opened in\n"
           "                   it, come 2-8 h later; 4x as many background tickets open,\n"
