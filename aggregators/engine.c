@@ -793,10 +793,10 @@ int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev) {
 static int close_family(sp_engine_t *e, int f, int i, int budget);
 
 /* Watermark from partitions; then queue closes. */
-int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
+void sp_engine_update_watermark(sp_engine_t *e, int64_t now_ms) {
     const sp_config_t *cfg = e->cfg;
     int64_t cand = INT64_MAX;
-    int all_idle = 1, closed = 0;
+    int all_idle = 1;
 
     e->now_ms = now_ms;
     for (int i = 0; i < e->npart; i++) {
@@ -813,10 +813,13 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
     }
     if (e->npart > 0 && all_idle) cand = now_ms - cfg->max_out_of_orderness_ms;
     if (e->npart > 0 && cand != INT64_MAX && cand > e->watermark) e->watermark = cand;
-    if (e->watermark == INT64_MIN) return 0;
+}
 
+int sp_engine_close(sp_engine_t *e) {
+    int closed = 0;
+    if (e->watermark == INT64_MIN) return 0;
     for (int f = 0; f < NFAM; f++)
-        for (int i = 0; i < cfg->window_cnt && closed < CLOSE_MAX_PER_TICK; i++) {
+        for (int i = 0; i < e->cfg->window_cnt && closed < CLOSE_MAX_PER_TICK; i++) {
             int r = close_family(e, f, i, CLOSE_MAX_PER_TICK - closed);
             if (r < 0) return closed;
             closed += r;
@@ -824,12 +827,23 @@ int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
     return closed;
 }
 
+int sp_engine_advance(sp_engine_t *e, int64_t now_ms) {
+    sp_engine_update_watermark(e, now_ms);
+    return sp_engine_close(e);
+}
+
 /* Queue the closes of family f's windows of size i that the watermark
  * passed (end + allowed_lateness + the family's delay); at most budget. */
 static int close_family(sp_engine_t *e, int f, int i, int budget) {
     const sp_config_t *cfg = e->cfg;
     int64_t next, lag = cfg->allowed_lateness_ms + e->close_delay[f];
+    int64_t wm = e->watermark;
     int closed = 0;
+
+    /* A family whose windows receive timer decisions (close delay) closes
+     * no window a timer still due could reach: a timer due at d decides for
+     * a window ending after d - delay. */
+    if (e->close_delay[f] > 0 && e->next_due < wm) wm = e->next_due;
 
     if (e->final_start[f][i] >= 0) {
         next = sp_engine_window_end(e, i, e->final_start[f][i]);
@@ -842,7 +856,7 @@ static int close_family(sp_engine_t *e, int f, int i, int budget) {
         if (next == INT64_MAX) return 0;
     }
     /* Skip windows that would expire at once. */
-    int64_t oldest = sp_engine_window_start(e, i, e->watermark - lag - cfg->window_ttl_ms[i]);
+    int64_t oldest = sp_engine_window_start(e, i, wm - lag - cfg->window_ttl_ms[i]);
     if (next < oldest) {
         int has_open_before = 0;
         for (int j = 0; j < e->nopen[i]; j++)
@@ -850,7 +864,7 @@ static int close_family(sp_engine_t *e, int f, int i, int budget) {
                 has_open_before = 1;
         if (!has_open_before) next = oldest;
     }
-    while (sp_engine_window_end(e, i, next) + lag <= e->watermark && closed < budget) {
+    while (sp_engine_window_end(e, i, next) + lag <= wm && closed < budget) {
         win_t *w = NULL;
         for (int j = 0; j < e->nopen[i]; j++)
             if (e->open[i][j]->start == next) {

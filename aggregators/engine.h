@@ -59,8 +59,12 @@ void sp_engine_forget_entities(sp_engine_t *e);
 /* Start of the newest final window of a size (-1: none). */
 int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx);
 /* Recompute the watermark (idle partitions, wall clock) and close windows
- * whose end + allowed_lateness it passed. Returns windows closed. */
+ * whose end + allowed_lateness (+ the family's delay) it passed. Returns
+ * windows closed. = update_watermark + close; the run loop runs the due
+ * timers between the two so a decision lands before its window closes. */
 int sp_engine_advance(sp_engine_t *e, int64_t now_ms);
+void sp_engine_update_watermark(sp_engine_t *e, int64_t now_ms);
+int sp_engine_close(sp_engine_t *e);
 int sp_engine_open_windows(const sp_engine_t *e);
 
 /* Start of the newest window of a size final for a family (-1: none). */

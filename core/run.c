@@ -590,14 +590,15 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     }
 
     update_lags(r);
-    int closed = sp_engine_advance(r->eng, now);
+    sp_engine_update_watermark(r->eng, now);
     int wm_moved = sp_engine_watermark(r->eng) != r->wm_committed;
     int fired = 0;
-    if (fire_timers(r, &fired) != SP_OK) {
+    if (fire_timers(r, &fired) != SP_OK) { /* decisions before the closes they precede */
         r->need_reset = 2;
         clear_batch_health(r);
         return;
     }
+    int closed = sp_engine_close(r->eng);
 
     /* Dead letters must be acknowledged before the batch commits. */
     if (r->dlq_in_batch || r->dlq_failed) {
