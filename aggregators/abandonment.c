@@ -161,19 +161,16 @@ static int64_t cart_timer(sp_engine_t *e, const void *data) {
     return due;
 }
 
-/* Add delta to counter field of the track's window, every size. 0 when a
- * window is final for the family already (nothing applied to it). */
+/* Add delta to counter field of the track's window, every size, or to none
+ * (returns 0) when one of them is final for the family already: the sizes
+ * must keep adding up. */
 static int count(sp_engine_t *e, const track_t *t, int field, int64_t delta) {
-    int ok = 1;
-    for (int i = 0; i < sp_engine_size_count(e); i++) {
-        sp_fk_win_t *w = sp_engine_block(e, SP_FAM_ABANDONMENT, i, t->t);
-        if (!w) {
-            ok = 0;
-            continue;
-        }
-        sp_fk_add(e, &spec, w, t->ids, field, delta);
-    }
-    return ok;
+    sp_fk_win_t *w[SP_MAX_WINDOWS];
+    int n = sp_engine_size_count(e);
+    for (int i = 0; i < n; i++)
+        if (!(w[i] = sp_engine_block(e, SP_FAM_ABANDONMENT, i, t->t))) return 0;
+    for (int i = 0; i < n; i++) sp_fk_add(e, &spec, w[i], t->ids, field, delta);
+    return 1;
 }
 
 /* Move a track from its state to another: counts and the in-flight gauge. */
