@@ -747,3 +747,32 @@ def cohort_hashes(r, ns):
     for key in r.scan_iter(match=prefix + "*", count=1000):
         out[key[len(prefix):]] = r.hgetall(key)
     return out
+
+
+def final_pointers(r, ns, families, sizes):
+    """{family: {size: start of sp:{NS}:final:<family>:<size>}} (None if unset)."""
+    return {f: {s: final_pointer(r, ns, s, f) for s in sizes} for f in families}
+
+
+def wait_final_pointers(r, ns, want, timeout=90, pipeline=None):
+    """Wait until every final pointer is at or past the wanted window start:
+    want = {(family, size): start_ms} (starts computed by the caller, so day
+    windows of any windows.timezone work). Returns the pointers seen."""
+    def pred():
+        if pipeline is not None:
+            pipeline.assert_alive()
+        for (fam, size), start in want.items():
+            fp = final_pointer(r, ns, size, fam)
+            if fp is None or fp < start:
+                return False
+        return True
+
+    try:
+        wait_until(pred, timeout, 0.25, "final pointers of every family and size")
+    except AssertionError as e:
+        state = {f"{fam}:{size}": (final_pointer(r, ns, size, fam), start)
+                 for (fam, size), start in want.items()}
+        wm = r.hget(f"sp:{{{ns}}}:gauges", "watermark_ms")
+        raise AssertionError(f"{e}; (final pointer, wanted) {state}, watermark_ms={wm}, "
+                             f"now={now_ms()}") from None
+    return {k: final_pointer(r, ns, k[1], k[0]) for k in want}

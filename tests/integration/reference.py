@@ -60,10 +60,11 @@ streams); later copies are duplicates. Entity duplicates (counted in health
 `duplicates`, applied to no family at all): ORDER_PLACED of an order_id
 already placed, DELIVERED / RETURNED of a shipment_id already delivered /
 returned, TICKET_OPENED / SURVEY_RESPONSE of a ticket_id already opened /
-surveyed. "First" is the first in this order: this equals the pipeline's
-arrival order when entity duplicates are re-sends (same time) or arrive in
-event-time order. A second DISPATCHED or a second TICKET_RESOLVED of a
-resolved ticket is not a duplicate: it simply counts nothing.
+surveyed, and TICKET_RESOLVED of a ticket that is resolved (not reopened
+since; the resolved flag followed in this order). "First" is the first in
+this order: this equals the pipeline's arrival order when entity duplicates
+are re-sends (same time) or arrive in event-time order. A second DISPATCHED
+is not a duplicate: it simply counts nothing.
 
 Windows. Sizes below a day are aligned to the UTC epoch; "1d" starts at local
 midnight of `tz` (zoneinfo; 23/25-hour days on DST changes; a midnight that
@@ -114,14 +115,16 @@ max(last event time, promised) + shipment_ttl; overdue_in_flight: promised
 at_risk_horizon.
 
 retention: per window, per customer_id with an ORDER_PLACED in it: f = the
-customer's earliest order time in the window, channel of that order;
+customer's earliest order time in the window; channel of its first order
+there in processing order, which is that same earliest order (docs: arrival
+order; equal for traffic that arrives in event-time order per customer);
 returning iff the customer has an order (any ORDER_PLACED of the run or an
 imported order) with time in [f - horizon, f); new otherwise. guest_orders:
-every ORDER_PLACED without customer_id, with its own channel. A customer's
-orders are identified by their times (two orders at the same millisecond are
-one time: this is the import's idempotency rule). Imported orders
-(`imported_orders` = [(customer_id, time_ms)]) are assumed imported before
-the traffic. Cohorts: month (in tz) of the customer's earliest order time;
+every ORDER_PLACED without customer_id (or with an empty one), with its own
+channel. A customer's orders are identified by their times (two orders at the
+same millisecond are one time: this is the import's idempotency rule).
+Imported orders (`imported_orders` = [(customer_id, time_ms)]) are assumed
+imported before the traffic. Cohorts: month (in tz) of the customer's earliest order time;
 `customers`; `active_m<k>` (k = 1..12) customers with an order time in the
 k-th calendar month after it; `retained_<N>d`: an order time in
 (first, first + N days] (both ends as written: "another" order, "at most").
@@ -137,10 +140,11 @@ human AGENT_REPLIED (is_bot false) with time >= o ("first human reply after
 the opening", SPEC §3; a reply with the same time counts, replies earlier
 than the opening are ignored), in the window and with the channel of that
 reply. Survey: the first SURVEY_RESPONSE of the ticket; each of csat / nps /
-ces counted only when present. Bot: a ticket with a bot reply (time b = its
-earliest bot reply) is decided once: handed off at the first human reply
-with time > b (window/channel of that reply: bot_tickets + bot_handoffs), or
-not handed off at a counted TICKET_RESOLVED that comes after a bot reply and
+ces counted only when present; the helper counter `nps_net` = promoters -
+detractors (the stored numerator of nps). Bot: a ticket with a bot reply
+(time b = its earliest bot reply) is decided once: handed off at the first
+human reply with time > b (window/channel of that reply: bot_tickets +
+bot_handoffs), or not handed off at a counted TICKET_RESOLVED that comes after a bot reply and
 before any human reply (window/channel of the resolution: bot_tickets only).
 Every per-event count takes the channel of the event that makes it. Gauge
 in_flight|kind=ticket: tickets with an opening whose final state is not
@@ -151,14 +155,17 @@ Histograms (aggregators/hist.h): bucket i = ceil(log(v) / log(g)), g = (1 +
 `<name>:b<i>`, `<name>_count`, `<name>_sum` (sum of the exact values; compared
 with a relative tolerance of 1e-6), percentiles `<name>_p50/_p90/_p99` by
 nearest rank (rank = ceil(q * n), exact arithmetic) on the bucket counts, value
-2 g^i / (g + 1) (0 for "bz"), compared with a relative tolerance of 1e-6 and
-also checked within 1 % of the exact nearest-rank quantile of the raw values.
+2 g^i / (g + 1) (0 for "bz"); the pipeline stores them as "%.6g" strings, so
+they are compared with the bucket value formatted "%.6g" (or within a relative
+5e-6 of it) and also checked within 1 % of the exact nearest-rank quantile of
+the raw values.
 Percentiles are absent when the count is 0 (like ratios with a zero
 denominator). Per dimension value only `_count` and `_sum`.
 
 Ratios "%.6g" of scale * num / den (Python ints, one correctly rounded
 division), absent for den = 0: csat = 100 * satisfied / responses, nps = 100 *
-(promoters - detractors) / responses, ces = ces_sum / responses.
+nps_net / responses (nps_net = promoters - detractors), ces = ces_sum /
+responses.
 
 Zero-fill windows (no contribution of the family) must exist once closed and
 carry the family's plain overall counters (explicitly 0); histogram _count /
@@ -266,14 +273,14 @@ SPECS = {
         ratios={"repeat_purchase_rate": _ratio("returning_customers", "ordering_customers")}),
     "support": Spec(
         ("tickets_opened", "tickets_resolved", "tickets_reopened", "csat_responses",
-         "csat_satisfied", "nps_responses", "nps_promoters", "nps_detractors", "ces_responses",
-         "ces_sum", "bot_tickets", "bot_handoffs"),
+         "csat_satisfied", "nps_responses", "nps_promoters", "nps_detractors", "nps_net",
+         "ces_responses", "ces_sum", "bot_tickets", "bot_handoffs"),
         hists=("frt_seconds", "resolution_seconds"),
         ratios={
             "reopen_rate": _ratio("tickets_reopened", "tickets_resolved"),
             "bot_handoff_rate": _ratio("bot_handoffs", "bot_tickets"),
             "csat": lambda g: (g("csat_satisfied"), g("csat_responses"), 100),
-            "nps": lambda g: (g("nps_promoters") - g("nps_detractors"), g("nps_responses"), 100),
+            "nps": lambda g: (g("nps_net"), g("nps_responses"), 100),
             "ces": lambda g: (g("ces_sum"), g("ces_responses"), 1),
         }),
 }
@@ -649,9 +656,15 @@ def _entity_fact(r):
 
 
 def prepare(records):
-    """Kept records in processing order, and duplicate statistics."""
+    """Kept records in processing order, and duplicate statistics.
+
+    Besides the once-per-entity facts of _entity_fact, a TICKET_RESOLVED of
+    a ticket that is resolved (and not reopened since) is a duplicate fact
+    ("ticket_resolved"): the ticket's resolved flag is followed in
+    processing order (TICKET_RESOLVED sets it, TICKET_REOPENED clears it)."""
     events = sorted(records, key=_key)
     seen_ids, facts = set(), set()
+    resolved = set()  # ticket_ids resolved and not reopened since
     kept = []
     dups = {}
     for r in events:
@@ -665,6 +678,14 @@ def prepare(records):
                 dups[fact[0]] = dups.get(fact[0], 0) + 1
                 continue
             facts.add(fact)
+        if r["stream"] == "support":
+            if r["type"] == "TICKET_RESOLVED":
+                if r["ticket_id"] in resolved:
+                    dups["ticket_resolved"] = dups.get("ticket_resolved", 0) + 1
+                    continue
+                resolved.add(r["ticket_id"])
+            elif r["type"] == "TICKET_REOPENED":
+                resolved.discard(r["ticket_id"])
         kept.append(r)
     return kept, dups
 
@@ -818,10 +839,16 @@ def _order_events(events):
     return [e for e in events if e["stream"] == "checkout" and e["type"] == "ORDER_PLACED"]
 
 
+def _customer_id(e):
+    """The order's customer_id, or None for a guest order (no customer_id, or
+    an empty one)."""
+    return e.get("customer_id") or None
+
+
 def _customer_orders(events, imported_orders):
     times = {}
     for e in _order_events(events):
-        if e.get("customer_id") is not None:
+        if _customer_id(e) is not None:
             times.setdefault(e["customer_id"], set()).add(e["event_time"])
     for cid, t in imported_orders:
         times.setdefault(cid, set()).add(int(t))
@@ -832,10 +859,12 @@ def _retention(events, size, win, cfg, accs, order_times):
     horizon = cfg["retention_horizon_ms"]
     for ev in _order_events(events):
         w = accs(win.start(size, ev["event_time"]))
-        cid = ev.get("customer_id")
+        cid = _customer_id(ev)
         if cid is None:
             w.add("guest_orders", 1, w.map(ev))
             continue
+        # events are in processing (event-time) order: the customer's first
+        # order in the window is its earliest there, f, and gives the channel
         seen = w.extra.setdefault("customers", set())
         if cid in seen:
             continue
@@ -983,6 +1012,7 @@ def _support_facts(events):
                     counts["nps_responses"] = 1
                     counts["nps_promoters"] = int(e["nps"] >= 9)
                     counts["nps_detractors"] = int(e["nps"] <= 6)
+                    counts["nps_net"] = counts["nps_promoters"] - counts["nps_detractors"]
                 if e.get("ces") is not None:
                     counts["ces_responses"] = 1
                     counts["ces_sum"] = e["ces"]
@@ -1220,8 +1250,9 @@ def diff_window(expected, actual, family="funnel", quantiles=None):
     """Mismatches between an expected field dict (reference or literal) and a
     Redis hash. Counters and sums: missing == 0 (sums within a relative 1e-6).
     Ratios: exact strings, absent iff expected absent. Percentiles: absent iff
-    expected absent, within a relative 1e-6 of the bucket value and (with
-    quantiles {field: exact}) within 1 % of the exact quantile. 'closed' is
+    expected absent, equal to the bucket value formatted "%.6g" as the
+    pipeline stores it (or within a relative 5e-6 of it) and (with quantiles
+    {field: exact}) within 1 % of the exact quantile. 'closed' is
     not compared here. Returns [(field, want, got)]."""
     out = []
     for f in sorted(set(expected) | set(actual)):
@@ -1251,7 +1282,7 @@ def diff_window(expected, actual, family="funnel", quantiles=None):
             if want is None:
                 continue
             w, g = float(want), _num(got)
-            if g is None or abs(w - g) > 1e-6 * abs(w):
+            if g is None or not _same_6g(w, got, g):
                 out.append((f, want, got))
                 continue
             ex = (quantiles or {}).get(f)
@@ -1268,6 +1299,15 @@ def diff_window(expected, actual, family="funnel", quantiles=None):
         else:
             out.append((f, want, got if got is not None else "<unknown field>"))
     return out
+
+
+def _same_6g(want, got_str, got):
+    """Whether a stored "%.6g" percentile got (string and value) is the
+    bucket value want: the same "%.6g" string, or (a last-digit rounding
+    difference of the pipeline's float arithmetic) within a relative 5e-6."""
+    if got_str == "%.6g" % want:
+        return True
+    return abs(want - got) <= 5e-6 * abs(want) + 1e-300
 
 
 class _Problems:
