@@ -540,6 +540,7 @@ class Support(Base):
             "csat_responses|channel=email": "1", "csat|channel=email": "0",
             "nps_responses|channel=email": "1", "nps_detractors|channel=email": "1",
             "nps|channel=email": "-100",
+            "nps_net|channel=chat": "1", "nps_net|channel=email": "-1",
             "frt_seconds_count": "0", "resolution_seconds_count": "0",
         }, self.win[("1m", T0 + 9 * MIN)])
 
