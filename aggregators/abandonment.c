@@ -94,16 +94,6 @@ static int ndims(const sp_engine_t *e) {
 
 /* ---- entity -------------------------------------------------------- */
 
-static void put_i64(char *b, int64_t v) {
-    for (int i = 0; i < 8; i++) b[i] = (char)(((uint64_t)v >> (8 * i)) & 0xff);
-}
-
-static int64_t get_i64(const char *b) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)(unsigned char)b[i] << (8 * i);
-    return (int64_t)v;
-}
-
 /* "A1" | first_order i64 | ndims u8 | TR_N x (state u8, t i64, ids). */
 static size_t cart_encode(sp_engine_t *e, const void *data, char *buf, size_t cap) {
     const cart_t *c = data;
@@ -112,13 +102,13 @@ static size_t cart_encode(sp_engine_t *e, const void *data, char *buf, size_t ca
     if (cap < 11) return 0;
     buf[n++] = 'A';
     buf[n++] = '1';
-    put_i64(buf + n, c->first_order);
+    sp_put_i64(buf + n, c->first_order);
     n += 8;
     buf[n++] = (char)nd;
     for (int k = 0; k < TR_N; k++) {
         if (n + 9 > cap) return 0;
         buf[n++] = (char)c->tr[k].state;
-        put_i64(buf + n, c->tr[k].t);
+        sp_put_i64(buf + n, c->tr[k].t);
         n += 8;
         size_t m = sp_fk_put_ids(e, c->tr[k].ids, nd, buf + n, cap - n);
         if (nd && !m) return 0;
@@ -131,7 +121,7 @@ static int cart_decode(sp_engine_t *e, const char *val, size_t len, void *data) 
     cart_t *c = data;
     size_t n = 2;
     if (len < 11 || val[0] != 'A' || val[1] != '1') return -1;
-    c->first_order = get_i64(val + n);
+    c->first_order = sp_get_i64(val + n);
     n += 8;
     int nd = (unsigned char)val[n++];
     if (nd > SP_FK_DIMS) return -1;
@@ -139,7 +129,7 @@ static int cart_decode(sp_engine_t *e, const char *val, size_t len, void *data) 
         if (n + 9 > len) return -1;
         c->tr[k].state = (uint8_t)val[n++];
         if (c->tr[k].state > ST_ABANDONED) return -1;
-        c->tr[k].t = get_i64(val + n);
+        c->tr[k].t = sp_get_i64(val + n);
         n += 8;
         uint32_t ids[SP_FK_DIMS];
         size_t m = sp_fk_get_ids(e, val + n, len - n, ids, nd);

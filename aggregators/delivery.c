@@ -111,12 +111,6 @@ static int ndims(const sp_engine_t *e) {
     return n > SP_FK_DIMS ? SP_FK_DIMS : n;
 }
 
-static int64_t sat_add(int64_t a, int64_t b) {
-    if (b > 0 && a > INT64_MAX - b) return INT64_MAX;
-    if (b < 0 && a < INT64_MIN - b) return INT64_MIN;
-    return a + b;
-}
-
 /* ---- gauges ---------------------------------------------------------- */
 
 static int in_flight(const shipment_t *s) {
@@ -127,7 +121,7 @@ static int in_flight(const shipment_t *s) {
 static int64_t give_up_at(const sp_engine_t *e, const shipment_t *s) {
     int64_t from = s->last;
     if ((s->flags & SF_PROMISED) && s->promised > from) from = s->promised;
-    return sat_add(from, sp_engine_cfg(e)->shipment_ttl_ms);
+    return sp_sat_add(from, sp_engine_cfg(e)->shipment_ttl_ms);
 }
 
 static int given_up(const sp_engine_t *e, const shipment_t *s) {
@@ -143,7 +137,7 @@ static uint8_t contribution(const sp_engine_t *e, const shipment_t *s) {
     if (w == INT64_MIN || !(s->flags & SF_PROMISED)) return c; /* not known: neither */
     if (s->promised < w)
         c |= G_OVERDUE;
-    else if (!(s->flags & SF_OFD) && s->promised < sat_add(w, sp_engine_cfg(e)->at_risk_horizon_ms))
+    else if (!(s->flags & SF_OFD) && s->promised < sp_sat_add(w, sp_engine_cfg(e)->at_risk_horizon_ms))
         c |= G_AT_RISK;
     return c;
 }
@@ -158,18 +152,6 @@ static void settle(sp_engine_t *e, shipment_t *s, uint8_t to) {
 
 /* ---- entity ---------------------------------------------------------- */
 
-static void put_i64(char *b, int64_t v) {
-    for (int i = 0; i < 8; i++)
-        b[i] = (char)(((uint64_t)v >> (8 * i)) & 0xff);
-}
-
-static int64_t get_i64(const char *b) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)(unsigned char)b[i] << (8 * i);
-    return (int64_t)v;
-}
-
 #define HDR_LEN 29 /* "H1" flags contrib promised last order_placed ndims */
 
 /* "H1" | flags u8 | contrib u8 | promised i64 | last i64 | order_placed i64 |
@@ -183,11 +165,11 @@ static size_t shipment_encode(sp_engine_t *e, const void *data, char *buf, size_
     buf[n++] = '1';
     buf[n++] = (char)s->flags;
     buf[n++] = (char)s->contrib;
-    put_i64(buf + n, s->promised);
+    sp_put_i64(buf + n, s->promised);
     n += 8;
-    put_i64(buf + n, s->last);
+    sp_put_i64(buf + n, s->last);
     n += 8;
-    put_i64(buf + n, s->order_placed);
+    sp_put_i64(buf + n, s->order_placed);
     n += 8;
     buf[n++] = (char)nd;
     size_t m = sp_fk_put_ids(e, s->ids, nd, buf + n, cap - n);
@@ -203,11 +185,11 @@ static int shipment_decode(sp_engine_t *e, const char *val, size_t len, void *da
     if (len < HDR_LEN || p[0] != 'H' || p[1] != '1') return -1;
     s.flags = p[n++];
     s.contrib = p[n++];
-    s.promised = get_i64(val + n);
+    s.promised = sp_get_i64(val + n);
     n += 8;
-    s.last = get_i64(val + n);
+    s.last = sp_get_i64(val + n);
     n += 8;
-    s.order_placed = get_i64(val + n);
+    s.order_placed = sp_get_i64(val + n);
     n += 8;
     int nd = p[n++];
     if ((s.flags & ~SF_ALL) || !(s.flags & SF_SEEN) || (s.contrib & ~7u) || nd > SP_FK_DIMS)
@@ -237,8 +219,8 @@ static int64_t shipment_timer(sp_engine_t *e, const void *data) {
         /* at_risk, or out for delivery: overdue next; otherwise at_risk next
          * (W unknown when settled: whichever comes first once it is) */
         int64_t at = (s->contrib & G_AT_RISK) || (s->flags & SF_OFD)
-                         ? sat_add(s->promised, 1)
-                         : sat_add(s->promised - sp_engine_cfg(e)->at_risk_horizon_ms, 1);
+                         ? sp_sat_add(s->promised, 1)
+                         : sp_sat_add(s->promised - sp_engine_cfg(e)->at_risk_horizon_ms, 1);
         if (at < due) due = at;
     }
     return due == INT64_MAX ? -1 : due;
@@ -259,7 +241,7 @@ static int64_t shipment_ttl(sp_engine_t *e, const void *data) {
     const shipment_t *s = data;
     int64_t w = sp_engine_watermark(e), g = give_up_at(e, s);
     int64_t from = w != INT64_MIN ? w : s->last;
-    int64_t ttl = g == INT64_MAX ? TTL_MAX : sat_add(sat_add(g, -from), DAY_MS);
+    int64_t ttl = g == INT64_MAX ? TTL_MAX : sp_sat_add(sp_sat_add(g, -from), DAY_MS);
     return ttl < DAY_MS ? DAY_MS : ttl > TTL_MAX ? TTL_MAX : ttl;
 }
 

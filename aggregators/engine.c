@@ -122,6 +122,7 @@ struct sp_engine {
     /* entity cache */
     sp_entity_t **buckets;
     size_t nbuckets, nentities;
+    size_t nkind[SP_KIND__COUNT]; /* cached entities per kind */
     sp_entity_t *lru_head, *lru_tail;
     sp_entity_t **dirty;
     size_t ndirty, dirty_cap;
@@ -332,6 +333,7 @@ static void cache_clear(sp_engine_t *e) {
         e->buckets[b] = NULL;
     }
     e->nentities = 0;
+    memset(e->nkind, 0, sizeof(e->nkind));
     e->lru_head = e->lru_tail = NULL;
     e->ndirty = 0;
     e->nwant = 0;
@@ -497,6 +499,7 @@ static void cache_remove(sp_engine_t *e, sp_entity_t *en) {
     if (*pp) *pp = en->hnext;
     lru_unlink(e, en);
     e->nentities--;
+    e->nkind[en->kind]--;
     if (kinds[en->kind]->release) kinds[en->kind]->release(en->data);
     free(en);
 }
@@ -533,6 +536,7 @@ void sp_engine_want_entity(sp_engine_t *e, int kind, sp_str_t id) {
     en->hnext = e->buckets[b];
     e->buckets[b] = en;
     lru_push_front(e, en);
+    e->nkind[kind]++;
     if (++e->nentities > e->nbuckets) cache_grow(e);
 
     size_t cap = (size_t)e->want_cap;
@@ -999,6 +1003,11 @@ int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c) {
     if (e->watermark != INT64_MIN) sp_commit_gauge(c, "watermark_ms", e->watermark);
     sp_commit_gauge(c, "open_windows", sp_engine_open_windows(e));
     sp_commit_gauge(c, "in_flight_entities", (int64_t)e->nentities);
+    for (int k = 0; k < SP_KIND__COUNT; k++) {
+        char name[64];
+        snprintf(name, sizeof(name), "in_flight_entities|kind=%s", kinds[k]->name);
+        sp_commit_gauge(c, name, (int64_t)e->nkind[k]);
+    }
     return SP_OK;
 }
 

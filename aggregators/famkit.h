@@ -23,6 +23,24 @@
 #define SP_FK_HSLOTS 512 /* distinct buckets per histogram and batch */
 #define SP_FK_NONE   UINT32_MAX
 
+/* Entity values are little endian: 8-byte integers. */
+static inline void sp_put_i64(char *b, int64_t v) {
+    for (int i = 0; i < 8; i++) b[i] = (char)(((uint64_t)v >> (8 * i)) & 0xff);
+}
+
+static inline int64_t sp_get_i64(const char *b) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)(unsigned char)b[i] << (8 * i);
+    return (int64_t)v;
+}
+
+/* a + b, saturated at the int64 limits (times far in the future). */
+static inline int64_t sp_sat_add(int64_t a, int64_t b) {
+    if (b > 0 && a > INT64_MAX - b) return INT64_MAX;
+    if (b < 0 && a < INT64_MIN - b) return INT64_MIN;
+    return a + b;
+}
+
 typedef struct sp_fk_ratio {
     const char *name;
     char kind; /* store.h ratio kinds: 'r', 'p', 'f', 'a' */

@@ -222,16 +222,6 @@ static int history_add(sp_engine_t *e, customer_t *c, int64_t t) {
 
 /* ---- entity -------------------------------------------------------- */
 
-static void put_i64(char *b, int64_t v) {
-    for (int i = 0; i < 8; i++) b[i] = (char)(((uint64_t)v >> (8 * i)) & 0xff);
-}
-
-static int64_t get_i64(const char *b) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)(unsigned char)b[i] << (8 * i);
-    return (int64_t)v;
-}
-
 /* What the slots and tuples were encoded against: window sizes and the
  * family's dimensions. A customer written under another layout keeps its
  * history and cohort marks and drops its slots. */
@@ -265,13 +255,13 @@ static size_t customer_encode(sp_engine_t *e, const void *data, char *buf, size_
     buf[n++] = 'R';
     buf[n++] = '1';
     for (int b = 0; b < 4; b++) buf[n++] = (char)((sig >> (8 * b)) & 0xff);
-    put_i64(buf + n, c->first);
+    sp_put_i64(buf + n, c->first);
     n += 8;
     buf[n++] = (char)(c->active & 0xff);
     buf[n++] = (char)(c->active >> 8);
     buf[n++] = (char)c->retained;
     buf[n++] = (char)c->ntimes;
-    for (int j = 0; j < c->ntimes; j++, n += 8) put_i64(buf + n, c->times[j]);
+    for (int j = 0; j < c->ntimes; j++, n += 8) sp_put_i64(buf + n, c->times[j]);
     /* Open windows: written only when all of them fit (they always do,
      * see above; otherwise the customer keeps its history only). */
     size_t mark = n;
@@ -287,8 +277,8 @@ static size_t customer_encode(sp_engine_t *e, const void *data, char *buf, size_
         for (int j = 0; j < c->nslot; j++) {
             const rslot_t *sl = &c->slot[j];
             buf[n++] = (char)sl->size_idx;
-            put_i64(buf + n, sl->widx);
-            put_i64(buf + n + 8, sl->f);
+            sp_put_i64(buf + n, sl->widx);
+            sp_put_i64(buf + n + 8, sl->f);
             n += 16;
             buf[n++] = (char)sl->returning;
             buf[n++] = (char)sl->tuple;
@@ -323,7 +313,7 @@ static int customer_decode(sp_engine_t *e, const char *val, size_t len, void *da
     if (len < 20 || p[0] != 'R' || p[1] != '1') return -1;
     uint32_t sig = 0;
     for (int b = 0; b < 4; b++) sig |= (uint32_t)p[n++] << (8 * b);
-    c->first = get_i64(val + n);
+    c->first = sp_get_i64(val + n);
     n += 8;
     c->active = (uint16_t)(p[n] | (p[n + 1] << 8));
     c->retained = p[n + 2];
@@ -338,7 +328,7 @@ static int customer_decode(sp_engine_t *e, const char *val, size_t len, void *da
         c->tcap = (uint8_t)nt;
     }
     for (int j = 0; j < nt; j++, n += 8) {
-        c->times[j] = get_i64(val + n);
+        c->times[j] = sp_get_i64(val + n);
         if (c->times[j] < c->first || (j > 0 && c->times[j] <= c->times[j - 1])) return -1;
     }
     c->ntimes = (uint8_t)nt;
@@ -368,8 +358,8 @@ static int customer_decode(sp_engine_t *e, const char *val, size_t len, void *da
     for (int j = 0; j < ns; j++) {
         rslot_t *sl = &c->slot[j];
         sl->size_idx = p[n];
-        sl->widx = get_i64(val + n + 1);
-        sl->f = get_i64(val + n + 9);
+        sl->widx = sp_get_i64(val + n + 1);
+        sl->f = sp_get_i64(val + n + 9);
         sl->returning = p[n + 17];
         sl->tuple = p[n + 18];
         n += SLOT_BYTES;

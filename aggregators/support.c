@@ -41,14 +41,22 @@
  * becomes open (opened and not resolved), -1 when an open ticket is
  * resolved, +1 when an opened ticket is reopened.
  *
+ * Give-up: an open ticket without news is given up when the watermark
+ * reaches its latest event time + state.ticket_ttl (a timer in
+ * sp:{NS}:state:timers, like shipments): it leaves the gauge and its state
+ * is deleted, so the gauge cannot keep tickets whose state is gone. Its
+ * Redis TTL is the time left to the give-up + 1 day (at least
+ * state.ticket_ttl), so the state outlives its timer. Other tickets
+ * (resolved, or not opened yet) expire by their Redis TTL, state.ticket_ttl
+ * from their last write.
+ *
  * Not here: decisions are taken in arrival order. A reply that arrives after
  * a later-timed human reply was counted does not move the first response
  * (histograms only add); a bot reply that arrives after a later-timed human
  * reply does not decide a handoff by itself (the next human reply does).
  * Before the opening arrives only the earliest human reply and the first
  * counted resolution are kept. A ticket whose state expired (TTL) starts
- * afresh: an open ticket left alone longer than state.ticket_ttl stays in
- * the gauge (no give-up timer). */
+ * afresh, as a given-up one does. */
 #include <stddef.h>
 #include <string.h>
 
@@ -108,6 +116,7 @@ typedef struct ticket {
     int64_t reply_wait;   /* earliest human reply seen before the opening; 0: none */
     int64_t resolve_wait; /* counted resolution seen before the opening; 0: none */
     int64_t first_bot;    /* earliest bot reply; 0: none */
+    int64_t last;         /* latest event time of the ticket */
     uint8_t flags;
     uint32_t reply_ids[SP_FK_DIMS];   /* dimension values of reply_wait */
     uint32_t resolve_ids[SP_FK_DIMS]; /* dimension values of resolve_wait */
@@ -122,23 +131,14 @@ static int ndims(const sp_engine_t *e) {
 
 #define MIN_TIME 946684800000LL /* 2000-01-01: the decoder rejects earlier times */
 
-static void put_i64(char *b, int64_t v) {
-    for (int i = 0; i < 8; i++)
-        b[i] = (char)(((uint64_t)v >> (8 * i)) & 0xff);
-}
-
-static int64_t get_i64(const char *b) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)(unsigned char)b[i] << (8 * i);
-    return (int64_t)v;
-}
-
 /* Ticket value (little endian):
- *   "T1" | flags u8 | opened i64 | reply_wait i64 | resolve_wait i64 |
- *   first_bot i64 | ndims u8 | reply ids | resolve ids (sp_fk_put_ids)
- * At most 36 + 2 x 3 x 255 = 1566 bytes: fits the engine's encode buffer. */
-#define HDR 36
+ *   "T2" | flags u8 | opened i64 | reply_wait i64 | resolve_wait i64 |
+ *   first_bot i64 | last i64 | ndims u8 | reply ids | resolve ids
+ *   (sp_fk_put_ids)
+ * At most 44 + 2 x 3 x 255 = 1574 bytes: fits the engine's encode buffer.
+ * "T1" (no `last`) is still read: its latest known time stands in. */
+#define HDR 44
+#define HDR_T1 36
 
 static const uint32_t none[SP_FK_DIMS] = {SP_FK_NONE, SP_FK_NONE, SP_FK_NONE};
 
@@ -148,13 +148,14 @@ static size_t ticket_encode(sp_engine_t *e, const void *data, char *buf, size_t 
     size_t n = 0, m;
     if (cap < HDR) return 0;
     buf[n++] = 'T';
-    buf[n++] = '1';
+    buf[n++] = '2';
     buf[n++] = (char)tk->flags;
-    put_i64(buf + n, tk->opened);
-    put_i64(buf + n + 8, tk->reply_wait);
-    put_i64(buf + n + 16, tk->resolve_wait);
-    put_i64(buf + n + 24, tk->first_bot);
-    n += 32;
+    sp_put_i64(buf + n, tk->opened);
+    sp_put_i64(buf + n + 8, tk->reply_wait);
+    sp_put_i64(buf + n + 16, tk->resolve_wait);
+    sp_put_i64(buf + n + 24, tk->first_bot);
+    sp_put_i64(buf + n + 32, tk->last);
+    n += 40;
     buf[n++] = (char)nd;
     for (int j = 0; j < 2; j++) {
         /* values only with a waiting effect */
@@ -169,6 +170,10 @@ static size_t ticket_encode(sp_engine_t *e, const void *data, char *buf, size_t 
 
 static int time_ok(int64_t t) {
     return t == 0 || t >= MIN_TIME;
+}
+
+static int64_t max_time(int64_t a, int64_t b) {
+    return a > b ? a : b;
 }
 
 /* Decode nd stored values into ids; "__other__" is the other row (id 0),
@@ -191,17 +196,24 @@ static size_t get_ids(sp_engine_t *e, const char *val, size_t len, int nd, uint3
 static int ticket_decode(sp_engine_t *e, const char *val, size_t len, void *data) {
     ticket_t *tk = data;
     size_t n = 3, m;
-    if (len < HDR || val[0] != 'T' || val[1] != '1') return -1;
+    if (len < HDR_T1 || val[0] != 'T' || (val[1] != '1' && val[1] != '2')) return -1;
+    int v1 = val[1] == '1';
+    if (!v1 && len < HDR) return -1;
     tk->flags = (uint8_t)val[2];
-    tk->opened = get_i64(val + n);
-    tk->reply_wait = get_i64(val + n + 8);
-    tk->resolve_wait = get_i64(val + n + 16);
-    tk->first_bot = get_i64(val + n + 24);
-    n += 32;
+    tk->opened = sp_get_i64(val + n);
+    tk->reply_wait = sp_get_i64(val + n + 8);
+    tk->resolve_wait = sp_get_i64(val + n + 16);
+    tk->first_bot = sp_get_i64(val + n + 24);
+    tk->last = v1 ? 0 : sp_get_i64(val + n + 32);
+    n += v1 ? 32 : 40;
     int nd = (unsigned char)val[n++];
     if ((tk->flags & ~TK_MASK) || nd > SP_FK_DIMS || !time_ok(tk->opened) ||
-        !time_ok(tk->reply_wait) || !time_ok(tk->resolve_wait) || !time_ok(tk->first_bot))
+        !time_ok(tk->reply_wait) || !time_ok(tk->resolve_wait) || !time_ok(tk->first_bot) ||
+        !time_ok(tk->last))
         return -1;
+    if (v1) /* the latest time it kept */
+        tk->last = max_time(max_time(tk->opened, tk->reply_wait),
+                            max_time(tk->resolve_wait, tk->first_bot));
     /* waiting effects exist only while the opening is unknown */
     if (tk->opened && (tk->reply_wait || tk->resolve_wait)) return -1;
     if (tk->reply_wait && (tk->flags & TK_FRT_DONE)) return -1;
@@ -213,13 +225,45 @@ static int ticket_decode(sp_engine_t *e, const char *val, size_t len, void *data
     return n == len ? 0 : -1;
 }
 
-static int64_t ticket_ttl(sp_engine_t *e, const void *data) {
-    (void)data;
-    return sp_engine_cfg(e)->ticket_ttl_ms;
+static int is_open(const ticket_t *tk) {
+    return tk->opened && !(tk->flags & TK_RESOLVED);
 }
 
-const sp_entity_kind_t sp_kind_ticket = {
-    "ticket", sizeof(ticket_t), ticket_encode, ticket_decode, NULL, NULL, NULL, ticket_ttl};
+/* The watermark at which an open ticket is given up. */
+static int64_t give_up_at(const sp_engine_t *e, const ticket_t *tk) {
+    return sp_sat_add(tk->last, sp_engine_cfg(e)->ticket_ttl_ms);
+}
+
+static int64_t ticket_timer(sp_engine_t *e, const void *data) {
+    const ticket_t *tk = data;
+    if (!is_open(tk)) return -1;
+    int64_t due = give_up_at(e, tk);
+    return due == INT64_MAX ? -1 : due;
+}
+
+static void ticket_on_timer(sp_engine_t *e, sp_entity_t *en) {
+    ticket_t *tk = (ticket_t *)en->data;
+    int64_t w = sp_engine_watermark(e);
+    if (!is_open(tk) || w == INT64_MIN || w < give_up_at(e, tk)) return;
+    sp_engine_gauge_add(e, GAUGE, -1);
+    sp_engine_delete(e, en);
+}
+
+#define DAY_MS 86400000LL
+
+static int64_t ticket_ttl(sp_engine_t *e, const void *data) {
+    const ticket_t *tk = data;
+    int64_t ttl = sp_engine_cfg(e)->ticket_ttl_ms;
+    if (!is_open(tk)) return ttl;
+    int64_t w = sp_engine_watermark(e);
+    int64_t left = sp_sat_add(give_up_at(e, tk), -(w != INT64_MIN ? w : tk->last));
+    left = sp_sat_add(left, DAY_MS);
+    return left > ttl ? left : ttl;
+}
+
+const sp_entity_kind_t sp_kind_ticket = {"ticket",        sizeof(ticket_t), ticket_encode,
+                                         ticket_decode,   NULL,             ticket_timer,
+                                         ticket_on_timer, ticket_ttl};
 
 /* ---- the family ---------------------------------------------------- */
 
@@ -370,6 +414,7 @@ static int support_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
     if (!en) return SP_OK; /* could not be loaded (out of memory): not counted */
     ticket_t *tk = (ticket_t *)en->data;
     sp_fk_ids(e, &spec, ev, ids);
+    int64_t last = tk->last;
 
     switch (ev->type) {
     case SP_T_TICKET_OPENED: rc = on_opened(e, tk, t, wins, ids); break;
@@ -394,6 +439,7 @@ static int support_apply(sp_engine_t *e, const sp_event_t *ev, void **wins) {
     default: changed = 0; break; /* CUSTOMER_REPLIED */
     }
     if (rc != SP_OK) return rc; /* a duplicate fact: nothing was changed */
+    tk->last = max_time(last, t); /* news of the ticket puts its give-up off */
     /* a ticket known in Redis is rewritten to refresh its TTL */
     if (changed || !en->absent) sp_engine_touch(e, en);
     return SP_OK;

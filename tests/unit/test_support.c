@@ -6,45 +6,10 @@
  * handoff, a bot-only resolution of a ticket never opened, resolve ->
  * reopen -> resolve, duplicate openings, resolutions and surveys, and the
  * in_flight|kind=ticket gauge. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "aggregators/famkit.h"
+#include "tests/unit/engine_harness.h"
 
-#include <cmocka.h>
-
-#include <hiredis.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "aggregators/engine.h"
-#include "aggregators/family.h"
-#include "aggregators/store.h"
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/err.h"
-#include "tests/unit/redis_harness.h"
-
-#define T0 1793527200000LL /* 2026-11-01T10:00:00Z */
-#define S  1000LL
-
-static sp_test_redis_t srv;
-static redisContext *rc;
-
-static int group_setup(void **state) {
-    (void)state;
-    if (sp_test_redis_start(&srv) != 0) return -1;
-    rc = redisConnect("127.0.0.1", srv.port);
-    return rc && !rc->err ? 0 : -1;
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    if (rc) redisFree(rc);
-    sp_test_redis_stop(&srv);
-    return 0;
-}
+#define S 1000LL
 
 static sp_str_t str(const char *s) {
     return (sp_str_t){s, (uint32_t)strlen(s)};
@@ -111,13 +76,14 @@ static void test_ticket_encoding(void **state) {
     sp_entity_t *en = sp_engine_entity(e, SP_KIND_TICKET, str("t"));
     assert_non_null(en);
     n = sp_kind_ticket.encode(e, en->data, enc, sizeof(enc));
-    /* 36 header bytes, then "email" and "phone" (u8 length + bytes) */
-    assert_int_equal(n, 36 + 6 + 6);
-    assert_memory_equal(enc, "T1", 2);
+    /* 44 header bytes, then "email" and "phone" (u8 length + bytes) */
+    assert_int_equal(n, 44 + 6 + 6);
+    assert_memory_equal(enc, "T2", 2);
     /* resolved, human reply seen, handed off (x2 is later than the bot) */
     assert_int_equal(enc[2], 1 | 4 | 8);
-    assert_int_equal(enc[35], 1); /* one dimension */
-    assert_memory_equal(enc + 36, "\005email\005phone", 12);
+    assert_int_equal(sp_get_i64(enc + 35), T0 + 20 * S); /* the latest event */
+    assert_int_equal(enc[43], 1);                         /* one dimension */
+    assert_memory_equal(enc + 44, "\005email\005phone", 12);
 
     assert_int_equal(decode_into(e, enc, n, again, &n2), 0);
     assert_int_equal(n2, n);
@@ -130,14 +96,25 @@ static void test_ticket_encoding(void **state) {
     assert_int_equal(decode_into(e, again, n + 1, NULL, NULL), -1);
 
     expect_corrupt(e, enc, n, 0, 'X', "magic");
-    expect_corrupt(e, enc, n, 1, '2', "version");
+    expect_corrupt(e, enc, n, 1, '3', "version");
     expect_corrupt(e, enc, n, 2, 32, "unknown flag");
     expect_corrupt(e, enc, n, 2, 1 | 2 | 4, "first response counted with a waiting reply");
     expect_corrupt(e, enc, n, 3 + 5, 1, "opened with waiting effects");
     expect_corrupt(e, enc, n, 11 + 5, 0, "reply time before 2000");
     expect_corrupt(e, enc, n, 27 + 7, (char)0x80, "negative bot time");
-    expect_corrupt(e, enc, n, 35, 4, "four dimensions");
-    expect_corrupt(e, enc, n, 36, 9, "value length past the end");
+    expect_corrupt(e, enc, n, 35 + 7, (char)0x80, "negative latest time");
+    expect_corrupt(e, enc, n, 43, 4, "four dimensions");
+    expect_corrupt(e, enc, n, 44, 9, "value length past the end");
+
+    /* the former layout "T1" (no latest time) is read: the latest time it
+     * kept (the resolution) stands in, and it is written back as T2 */
+    char v1[4096];
+    memcpy(v1, enc, 35);
+    memcpy(v1 + 35, enc + 43, n - 43);
+    v1[1] = '1';
+    assert_int_equal(decode_into(e, v1, n - 8, again, &n2), 0);
+    assert_int_equal(n2, n);
+    assert_memory_equal(again, enc, n);
 
     /* no dimensions configured: the values are dropped, the rest kept */
     sp_config_defaults(&cfg2);
@@ -145,9 +122,9 @@ static void test_ticket_encoding(void **state) {
     sp_engine_t *e2 = sp_engine_new(&cfg2, err, sizeof(err));
     assert_non_null(e2);
     assert_int_equal(decode_into(e2, enc, n, again, &n2), 0);
-    assert_int_equal(n2, 36);
-    assert_memory_equal(again, enc, 35);
-    assert_int_equal(again[35], 0);
+    assert_int_equal(n2, 44);
+    assert_memory_equal(again, enc, 43);
+    assert_int_equal(again[43], 0);
 
     sp_engine_destroy(e2);
     sp_engine_destroy(e);
@@ -155,65 +132,20 @@ static void test_ticket_encoding(void **state) {
 
 /* ---- batches through Redis ---------------------------------------------- */
 
-static void fetched(void *op, int idx, const char *v, size_t len) {
-    sp_engine_fetched(op, idx, v, len);
-}
-
 /* One batch through a NEW engine and the store, like the run loop after a
  * restart. Returns the duplicates. */
-static int batch(const sp_config_t *cfg, sp_store_t *st, sp_event_t *evs, int n, int64_t *off) {
+static int batch_new(const sp_config_t *cfg, sp_store_t *st, sp_event_t *evs, int n, int64_t *off) {
     char err[256];
-    int dups = 0;
     sp_engine_t *e = sp_engine_new(cfg, err, sizeof(err));
     assert_non_null(e);
     sp_engine_partition_add(e, 0, 0, -1, sp_clock_now_ms());
-    sp_commit_t *c = sp_commit_new();
-    for (int i = 0; i < n; i++) {
-        assert_int_equal(sp_engine_admit(e, &evs[i]), SP_OK);
-        sp_engine_want(e, &evs[i]);
-    }
-    const size_t *lens;
-    const char *const *keys = sp_engine_want_keys(e, &lens);
-    if (sp_engine_want_count(e) > 0) {
-        assert_int_equal(
-            sp_store_mget_send(st, keys, lens, sp_engine_want_count(e), err, sizeof(err)), SP_OK);
-        assert_int_equal(sp_store_mget_recv(st, fetched, e, err, sizeof(err)), SP_OK);
-    }
-    for (int i = 0; i < n; i++)
-        if (sp_engine_apply(e, &evs[i]) == SP_ERR_DUPLICATE) dups++;
-    sp_engine_advance(e, sp_clock_now_ms());
-    sp_engine_build_commit(e, c);
-    sp_commit_offset(c, "store.support/0", *off, *off + n, sp_engine_partition_max_et(e, 0, 0));
-    *off += n;
-    assert_int_equal(sp_store_commit_send(st, c, err, sizeof(err)), SP_OK);
-    assert_int_equal(sp_store_commit_recv(st, err, sizeof(err)), SP_OK);
-    sp_commit_destroy(c);
+    redisReply *r = redisCommand(rc, "ZRANGE %s 0 0 WITHSCORES", sp_engine_timers_key(e));
+    assert_non_null(r); /* the earliest timer, as the run loop restores it */
+    sp_engine_restore_timers(e, r->elements == 2 ? atoll(r->element[1]->str) : INT64_MAX);
+    freeReplyObject(r);
+    int dups = batch(e, st, evs, n, off);
     sp_engine_destroy(e);
     return dups;
-}
-
-static char *hget(const char *key, const char *field) {
-    static char out[128];
-    redisReply *r = redisCommand(rc, "HGET %s %s", key, field);
-    if (!r || r->type != REDIS_REPLY_STRING) {
-        if (r) freeReplyObject(r);
-        return NULL;
-    }
-    snprintf(out, sizeof(out), "%s", r->str);
-    freeReplyObject(r);
-    return out;
-}
-
-static void check_field(const char *key, const char *field, const char *want) {
-    const char *got = hget(key, field);
-    if (!want) {
-        if (got) fail_msg("%s %s: expected absent, got %s", key, field, got);
-        return;
-    }
-    if (!got)
-        fail_msg("%s %s: expected %s, got nothing", key, field, want);
-    else if (strcmp(got, want) != 0)
-        fail_msg("%s %s: expected %s, got %s", key, field, want, got);
 }
 
 static void test_tickets_by_hand(void **state) {
@@ -236,7 +168,7 @@ static void test_tickets_by_hand(void **state) {
         EV("c1", 10 * S, TICKET_OPENED, "t3", "chat"),
         EV("c2", 40 * S, TICKET_RESOLVED, "t3", "chat"),
     };
-    assert_int_equal(batch(&cfg, st, b1, 5, &off), 0);
+    assert_int_equal(batch_new(&cfg, st, b1, 5, &off), 0);
 
     sp_event_t b2[] = {
         EV("a3", 65 * S, AGENT_REPLIED, "t1", "chat"),   /* frt 65 s, handoff */
@@ -250,7 +182,7 @@ static void test_tickets_by_hand(void **state) {
         EV("e2", 45 * S, TICKET_RESOLVED, "t5", "chat"), /* bot only: not handed off */
         EV("e3", 46 * S, TICKET_REOPENED, "t6", "chat"), /* unknown ticket: nothing */
     };
-    assert_int_equal(batch(&cfg, st, b2, 10, &off), 2);
+    assert_int_equal(batch_new(&cfg, st, b2, 10, &off), 2);
 
     sp_event_t b3[] = {
         EV("d2", 20 * S, TICKET_OPENED, "t4", "phone"), /* d1 counts: 30 s */
@@ -259,7 +191,7 @@ static void test_tickets_by_hand(void **state) {
         sup("a4", T0 + 110 * S, SP_T_SURVEY_RESPONSE, "t1", "chat", 0, 2, 5, -1),
         EV("a5", 111 * S, TICKET_REOPENED, "t1", "chat"), /* not resolved: nothing */
     };
-    assert_int_equal(batch(&cfg, st, b3, 5, &off), 1);
+    assert_int_equal(batch_new(&cfg, st, b3, 5, &off), 1);
 
     const char *w1 = "sp:{sup}:support:1m:1793527200000";
     check_field(w1, "tickets_opened", "4");
@@ -329,9 +261,91 @@ static void test_tickets_by_hand(void **state) {
     redisReply *r = redisCommand(rc, "EXISTS sp:{sup}:state:ticket:t6");
     assert_int_equal(r->integer, 0); /* a reopen of nothing writes no state */
     freeReplyObject(r);
+    /* open: the time left to its give-up (latest event T0 + 111 s +
+     * ticket_ttl - W) + 1 day; resolved: state.ticket_ttl */
     r = redisCommand(rc, "PTTL sp:{sup}:state:ticket:t1");
+    int64_t w = T0 + 111 * S - cfg.max_out_of_orderness_ms;
+    int64_t left = T0 + 111 * S + cfg.ticket_ttl_ms - w + 86400 * S;
+    assert_true(r->integer > left - 60 * S && r->integer <= left);
+    freeReplyObject(r);
+    r = redisCommand(rc, "PTTL sp:{sup}:state:ticket:t3");
     assert_true(r->integer > cfg.ticket_ttl_ms - 60 * S && r->integer <= cfg.ticket_ttl_ms);
     freeReplyObject(r);
+    r = redisCommand(rc, "ZRANGE sp:{sup}:state:timers 0 -1 WITHSCORES");
+    assert_int_equal(r->elements, 4); /* the open ones: t1 and t2 */
+    assert_string_equal(r->element[0]->str, "ticket:t2");
+    assert_int_equal(atoll(r->element[1]->str), T0 + 30 * S + cfg.ticket_ttl_ms);
+    assert_string_equal(r->element[2]->str, "ticket:t1");
+    assert_int_equal(atoll(r->element[3]->str), T0 + 111 * S + cfg.ticket_ttl_ms);
+    freeReplyObject(r);
+
+    sp_store_destroy(st);
+    sp_clock_set_manual(-1);
+}
+
+/* An open ticket without news is given up at latest event + ticket_ttl:
+ * out of the gauge, state and timer deleted, exactly when the watermark
+ * reaches it (each batch through a new engine: the timer comes back from
+ * Redis). A resolved ticket has no timer. Later news starts afresh. */
+static void test_give_up(void **state) {
+    (void)state;
+    static sp_config_t cfg;
+    char err[256];
+    cfg_for(&cfg, "gvp");
+    cfg.ticket_ttl_ms = 3600 * S;
+    const int64_t ooo = cfg.max_out_of_orderness_ms, give_up = T0 + 600 * S + 3600 * S;
+    sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+    assert_non_null(st);
+    int64_t off = 0;
+
+    sp_clock_set_manual(T0 + 700 * S);
+    sp_event_t b1[] = {
+        EV("g1", 0, TICKET_OPENED, "g1", "chat"),
+        EV("g2", 600 * S, AGENT_REPLIED, "g1", "chat"), /* latest news of g1 */
+        EV("h1", 300 * S, TICKET_OPENED, "h1", "email"),
+        EV("h2", 360 * S, TICKET_RESOLVED, "h1", "email"),
+    };
+    assert_int_equal(batch_new(&cfg, st, b1, 4, &off), 0);
+    check_field("sp:{gvp}:gauges", "in_flight|kind=ticket", "1");
+    redisReply *r = redisCommand(rc, "ZRANGE sp:{gvp}:state:timers 0 -1 WITHSCORES");
+    assert_int_equal(r->elements, 2); /* g1 only */
+    assert_string_equal(r->element[0]->str, "ticket:g1");
+    assert_int_equal(atoll(r->element[1]->str), give_up);
+    freeReplyObject(r);
+
+    /* the watermark one millisecond short of the give-up: nothing */
+    sp_clock_set_manual(give_up + ooo);
+    sp_event_t b2[] = {EV("x1", 600 * S + 3600 * S + ooo - 1, CUSTOMER_REPLIED, "x", "chat")};
+    assert_int_equal(batch_new(&cfg, st, b2, 1, &off), 0);
+    char wm[32];
+    snprintf(wm, sizeof(wm), "%lld", (long long)(give_up - 1));
+    check_field("sp:{gvp}:gauges", "watermark_ms", wm);
+    check_field("sp:{gvp}:gauges", "in_flight|kind=ticket", "1");
+    r = redisCommand(rc, "EXISTS sp:{gvp}:state:ticket:g1 sp:{gvp}:state:ticket:x");
+    assert_int_equal(r->integer, 1); /* a customer reply of nothing writes nothing */
+    freeReplyObject(r);
+
+    /* at the give-up */
+    sp_event_t b3[] = {EV("x2", 600 * S + 3600 * S + ooo, CUSTOMER_REPLIED, "x", "chat")};
+    assert_int_equal(batch_new(&cfg, st, b3, 1, &off), 0);
+    check_field("sp:{gvp}:gauges", "in_flight|kind=ticket", "0");
+    r = redisCommand(rc, "EXISTS sp:{gvp}:state:ticket:g1");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    r = redisCommand(rc, "ZCARD sp:{gvp}:state:timers");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+
+    /* news of g1 after its give-up: afresh (the reopen of an unknown ticket
+     * counts nothing, a new opening counts and enters the gauge again) */
+    sp_event_t b4[] = {
+        EV("g3", 600 * S + 3600 * S + ooo + S, TICKET_REOPENED, "g1", "chat"),
+        EV("g4", 600 * S + 3600 * S + ooo + 2 * S, TICKET_OPENED, "g1", "chat"),
+    };
+    assert_int_equal(batch_new(&cfg, st, b4, 2, &off), 0);
+    check_field("sp:{gvp}:gauges", "in_flight|kind=ticket", "1");
+    check_field("sp:{gvp}:support:1h:1793530800000", "tickets_opened", "1");
+    check_field("sp:{gvp}:support:1h:1793530800000", "tickets_reopened", NULL);
 
     sp_store_destroy(st);
     sp_clock_set_manual(-1);
@@ -341,6 +355,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ticket_encoding),
         cmocka_unit_test(test_tickets_by_hand),
+        cmocka_unit_test(test_give_up),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
