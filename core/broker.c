@@ -74,6 +74,19 @@ static int broker_create_topic(sp_broker_t *b, const char *name, int partitions,
 }
 
 sp_broker_t *sp_broker_start(const sp_config_t *cfg, char *errstr, size_t errstr_size) {
+    return sp_broker_start_with(cfg, NULL, 0, errstr, errstr_size);
+}
+
+/* The partitions of topic `name`: its override, or the default. */
+static int topic_partitions(const char *name, int dflt, const sp_topic_partitions_t *over,
+                            int nover) {
+    for (int i = 0; i < nover; i++)
+        if (strcmp(over[i].topic, name) == 0) return over[i].partitions;
+    return dflt;
+}
+
+sp_broker_t *sp_broker_start_with(const sp_config_t *cfg, const sp_topic_partitions_t *over,
+                                  int nover, char *errstr, size_t errstr_size) {
     sp_broker_t *b = NULL;
     rd_kafka_conf_t *conf = NULL;
     const char *bs;
@@ -119,13 +132,25 @@ sp_broker_t *sp_broker_start(const sp_config_t *cfg, char *errstr, size_t errstr
     }
     memcpy(b->bootstraps, bs, strlen(bs) + 1);
 
-    for (int i = 0; i < SP_STREAM__COUNT; i++)
-        if (broker_create_topic(b, cfg->topics[i].name, partitions, errstr, errstr_size) != SP_OK)
+    for (int i = 0; i < nover; i++) {
+        int known = strcmp(over[i].topic, cfg->topic_deadletter) == 0 ||
+                    strcmp(over[i].topic, cfg->topic_alerts) == 0;
+        for (int k = 0; k < SP_STREAM__COUNT; k++)
+            known |= strcmp(over[i].topic, cfg->topics[k].name) == 0;
+        if (!known) {
+            snprintf(errstr, errstr_size, "partitions of '%s': not a configured topic",
+                     over[i].topic);
             goto out;
-    if (broker_create_topic(b, cfg->topic_deadletter, partitions, errstr, errstr_size) != SP_OK)
-        goto out;
-    if (broker_create_topic(b, cfg->topic_alerts, partitions, errstr, errstr_size) != SP_OK)
-        goto out;
+        }
+    }
+    for (int i = 0; i < SP_STREAM__COUNT + 2; i++) {
+        const char *name = i < SP_STREAM__COUNT       ? cfg->topics[i].name
+                           : i == SP_STREAM__COUNT ? cfg->topic_deadletter
+                                                   : cfg->topic_alerts;
+        if (broker_create_topic(b, name, topic_partitions(name, partitions, over, nover), errstr,
+                                errstr_size) != SP_OK)
+            goto out;
+    }
     ok = 1;
 
 out:
@@ -214,7 +239,7 @@ out:
 }
 
 static void broker_usage(FILE *out) {
-    fputs("usage: storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N]\n"
+    fputs("usage: storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...\n"
           "\n"
           "Runs librdkafka's mock Kafka cluster (3 brokers on 127.0.0.1, in memory)\n"
           "with the configured topics created, until SIGTERM or SIGINT.\n"
@@ -223,6 +248,8 @@ static void broker_usage(FILE *out) {
           "      --bootstrap-file F  also write the bootstrap address to F (atomically;\n"
           "                          removed again on a clean exit)\n"
           "      --partitions N      partitions per topic (overrides the config)\n"
+          "      --partitions TOPIC=N  partitions of one topic (repeatable), e.g. to\n"
+          "                          give two input streams different partition counts\n"
           "  -h, --help              this help\n"
           "\n"
           "Prints \"bootstrap: <host:port,...>\" on stdout once the cluster is up.\n",
@@ -237,6 +264,8 @@ int sp_broker_main(int argc, char **argv) {
                                              {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *bootstrap_file = NULL;
     long partitions = -1;
+    sp_topic_partitions_t over[8];
+    int nover = 0;
     sp_config_t *cfg = NULL;
     sp_broker_t *b = NULL;
     char errstr[1024];
@@ -249,14 +278,27 @@ int sp_broker_main(int argc, char **argv) {
         case 'c': config_path = optarg; break;
         case 'b': bootstrap_file = optarg; break;
         case 'p': {
-            char *end;
+            char *end, *eq = strchr(optarg, '=');
+            const char *num = eq ? eq + 1 : optarg;
             errno = 0;
-            partitions = strtol(optarg, &end, 10);
-            if (errno || *end || end == optarg || partitions < 1 ||
-                partitions > SP_BROKER_MAX_PARTITIONS) {
-                fprintf(stderr, "storepulse broker: --partitions: expected 1..%d, got '%s'\n",
-                        SP_BROKER_MAX_PARTITIONS, optarg);
+            long n = strtol(num, &end, 10);
+            if (errno || *end || end == num || n < 1 || n > SP_BROKER_MAX_PARTITIONS ||
+                eq == optarg) {
+                fprintf(stderr,
+                        "storepulse broker: --partitions: expected 1..%d or TOPIC=1..%d, got "
+                        "'%s'\n",
+                        SP_BROKER_MAX_PARTITIONS, SP_BROKER_MAX_PARTITIONS, optarg);
                 return 2;
+            }
+            if (!eq) {
+                partitions = n;
+            } else if (nover == (int)(sizeof(over) / sizeof(over[0]))) {
+                fprintf(stderr, "storepulse broker: --partitions: at most %d topics\n", nover);
+                return 2;
+            } else {
+                *eq = '\0'; /* optarg is argv's own storage */
+                over[nover].topic = optarg;
+                over[nover++].partitions = (int)n;
             }
             break;
         }
@@ -290,7 +332,7 @@ int sp_broker_main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    b = sp_broker_start(cfg, errstr, sizeof(errstr));
+    b = sp_broker_start_with(cfg, over, nover, errstr, sizeof(errstr));
     if (!b) {
         fprintf(stderr, "storepulse broker: %s\n", errstr);
         goto out;
@@ -305,8 +347,10 @@ int sp_broker_main(int argc, char **argv) {
     }
     printf("bootstrap: %s\n", sp_broker_bootstraps(b));
     fflush(stdout);
-    sp_log(SP_LOG_INFO, "broker: %d brokers, %d partitions per topic, serving until SIGTERM",
-           SP_BROKER_COUNT, cfg->partitions > 0 ? cfg->partitions : SP_BROKER_DEFAULT_PARTITIONS);
+    sp_log(SP_LOG_INFO, "broker: %d brokers, %d partitions per topic (%d set per topic), "
+           "serving until SIGTERM",
+           SP_BROKER_COUNT, cfg->partitions > 0 ? cfg->partitions : SP_BROKER_DEFAULT_PARTITIONS,
+           nover);
 
     while (!broker_stop_flag)
         sp_broker_poll(b, 200);

@@ -23,6 +23,17 @@ typedef struct sp_broker sp_broker_t;
  * (replication 1). Returns NULL with a reason in errstr on failure. */
 sp_broker_t *sp_broker_start(const sp_config_t *cfg, char *errstr, size_t errstr_size);
 
+/* A topic's own partition count, overriding cfg->partitions. */
+typedef struct sp_topic_partitions {
+    const char *topic;
+    int partitions; /* 1..SP_BROKER_MAX_PARTITIONS */
+} sp_topic_partitions_t;
+
+/* sp_broker_start, with nover topics given partition counts of their own
+ * (each must be one of the configured topics). */
+sp_broker_t *sp_broker_start_with(const sp_config_t *cfg, const sp_topic_partitions_t *over,
+                                  int nover, char *errstr, size_t errstr_size);
+
 /* "127.0.0.1:port,..." -- valid until sp_broker_stop(). */
 const char *sp_broker_bootstraps(const sp_broker_t *b);
 
@@ -38,7 +49,7 @@ void sp_broker_poll(sp_broker_t *b, int timeout_ms);
 /* Tears the cluster down. NULL is a no-op. */
 void sp_broker_stop(sp_broker_t *b);
 
-/* `storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N]`:
+/* `storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...`:
  * starts, prints "bootstrap: <addr>" to stdout, writes the address (one
  * line) to F atomically, serves until SIGTERM/SIGINT, exits 0. */
 int sp_broker_main(int argc, char **argv);

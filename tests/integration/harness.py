@@ -208,9 +208,11 @@ class Redis(_Proc):
 
 
 class Broker(_Proc):
-    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker"):
+    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker", topic_partitions=None):
+        """topic_partitions: {topic: n}, topics with partition counts of their own."""
         super().__init__(tmpdir, name)
         self.partitions = partitions
+        self.topic_partitions = dict(topic_partitions or {})
         self.cfg = cfg
         self.bootstrap_file = os.path.join(tmpdir, f"{name}.bootstrap")
         self.bootstrap = None
@@ -221,6 +223,8 @@ class Broker(_Proc):
         argv = [SP_BIN, "broker", "--bootstrap-file", self.bootstrap_file]
         if self.partitions:
             argv += ["--partitions", str(self.partitions)]
+        for topic, n in sorted(self.topic_partitions.items()):
+            argv += ["--partitions", f"{topic}={n}"]
         if self.cfg:
             argv += ["-c", self.cfg]
         self._spawn(argv)
@@ -243,7 +247,9 @@ class Broker(_Proc):
             try:
                 md = c.list_topics(timeout=5)
                 have = {t for t, tm in md.topics.items() if tm.error is None and tm.partitions}
-                return need <= have
+                counts = {t: len(md.topics[t].partitions) for t in self.topic_partitions
+                          if t in have}
+                return need <= have and counts == self.topic_partitions
             finally:
                 c.close()
 

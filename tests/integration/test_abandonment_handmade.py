@@ -8,9 +8,10 @@ minutes old, is not late). Dimensions channel and device.
 
 Part A: history. T0 = an hour boundary two hours ago; W1 = [T0, T0+1m),
 W2 = [T0+1m, T0+2m), ... W12 = [T0+11m, T0+12m). Times are seconds after T0.
-Carts (ADD_TO_CART) go to store.clickstream keyed by session_id, checkouts
-and orders to store.checkout keyed by customer_id: the join crosses topics
-and partitions. Produced in five phases, each one as soon as the previous one
+Carts (ADD_TO_CART) go to store.clickstream (3 partitions) keyed by
+session_id, checkouts and orders to store.checkout (2 partitions) keyed by
+customer_id: the join crosses topics with different partition counts and
+keys (test_join_crosses_partition_layouts checks where they landed). Produced in five phases, each one as soon as the previous one
 is committed (well within idle_timeout, so the pipeline never goes idle in
 between), and nothing is late: no event's 1m window ends more than
 allowed_lateness before the newest event produced before it.
@@ -73,6 +74,7 @@ HR = 60 * M
 ABANDON_AFTER = 10 * M
 CK, CO = H.TOPIC_CLICKSTREAM, H.TOPIC_CHECKOUT
 GAUGE_FIELDS = ("in_flight|kind=cart", "in_flight|kind=checkout")
+PARTITIONS = {CK: 3, CO: 2}
 
 
 def cart(eid, T0, sec, sid, channel, device):
@@ -442,12 +444,12 @@ class HandmadeAbandonment(H.SPTestCase):
         now = H.now_ms()
         cls.T0 = T0 = now - now % HR - 2 * HR
         cls.redis = cls.track(H.Redis(cls.tmp)).start()
-        cls.broker = cls.track(H.Broker(cls.tmp)).start()
+        cls.broker = cls.track(H.Broker(cls.tmp, topic_partitions=PARTITIONS)).start()
         cfg = H.write_config(f"{cls.tmp}/sp.yaml", NS, cls.broker.bootstrap, cls.redis.port,
                              idle_timeout="10s", allowed_lateness="3m",
                              extra={"metrics": {"abandonment": {"abandon_after": "10m"}}})
         r = cls.redis.client
-        snd = H.Sender(cls.broker.bootstrap)
+        cls.sender = snd = H.Sender(cls.broker.bootstrap)
 
         def produce(msgs):
             for tag, topic, key, rec in msgs:
@@ -506,6 +508,23 @@ class HandmadeAbandonment(H.SPTestCase):
         cls.health = H.health(r, NS)
         cls.pipe.assert_alive()
         cls.term_rc = cls.pipe.terminate(20)
+
+    def test_join_crosses_partition_layouts(self):
+        """The carts and the orders that convert them travelled on topics with
+        different partition counts, and not on the same partition number."""
+        md = H.Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "sp-md"})
+        try:
+            topics = md.list_topics(timeout=10).topics
+            self.assertEqual({t: len(topics[t].partitions) for t in PARTITIONS}, PARTITIONS)
+        finally:
+            md.close()
+        pairs = [("a1", "a4"), ("b3", "b1"), ("n1", "n2"), ("n3", "n2"), ("d1", "d2"),
+                 ("m2", "m3")]
+        where = {tag: self.sender.where(tag)[1:3] for pair in pairs for tag in pair}
+        for cart_tag, order_tag in pairs:
+            self.assertEqual((where[cart_tag][0], where[order_tag][0]), (CK, CO))
+        crossed = [p for p in pairs if where[p[0]][1] != where[p[1]][1]]
+        self.assertTrue(crossed, f"every join on the same partition number: {where}")
 
     # ---- part A, phase by phase
 
