@@ -271,4 +271,4 @@ static void abandonment_emit(sp_engine_t *e, void *win, int closing, sp_commit_t
 static int64_t abandonment_delay(const sp_config_t *cfg) { return cfg->abandon_after_ms; }
 
 const sp_family_t sp_family_abandonment = {"abandonment",   sizeof(sp_fk_win_t), abandonment_want,
-                                           abandonment_apply, abandonment_emit,  abandonment_delay};
+                                           abandonment_apply, abandonment_emit,  abandonment_delay, sp_fk_release};

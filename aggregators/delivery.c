@@ -366,4 +366,4 @@ static void delivery_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c
 }
 
 const sp_family_t sp_family_delivery = {"delivery",     sizeof(sp_fk_win_t), delivery_want,
-                                        delivery_apply, delivery_emit,       NULL};
+                                        delivery_apply, delivery_emit,       NULL, sp_fk_release};

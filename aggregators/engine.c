@@ -315,9 +315,14 @@ oom:
     return NULL;
 }
 
+static void block_free(int f, void *block) {
+    if (block && families[f]->release) families[f]->release(block);
+    free(block);
+}
+
 static void win_free(win_t *w) {
     if (!w) return;
-    for (int f = 0; f < NFAM; f++) free(w->fam[f]);
+    for (int f = 0; f < NFAM; f++) block_free(f, w->fam[f]);
     free(w);
 }
 
@@ -932,7 +937,7 @@ int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c) {
         win_t *w = cl->w;
         emit_window(e, c, cl->fam, cl->size_idx, cl->start, w ? w->fam[cl->fam] : NULL, 1);
         if (!w) continue;
-        free(w->fam[cl->fam]);
+        block_free(cl->fam, w->fam[cl->fam]);
         w->fam[cl->fam] = NULL;
         w->closed |= 1u << cl->fam;
         w->closing &= ~(1u << cl->fam);

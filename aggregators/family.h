@@ -89,6 +89,8 @@ typedef struct sp_family {
     void (*emit)(sp_engine_t *e, void *win, int closing, sp_commit_t *c);
     /* Optional: extra delay of this family's window close (ms). */
     int64_t (*close_delay)(const sp_config_t *cfg);
+    /* Optional: free what a window block holds (not the block itself). */
+    void (*release)(void *win);
 } sp_family_t;
 
 extern const sp_entity_kind_t sp_kind_session, sp_kind_order, sp_kind_cart, sp_kind_shipment,

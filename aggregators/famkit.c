@@ -4,6 +4,7 @@
 #include "aggregators/famkit.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "aggregators/hist.h"
@@ -36,12 +37,33 @@ static int dim_cap(const sp_engine_t *e) {
 /* Row of an interned value in a window's table (NULL: value missing). */
 static sp_fk_row_t *row_of(const sp_engine_t *e, sp_fk_dim_t *t, uint32_t id) {
     if (id == SP_FK_NONE) return NULL;
-    if (id == 0) return &t->row[SP_FK_VALUES];
+    if (id == 0) return &t->other;
     for (int j = 0; j < t->n; j++)
         if (t->id[j] == id) return &t->row[j];
-    if (t->n >= dim_cap(e)) return &t->row[SP_FK_VALUES];
+    if (t->n >= dim_cap(e)) return &t->other;
+    if (t->n == t->cap) {
+        int nc = t->cap ? 2 * t->cap : 4;
+        if (nc > SP_FK_VALUES) nc = SP_FK_VALUES;
+        uint32_t *ni = realloc(t->id, (size_t)nc * sizeof(*ni));
+        if (!ni) return &t->other;
+        t->id = ni;
+        sp_fk_row_t *nr = realloc(t->row, (size_t)nc * sizeof(*nr));
+        if (!nr) return &t->other;
+        t->row = nr;
+        t->cap = (uint16_t)nc;
+    }
+    memset(&t->row[t->n], 0, sizeof(t->row[0]));
     t->id[t->n] = id;
     return &t->row[t->n++];
+}
+
+void sp_fk_release(void *win) {
+    sp_fk_win_t *w = win;
+    for (int h = 0; h < SP_FK_MAXH; h++) free(w->hist[h]);
+    for (int k = 0; k < SP_FK_DIMS; k++) {
+        free(w->dim[k].id);
+        free(w->dim[k].row);
+    }
 }
 
 void sp_fk_add(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint32_t *ids, int f,
@@ -79,7 +101,9 @@ static void hist_put(sp_fk_hist_t *h, int32_t idx) {
 void sp_fk_hist(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint32_t *ids, int h,
                 double v) {
     if (!w) return;
-    hist_put(&w->hist[h], sp_hist_index(v));
+    if (!w->hist[h]) w->hist[h] = calloc(1, sizeof(*w->hist[h]));
+    /* out of memory: the value counts, without its bucket */
+    if (w->hist[h]) hist_put(w->hist[h], sp_hist_index(v));
     w->all.hc[h]++;
     w->all.hs[h] += v;
     w->all.dirty = 1;
@@ -130,8 +154,8 @@ void sp_fk_emit(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, int closi
         return;
     }
     for (int h = 0; h < s->nhists; h++) {
-        sp_fk_hist_t *hs = &w->hist[h];
-        if (!w->all.hc[h]) continue;
+        sp_fk_hist_t *hs = w->hist[h];
+        if (!w->all.hc[h] || !hs) continue;
         hist_news = 1;
         for (int j = 0; j < SP_FK_HSLOTS; j++) {
             if (!hs->cnt[j]) continue;
@@ -152,15 +176,13 @@ void sp_fk_emit(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, int closi
     for (int k = 0; k < ndims(e, s); k++) {
         sp_fk_dim_t *t = &w->dim[k];
         const char *dname = sp_str_field_names[d->f[k]];
-        for (int j = 0; j <= SP_FK_VALUES; j++) {
-            if (j == t->n) j = SP_FK_VALUES;
-            if (!t->row[j].dirty) continue;
-            size_t vlen;
-            const char *v =
-                j == SP_FK_VALUES ? SP_OTHER : sp_engine_interned(e, t->id[j], &vlen);
-            if (j == SP_FK_VALUES) vlen = strlen(SP_OTHER);
+        for (int j = 0; j <= t->n; j++) {
+            sp_fk_row_t *r = j < t->n ? &t->row[j] : &t->other;
+            if (!r->dirty) continue;
+            size_t vlen = strlen(SP_OTHER);
+            const char *v = j < t->n ? sp_engine_interned(e, t->id[j], &vlen) : SP_OTHER;
             snprintf(sfx, sizeof(sfx), "|%s=%.*s", dname, (int)vlen, v);
-            emit_row(s, &t->row[j], sfx, 0, c);
+            emit_row(s, r, sfx, 0, c);
         }
     }
 }

@@ -69,15 +69,19 @@ typedef struct sp_fk_hist {
     int64_t cnt[SP_FK_HSLOTS]; /* 0: free slot */
 } sp_fk_hist_t;
 
+/* The values of one dimension seen in a window, first come, capped. Rows
+ * grow on demand (a window of a few values stays small: a block is
+ * allocated per window and family, and most see a handful of values). */
 typedef struct sp_fk_dim {
-    uint16_t n;
-    uint32_t id[SP_FK_VALUES];
-    sp_fk_row_t row[SP_FK_VALUES + 1]; /* [SP_FK_VALUES] is __other__ */
+    uint16_t n, cap;
+    uint32_t *id;      /* n interned values */
+    sp_fk_row_t *row;  /* cap rows, n used */
+    sp_fk_row_t other; /* __other__: past the cap (or out of memory) */
 } sp_fk_dim_t;
 
 typedef struct sp_fk_win {
     sp_fk_row_t all;
-    sp_fk_hist_t hist[SP_FK_MAXH];
+    sp_fk_hist_t *hist[SP_FK_MAXH]; /* allocated at the first value */
     sp_fk_dim_t dim[SP_FK_DIMS];
 } sp_fk_win_t;
 
@@ -92,6 +96,8 @@ void sp_fk_add(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint
 /* Record value v (in the histogram's unit) in histogram h. */
 void sp_fk_hist(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint32_t *ids, int h,
                 double v);
+/* Family release(): free what a block holds (not the block). */
+void sp_fk_release(void *win);
 /* Family emit(): write and clear the deltas (see family.h). */
 void sp_fk_emit(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, int closing,
                 sp_commit_t *c);

@@ -468,4 +468,4 @@ static void funnel_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c) 
 }
 
 const sp_family_t sp_family_funnel = {"funnel", sizeof(fwin_t), funnel_want, funnel_apply,
-                                      funnel_emit, NULL};
+                                      funnel_emit, NULL, NULL};

@@ -502,7 +502,7 @@ static void retention_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *
 }
 
 const sp_family_t sp_family_retention = {"retention",    sizeof(sp_fk_win_t), retention_want,
-                                         retention_apply, retention_emit,     NULL};
+                                         retention_apply, retention_emit,     NULL, sp_fk_release};
 
 /* ---- import-orders -------------------------------------------------- */
 

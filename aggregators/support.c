@@ -450,4 +450,4 @@ static void support_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c)
 }
 
 const sp_family_t sp_family_support = {"support",     sizeof(sp_fk_win_t), support_want,
-                                       support_apply, support_emit,        NULL};
+                                       support_apply, support_emit,        NULL, sp_fk_release};

@@ -69,6 +69,7 @@ typedef struct opts {
     double rate;
     int batch;
     int partitions;
+    unsigned streams; /* bits (1u << sp_stream_t) */
 } opts_t;
 
 typedef struct result {
@@ -95,7 +96,8 @@ static double median(double *v, int n) {
 static int generate(const sp_config_t *cfg, const opts_t *o, msgs_t *m) {
     char err[512];
     sp_gen_opts_t go = {.seed = 42, .start_ms = START_MS, .rate = o->rate, .duplicates = 0.01,
-                        .format = (sp_format_t)-1, .warm_start = 0};
+                        .format = (sp_format_t)-1, .warm_start = 0,
+                        .streams = o->streams};
     sp_gen_t *g = sp_gen_new(cfg, &go, err, sizeof(err));
     if (!g) {
         fprintf(stderr, "bench_pipeline: generator: %s\n", err);
@@ -193,7 +195,7 @@ __attribute__((noinline)) static int run_full(const sp_config_t *cfg, const opts
     sp_commit_t *c = sp_commit_new();
     sp_arena_t *arena = sp_arena_new(1 << 20);
     sp_event_t *evs = calloc((size_t)o->batch, sizeof(*evs));
-    int np = 2 * o->partitions; /* the generator writes clickstream and checkout */
+    int np = SP_STREAM__COUNT * o->partitions; /* every stream has o->partitions */
     int64_t *committed = malloc((size_t)np * sizeof(*committed));
     int64_t *next = malloc((size_t)np * sizeof(*next));
     int rc = -1;
@@ -201,8 +203,9 @@ __attribute__((noinline)) static int run_full(const sp_config_t *cfg, const opts
         fprintf(stderr, "bench_pipeline: set-up: %s\n", dec && eng ? "out of memory" : err);
         goto out;
     }
-    for (int t = 0; t < 2; t++)
-        for (int p = 0; p < o->partitions; p++) sp_engine_partition_add(eng, t, p, -1, now);
+    for (int t = 0; t < SP_STREAM__COUNT; t++)
+        if (o->streams & (1u << t))
+            for (int p = 0; p < o->partitions; p++) sp_engine_partition_add(eng, t, p, -1, now);
     for (int k = 0; k < np; k++) committed[k] = next[k] = -1;
     /* Per-partition offsets: message i's offset is its ordinal in its partition. */
     int64_t *poff = calloc((size_t)np, sizeof(*poff));
@@ -288,9 +291,9 @@ out:
 
 static void usage(FILE *f) {
     fprintf(f, "usage: bench_pipeline [--events N] [--runs R] [--rate EV_PER_S] [--batch B]\n"
-               "                      [--partitions P] [--schemas DIR]\n"
+               "                      [--partitions P] [--schemas DIR] [--streams S,S]\n"
                "defaults: 2000000 events, 5 runs, rate 50, batch 10000, 8 partitions, "
-               "schemas ./schemas\n");
+               "schemas ./schemas, all four streams\n");
 }
 
 int main(int argc, char **argv) {
@@ -300,9 +303,11 @@ int main(int argc, char **argv) {
                                        {"batch", required_argument, 0, 'b'},
                                        {"partitions", required_argument, 0, 'p'},
                                        {"schemas", required_argument, 0, 's'},
+                                       {"streams", required_argument, 0, 'S'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
-    opts_t o = {.events = 2000000, .runs = 5, .rate = 50, .batch = 10000, .partitions = 8};
+    opts_t o = {.events = 2000000, .runs = 5, .rate = 50, .batch = 10000, .partitions = 8,
+                .streams = (1u << SP_STREAM__COUNT) - 1};
     static sp_config_t cfg;
     char err[1024];
     int c;
@@ -314,6 +319,12 @@ int main(int argc, char **argv) {
         case 'b': o.batch = atoi(optarg); break;
         case 'p': o.partitions = atoi(optarg); break;
         case 's': setenv("STOREPULSE_SCHEMAS_DIR", optarg, 1); break;
+        case 'S':
+            if (sp_gen_parse_streams(optarg, &o.streams) != 0) {
+                fprintf(stderr, "bench_pipeline: --streams: unknown stream in '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -2027,8 +2027,7 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-/* "clickstream,checkout" into a mask of (1u << sp_stream_t). */
-static int parse_streams(const char *s, unsigned *out) {
+int sp_gen_parse_streams(const char *s, unsigned *out) {
     unsigned mask = 0;
     while (*s) {
         size_t n = strcspn(s, ",");
@@ -2264,7 +2263,7 @@ int sp_gen_main(int argc, char **argv) {
             break;
         case O_INC_VALUE: o.incident_value = optarg; break;
         case O_STREAMS:
-            if (parse_streams(optarg, &o.streams) != 0)
+            if (sp_gen_parse_streams(optarg, &o.streams) != 0)
                 bad = "--streams: expected a comma-separated list of clickstream, checkout, "
                       "shipment, support";
             break;

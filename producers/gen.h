@@ -70,6 +70,10 @@ typedef struct sp_gen_opts {
     unsigned streams;
 } sp_gen_opts_t;
 
+/* "clickstream,checkout" into a mask of (1u << sp_stream_t) for
+ * sp_gen_opts_t.streams. Returns 0, or -1 for an unknown or empty name. */
+int sp_gen_parse_streams(const char *s, unsigned *out);
+
 /* New generator over cfg's topics and schemas (cfg->schemas[]: the first
  * entry per stream is the writer schema; its file is read and parsed once;
  * Avro needs one for each stream emitted). cfg is only read during the
