@@ -1,0 +1,367 @@
+/* test_rules.c -- alert rules: loading from the config file (every error
+ * names file:line, the rule and the key), and evaluation on scripted closed
+ * windows (manual clock: window starts and ends are given): thresholds with
+ * hysteresis and `for`, min_samples, drop_vs_baseline, absent_for, per
+ * dimension value (`by`), repeat_every, a restart in the middle of a firing
+ * alert (state round trip: nothing re-fires), and the contributors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aggregators/rules.h"
+#include "core/err.h"
+
+#define MIN 60000LL
+#define T0  1793527200000LL
+
+static char path[64];
+
+static int load(const char *yaml, sp_rules_t *rules, char *err, size_t errsz) {
+    static sp_config_t cfg;
+    snprintf(path, sizeof(path), "/tmp/sp-rules-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(yaml, f);
+    fclose(f);
+    sp_config_defaults(&cfg);
+    int rc = sp_config_load(&cfg, path, err, errsz);
+    if (rc == SP_OK) rc = sp_rules_load(&cfg, rules, err, errsz);
+    unlink(path);
+    return rc;
+}
+
+static const char *GOOD =
+    "windows:\n"
+    "  sizes: [1m, 5m, 1h]\n"
+    "alerts:\n"
+    "  - name: conversion_drop\n"
+    "    metric: funnel.conversion_rate\n"
+    "    window: 5m\n"
+    "    below: 0.015\n"
+    "    resolve_above: 0.02\n"
+    "    min_samples: 200\n"
+    "    for: 2\n"
+    "    by: [channel]\n"
+    "    severity: critical\n"
+    "    labels: {team: growth}\n"
+    "  - name: checkout_collapse\n"
+    "    metric: funnel.checkout_to_order_rate\n"
+    "    window: 1m\n"
+    "    drop_vs_baseline: 0.5\n"
+    "    baseline: 3\n"
+    "  - name: no_orders\n"
+    "    metric: funnel.orders\n"
+    "    absent_for: 15m\n"
+    "    window: 5m\n"
+    "  - name: late_parcels\n"
+    "    metric: delivery.delay_minutes_p90\n"
+    "    window: 1h\n"
+    "    above: 120\n"
+    "    repeat_every: 2h\n";
+
+static void test_load(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512];
+    assert_int_equal(load(GOOD, &rules, err, sizeof(err)), SP_OK);
+    assert_int_equal(rules.n, 4);
+    const sp_rule_t *r = &rules.r[0];
+    assert_string_equal(r->name, "conversion_drop");
+    assert_string_equal(r->family, "funnel");
+    assert_string_equal(r->field, "conversion_rate");
+    assert_int_equal(r->window_ms, 5 * MIN);
+    assert_string_equal(r->window, "5m");
+    assert_int_equal(r->kind, SP_RULE_BELOW);
+    assert_true(r->threshold == 0.015 && r->resolve == 0.02);
+    assert_int_equal(r->min_samples, 200);
+    assert_int_equal(r->for_windows, 2);
+    assert_int_equal(r->nby, 1);
+    assert_string_equal(r->by[0], "channel");
+    assert_string_equal(r->severity, "critical");
+    assert_int_equal(r->nlabels, 1);
+    assert_string_equal(r->labels[0].key, "team");
+    assert_int_equal(r->line, 4);
+    assert_int_equal(rules.r[1].kind, SP_RULE_DROP);
+    assert_int_equal(rules.r[1].baseline, 3);
+    assert_int_equal(rules.r[2].kind, SP_RULE_ABSENT);
+    assert_int_equal(rules.r[2].absent_for_ms, 15 * MIN);
+    assert_int_equal(rules.r[3].repeat_every_ms, 120 * MIN);
+    assert_int_equal(rules.r[0].repeat_every_ms, 60 * MIN); /* the default */
+    assert_true(rules.r[3].resolve == 120);                 /* defaults to the threshold */
+
+    /* no alerts section: no rules */
+    assert_int_equal(load("windows:\n  sizes: [1m]\n", &rules, err, sizeof(err)), SP_OK);
+    assert_int_equal(rules.n, 0);
+}
+
+static void expect_error(const char *rules_yaml, const char *want) {
+    static sp_rules_t rules;
+    char yaml[2048], err[512];
+    snprintf(yaml, sizeof(yaml), "windows:\n  sizes: [1m, 5m]\nalerts:\n%s", rules_yaml);
+    assert_int_equal(load(yaml, &rules, err, sizeof(err)), SP_ERR_CONFIG);
+    assert_int_equal(rules.n, 0);
+    /* "<file>:<line>: rule '...': key '...': reason" */
+    const char *tail = strstr(err, ": ");
+    if (!tail || strncmp(err, path, strlen(path)) != 0 || !strstr(err, want))
+        fail_msg("error '%s' does not carry '%s' after the file name", err, want);
+}
+
+static void test_load_errors(void **state) {
+    (void)state;
+    expect_error("  - name: a\n    metric: funnel.conversion_rate\n    below: x\n",
+                 ":6: rule 'a': key 'below': expected a number, got 'x'");
+    expect_error("  - name: a\n    metric: shop.sales\n    above: 1\n",
+                 ":5: rule 'a': key 'metric': unknown family 'shop'");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n    window: 1h\n",
+                 ":7: rule 'a': key 'window': '1h' is not one of windows.sizes");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n    below: 0\n",
+                 ":4: rule 'a': exactly one of above, below, drop_vs_baseline, absent_for");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n    colour: red\n",
+                 ":7: rule 'a': key 'colour': unknown key");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n    by: [planet]\n",
+                 ":7: rule 'a': key 'by': unknown dimension 'planet'");
+    expect_error("  - metric: funnel.orders\n    above: 1\n", "key 'name': missing");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n"
+                 "  - name: a\n    metric: funnel.orders\n    above: 2\n",
+                 ":7: rule 'a': key 'name': a second rule of that name (first at line 4)");
+    expect_error("  - name: a\n    metric: funnel.conversion_rate\n    below: 0.1\n"
+                 "    resolve_above: 0.05\n",
+                 "rule 'a': key 'resolve_above': must not be below 'below'");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n    for: 0\n",
+                 ":7: rule 'a': key 'for': expected an integer 1..1000, got '0'");
+    expect_error("  - name: a\n    metric: funnel.conversion_rate\n    drop_vs_baseline: 2\n",
+                 "key 'drop_vs_baseline': expected a fraction");
+    expect_error("  - name: a\n    metric: funnel.orders\n    above: 1\n    baseline: 3\n",
+                 "key 'baseline': only with drop_vs_baseline");
+    expect_error("  name: a\n", "key 'alerts': expected a list of rules");
+}
+
+/* ---- evaluation ------------------------------------------------------------ */
+
+typedef struct win {
+    sp_window_view_t v;
+    const char *f[32], *val[32];
+    char buf[32][64];
+} win_t;
+
+/* A window of size `size` starting at T0 + k x size with "field=value" pairs. */
+static sp_window_view_t *mkwin(win_t *w, int64_t size, int k, const char *pairs) {
+    char tmp[1024];
+    memset(w, 0, sizeof(*w));
+    w->v.start_ms = T0 + k * size;
+    w->v.end_ms = w->v.start_ms + size;
+    snprintf(tmp, sizeof(tmp), "%s", pairs);
+    int n = 0;
+    for (char *tok = strtok(tmp, " "); tok && n < 16; tok = strtok(NULL, " ")) {
+        char *eq = strrchr(tok, '=');
+        *eq = '\0';
+        snprintf(w->buf[2 * n], 64, "%s", tok);
+        snprintf(w->buf[2 * n + 1], 64, "%s", eq + 1);
+        w->f[n] = w->buf[2 * n];
+        w->val[n] = w->buf[2 * n + 1];
+        n++;
+    }
+    w->v.n = n;
+    w->v.fields = w->f;
+    w->v.values = w->val;
+    return &w->v;
+}
+
+static void test_threshold_for_hysteresis(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512];
+    assert_int_equal(load(GOOD, &rules, err, sizeof(err)), SP_OK);
+    sp_rule_t r = rules.r[0];
+    r.nby = 0; /* overall */
+    sp_rule_state_t st;
+    sp_rule_state_init(&st);
+    sp_alert_t a;
+    win_t w;
+    const int64_t S5 = 5 * MIN;
+    /* 0: fine; 1: bad but 100 sessions (< min_samples): no decision; 2: bad
+     * (pending 1); 3: no data; 4: bad -> FIRING; 5: 0.017 (between the
+     * thresholds): holds; 6: 0.02 -> RESOLVED; 7: bad -> pending again */
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 0, "sessions=1000 conversion_rate=0.03"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 1, "sessions=100 conversion_rate=0.001"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_INACTIVE);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 2, "sessions=900 conversion_rate=0.01"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_PENDING);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 3, "sessions=0"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_PENDING);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 4, "sessions=800 conversion_rate=0.011"), &st, 77, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+    assert_string_equal(a.rule, "conversion_drop");
+    assert_string_equal(a.metric, "funnel.conversion_rate");
+    assert_string_equal(a.dimension, "");
+    assert_true(a.has_value && a.value == 0.011 && a.has_threshold && a.threshold == 0.015);
+    assert_int_equal(a.sample_size, 800);
+    assert_int_equal(a.window_start_ms, T0 + 4 * S5);
+    assert_int_equal(a.window_end_ms, T0 + 5 * S5);
+    assert_int_equal(a.started_at_ms, T0 + 5 * S5);
+    assert_int_equal(a.emitted_at_ms, 77);
+    assert_string_equal(a.severity, "critical");
+    char fp[32], id[96];
+    sp_rule_fingerprint(&r, "", fp);
+    assert_string_equal(a.fingerprint, fp);
+    snprintf(id, sizeof(id), "%s:FIRING:%lld", fp, (long long)(T0 + 4 * S5));
+    assert_string_equal(a.alert_id, id);
+    assert_string_equal(a.summary, "funnel.conversion_rate 0.011 below 0.015");
+    /* the same window again (a replay): nothing */
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 4, "sessions=800 conversion_rate=0.011"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 5, "sessions=800 conversion_rate=0.017"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_FIRING);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 6, "sessions=800 conversion_rate=0.02"), &st, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+    snprintf(id, sizeof(id), "%s:RESOLVED:%lld", fp, (long long)(T0 + 6 * S5));
+    assert_string_equal(a.alert_id, id);
+    assert_int_equal(a.started_at_ms, T0 + 5 * S5);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 7, "sessions=800 conversion_rate=0.001"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_PENDING);
+}
+
+static void test_repeat_and_restart(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512], enc[2048];
+    assert_int_equal(load(GOOD, &rules, err, sizeof(err)), SP_OK);
+    const sp_rule_t *r = &rules.r[3]; /* delay p90 above 120 in 1h, repeat 2h */
+    const int64_t H = 60 * MIN;
+    sp_rule_state_t st, st2;
+    sp_rule_state_init(&st);
+    sp_alert_t a;
+    win_t w;
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, H, 0, "delay_minutes_count=50 delay_minutes_p90=150"), &st, 1, &a), 1);
+    assert_int_equal(a.sample_size, 50);
+    char first_id[96];
+    snprintf(first_id, sizeof(first_id), "%s", a.alert_id);
+    /* restart: the state goes through its text form */
+    size_t n = sp_rules_state_encode(&st, enc, sizeof(enc));
+    assert_true(n > 0);
+    assert_int_equal(sp_rules_state_decode(enc, n, &st2), 0);
+    assert_memory_equal(&st, &st2, sizeof(st));
+    assert_int_equal(sp_rules_state_decode("A1 9 0", 6, &st2), -1);
+    assert_int_equal(sp_rules_state_decode("garbage", 7, &st2), -1);
+    /* still firing one hour later: no repeat before 2 h; at 2 h the same alert */
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, H, 1, "delay_minutes_count=50 delay_minutes_p90=150"), &st2, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, H, 2, "delay_minutes_count=50 delay_minutes_p90=150"), &st2, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+    assert_string_equal(a.alert_id, first_id);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, H, 3, "delay_minutes_count=50 delay_minutes_p90=150"), &st2, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, H, 4, "delay_minutes_count=50 delay_minutes_p90=100"), &st2, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+}
+
+static void test_baseline_and_absent(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512];
+    assert_int_equal(load(GOOD, &rules, err, sizeof(err)), SP_OK);
+    const sp_rule_t *r = &rules.r[1]; /* checkout_to_order_rate drop 50 % vs 3 windows */
+    sp_rule_state_t st;
+    sp_rule_state_init(&st);
+    sp_alert_t a;
+    win_t w;
+    const char *good[] = {"checkout_sessions=10 checkout_to_order_rate=0.6",
+                          "checkout_sessions=10 checkout_to_order_rate=0.5",
+                          "checkout_sessions=10 checkout_to_order_rate=0.7"};
+    for (int k = 0; k < 3; k++) /* filling the baseline: no decision */
+        assert_int_equal(sp_rule_eval(r, "", mkwin(&w, MIN, k, good[k]), &st, 1, &a), 0);
+    /* mean 0.6: bad below 0.3; 0.31 is not */
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, MIN, 3, "checkout_sessions=10 checkout_to_order_rate=0.31"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, MIN, 4, "checkout_sessions=10 checkout_to_order_rate=0.1"), &st, 1, &a), 1);
+    /* 0.31 was not bad: it replaced the oldest (0.6); 0.5 x mean(0.31, 0.5, 0.7) */
+    assert_true(a.threshold > 0.25166 && a.threshold < 0.25167);
+    /* the outage does not enter the baseline: still bad at 0.1 */
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, MIN, 5, "checkout_sessions=10 checkout_to_order_rate=0.1"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_FIRING);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, MIN, 6, "checkout_sessions=10 checkout_to_order_rate=0.6"), &st, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+
+    /* no orders for 15 minutes, 5m windows */
+    r = &rules.r[2];
+    sp_rule_state_init(&st);
+    const int64_t S5 = 5 * MIN;
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 0, "orders=3"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 1, "orders=0"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 2, "sessions=0"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 3, "orders=0"), &st, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+    assert_false(a.has_threshold);
+    assert_string_equal(a.summary, "no orders for 5m");
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 4, "orders=0"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 5, "orders=1"), &st, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+}
+
+static void test_by_and_contributors(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512], keys[8][160];
+    assert_int_equal(load(GOOD, &rules, err, sizeof(err)), SP_OK);
+    sp_rule_t r = rules.r[0];
+    r.for_windows = 1;
+    r.min_samples = 0;
+    win_t w;
+    const char *pairs = "sessions=1000 conversion_rate=0.011 "
+                        "sessions|channel=web=500 conversion_rate|channel=web=0.02 "
+                        "sessions|channel=app=480 conversion_rate|channel=app=0.002 "
+                        "sessions|channel=__other__=20 conversion_rate|channel=__other__=0.01 "
+                        "sessions|device=mobile=10 conversion_rate|device=mobile=0";
+    sp_window_view_t *v = mkwin(&w, 5 * MIN, 0, pairs);
+    int n = sp_rule_keys(&r, v, keys, 8);
+    assert_int_equal(n, 3);
+    assert_string_equal(keys[0], "channel=web");
+    assert_string_equal(keys[1], "channel=app");
+    assert_string_equal(keys[2], "channel=__other__");
+    char f0[32], f1[32];
+    sp_rule_fingerprint(&r, keys[0], f0);
+    sp_rule_fingerprint(&r, keys[1], f1);
+    assert_string_not_equal(f0, f1);
+
+    sp_rule_state_t st;
+    sp_alert_t a;
+    sp_rule_state_init(&st);
+    assert_int_equal(sp_rule_eval(&r, "channel=web", v, &st, 1, &a), 0);
+    sp_rule_state_init(&st);
+    assert_int_equal(sp_rule_eval(&r, "channel=app", v, &st, 1, &a), 1);
+    assert_string_equal(a.dimension, "channel=app");
+    assert_int_equal(a.sample_size, 480);
+    assert_int_equal(a.ncontrib, 0); /* per-value alerts name no contributors */
+
+    /* overall: app explains most (48 % x 0.013), then __other__, device=mobile */
+    r.nby = 0;
+    sp_rule_state_init(&st);
+    assert_int_equal(sp_rule_eval(&r, "", v, &st, 1, &a), 1);
+    assert_int_equal(a.ncontrib, 3);
+    assert_string_equal(a.contrib[0].dimension, "channel=app");
+    assert_true(a.contrib[0].share > 0.4799 && a.contrib[0].share < 0.4801);
+    assert_true(a.contrib[0].value == 0.002);
+    assert_string_equal(a.contrib[1].dimension, "device=mobile");
+    assert_string_equal(a.contrib[2].dimension, "channel=__other__");
+    assert_string_equal(a.summary,
+                        "funnel.conversion_rate 0.011 below 0.015: mostly channel=app (0.002, 48 % "
+                        "of the sample), device=mobile (0, 1 % of the sample), channel=__other__ "
+                        "(0.01, 2 % of the sample)");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_threshold_for_hysteresis),
+        cmocka_unit_test(test_repeat_and_restart),
+        cmocka_unit_test(test_baseline_and_absent),
+        cmocka_unit_test(test_by_and_contributors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
