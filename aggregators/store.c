@@ -1215,3 +1215,87 @@ int sp_store_zmin(sp_store_t *st, const char *key, int64_t *out, char *errstr, s
     freeReplyObject(r);
     return SP_OK;
 }
+
+int sp_store_hgetall(sp_store_t *st, const char *const *keys, int n,
+                     void (*cb)(void *opaque, int idx, const char *const *fields,
+                                const char *const *values, int count),
+                     void *opaque, char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    if (ret != SP_OK) return ret;
+    for (int i = 0; i < n; i++)
+        if (redisAppendCommand(st->rc, "HGETALL %s", keys[i]) != REDIS_OK)
+            return io_fail(st, "HGETALL", errstr, errstr_size);
+    for (int i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+            return io_fail(st, "HGETALL", errstr, errstr_size);
+        if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
+            if (ret == SP_OK) {
+                set_err(errstr, errstr_size, "redis HGETALL %s: %s", keys[i],
+                        r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                ret = SP_ERR_IO;
+            }
+            freeReplyObject(r);
+            continue; /* read every reply: the pipeline stays in step */
+        }
+        int cnt = (int)(r->elements / 2);
+        const char **f = cnt ? malloc((size_t)cnt * 2 * sizeof(*f)) : NULL;
+        if (cnt && !f) {
+            freeReplyObject(r);
+            if (ret == SP_OK) ret = SP_ERR_NOMEM;
+            continue;
+        }
+        for (int k = 0; k < cnt; k++) {
+            const redisReply *a = r->element[2 * k], *b = r->element[2 * k + 1];
+            f[k] = a->type == REDIS_REPLY_STRING ? a->str : "";
+            f[cnt + k] = b->type == REDIS_REPLY_STRING ? b->str : "";
+        }
+        if (ret == SP_OK) cb(opaque, i, f, f ? f + cnt : NULL, cnt);
+        free(f);
+        freeReplyObject(r);
+    }
+    return ret;
+}
+
+int sp_store_hwrite(sp_store_t *st, const sp_hwrite_t *w, int nw, char *errstr,
+                    size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    if (ret != SP_OK) return ret;
+    int ncmd = 0;
+    if (redisAppendCommand(st->rc, "MULTI") != REDIS_OK)
+        return io_fail(st, "MULTI", errstr, errstr_size);
+    for (int i = 0; i < nw; i++) {
+        if (w[i].n == 0) continue;
+        size_t need = 2 + (size_t)w[i].n * 2;
+        if (argv_reserve(st, need)) return SP_ERR_NOMEM;
+        size_t ac = 0;
+        const char *cmd = w[i].del ? "HDEL" : "HSET";
+        st->argv[ac] = cmd, st->argvlen[ac++] = 4;
+        st->argv[ac] = w[i].key, st->argvlen[ac++] = strlen(w[i].key);
+        for (int k = 0; k < w[i].n; k++) {
+            st->argv[ac] = w[i].fields[k], st->argvlen[ac++] = strlen(w[i].fields[k]);
+            if (!w[i].del) st->argv[ac] = w[i].values[k], st->argvlen[ac++] = strlen(w[i].values[k]);
+        }
+        if (redisAppendCommandArgv(st->rc, (int)ac, st->argv, st->argvlen) != REDIS_OK)
+            return io_fail(st, cmd, errstr, errstr_size);
+        ncmd++;
+    }
+    if (redisAppendCommand(st->rc, "EXEC") != REDIS_OK)
+        return io_fail(st, "EXEC", errstr, errstr_size);
+    for (int i = 0; i < ncmd + 2; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+            return io_fail(st, "MULTI/EXEC", errstr, errstr_size);
+        int last = i == ncmd + 1;
+        int ok = last ? r->type == REDIS_REPLY_ARRAY : r->type != REDIS_REPLY_ERROR;
+        if (!ok && ret == SP_OK) {
+            set_err(errstr, errstr_size, "redis MULTI/EXEC: %s",
+                    r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted");
+            ret = SP_ERR_IO;
+        }
+        freeReplyObject(r);
+    }
+    return ret;
+}

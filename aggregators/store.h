@@ -126,6 +126,27 @@ int sp_store_timers_due(sp_store_t *st, const char *key, const char *value_prefi
 /* Blocking: lowest score of the sorted set (INT64_MAX: empty). */
 int sp_store_zmin(sp_store_t *st, const char *key, int64_t *out, char *errstr, size_t errstr_size);
 
+/* Blocking, pipelined: HGETALL of n keys; cb(opaque, i, fields, values,
+ * count) once per key (count 0: absent or empty). */
+int sp_store_hgetall(sp_store_t *st, const char *const *keys, int n,
+                     void (*cb)(void *opaque, int idx, const char *const *fields,
+                                const char *const *values, int count),
+                     void *opaque, char *errstr, size_t errstr_size);
+
+/* One hash write of sp_store_hwrite: HSET key f v ... (n pairs), or with
+ * del, HDEL key f ... (values unused). */
+typedef struct sp_hwrite {
+    const char *key;
+    int del;
+    int n;
+    const char *const *fields;
+    const char *const *values;
+} sp_hwrite_t;
+
+/* Blocking: the writes in one MULTI/EXEC (all or nothing). */
+int sp_store_hwrite(sp_store_t *st, const sp_hwrite_t *w, int nw, char *errstr,
+                    size_t errstr_size);
+
 /* Number of replies outstanding (commits + prefetches). */
 int sp_store_pending(const sp_store_t *st);
 

@@ -91,6 +91,7 @@ static const sp_str_field_t dim_fields[] = {SP_S_CHANNEL, SP_S_DEVICE, SP_S_COUN
 
 static int check_namespace(const char *v, char *why, size_t why_size);
 static int check_topic(const char *v, char *why, size_t why_size);
+static int check_alert_format(const char *v, char *why, size_t why_size);
 static int check_nonempty(const char *v, char *why, size_t why_size);
 static int check_currency(const char *v, char *why, size_t why_size);
 static int check_timezone(const char *v, char *why, size_t why_size);
@@ -153,6 +154,13 @@ static const opt_t opts[] = {
         "dead-letter topic (undecodable, invalid and late events, with a reason header)"),
     STR("topics.alerts", topic_alerts, "storepulse.alerts", check_topic, 0,
         "topic the alerts are produced to"),
+    STR("alerting.format", alert_format, "avro", check_alert_format, 0,
+        "alert messages: avro (schemas/alert.avsc, Confluent framing), json, or alertmanager "
+        "(Prometheus Alertmanager v2 alerts)"),
+    INT("alerting.schema_id", alert_schema_id, "100", 0, INT_MAX,
+        "Confluent schema id written in front of Avro alerts"),
+    STR("alerting.generator_url", alert_generator_url, "", NULL, 0,
+        "Alertmanager generatorURL of the alerts (e.g. a dashboard link)"),
 
     STR("schemas.dir", schemas_dir, "schemas", NULL, 0,
         "directory of the .avsc files (relative to the working directory)"),
@@ -344,6 +352,12 @@ static int check_namespace(const char *v, char *why, size_t why_size) {
             return -1;
         }
     return 0;
+}
+
+static int check_alert_format(const char *v, char *why, size_t why_size) {
+    if (!strcmp(v, "avro") || !strcmp(v, "json") || !strcmp(v, "alertmanager")) return 0;
+    snprintf(why, why_size, "expected avro, json or alertmanager, got '%s'", v);
+    return -1;
 }
 
 static int check_topic(const char *v, char *why, size_t why_size) {

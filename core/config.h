@@ -71,6 +71,9 @@ typedef struct sp_config {
     sp_topic_conf_t topics[SP_STREAM__COUNT]; /* topics.clickstream.name / .format ... */
     char topic_deadletter[256];
     char topic_alerts[256];
+    char alert_format[16];          /* alerting.format: avro | json | alertmanager */
+    int alert_schema_id;            /* alerting.schema_id */
+    char alert_generator_url[512];  /* alerting.generator_url */
 
     /* schemas.* */
     char schemas_dir[512];

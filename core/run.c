@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "aggregators/engine.h"
+#include "aggregators/rules.h"
 #include "aggregators/store.h"
 #include "consumers/decode.h"
 #include "consumers/dedup.h"
@@ -52,6 +53,7 @@
 #include "core/config.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "producers/alerter.h"
 
 #define MAX_TOPICS SP_STREAM__COUNT
 
@@ -74,6 +76,8 @@ typedef struct run {
     sp_config_t *cfg;
     rd_kafka_t *rk;  /* consumer */
     rd_kafka_t *dlq; /* dead-letter producer */
+    sp_alerter_t *al; /* alert rules, outbox and alert producer */
+    sp_rules_t *rules;
     rd_kafka_queue_t *q;
     sp_broker_t *broker;
     sp_decoder_t *dec;
@@ -575,6 +579,10 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         clear_batch_health(r);
         return; /* everything since the last good commit is replayed */
     }
+    /* Nothing is in flight on the connection now, and the windows closed
+     * by the confirmed commits are final in Redis: evaluate the rules. */
+    if (sp_alerter_step(r->al, r->st, r->eng, err, sizeof(err)) != SP_OK)
+        sp_log(SP_LOG_WARN, "alerts: %s (evaluated again next batch)", err);
 
     sp_engine_set_now(r->eng, now);
     for (int i = 0; i < nev; i++) {
@@ -723,6 +731,13 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     }
     if (load_pointers(r) != SP_OK) return -1;
 
+    /* Alerts: rules, their state and the outbox (produced again at start). */
+    if (!(r->rules = calloc(1, sizeof(*r->rules)))) goto oom;
+    if (sp_rules_load(cfg, r->rules, err, errsz) != SP_OK) return -1;
+    rd_kafka_conf_t *ac = kafka_conf(cfg, 0, err, errsz);
+    if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
+    if (sp_alerter_start(r->al, r->st, err, errsz) != SP_OK) return -1;
+
     /* Dead-letter producer: idempotent, acks=all. */
     rd_kafka_conf_t *pc = kafka_conf(cfg, 0, err, errsz);
     if (!pc || setc(pc, "enable.idempotence", "true", err, errsz) ||
@@ -775,6 +790,8 @@ static void run_close(run_t *r) {
         rd_kafka_flush(r->dlq, (int)r->cfg->shutdown_timeout_ms);
         rd_kafka_destroy(r->dlq);
     }
+    sp_alerter_destroy(r->al, r->st, (int)(r->cfg->shutdown_timeout_ms / 2));
+    free(r->rules);
     sp_store_destroy(r->st);
     sp_commit_destroy(r->commit);
     sp_engine_destroy(r->eng);
@@ -869,6 +886,7 @@ int sp_run_main(int argc, char **argv) {
                                                   (size_t)cfg.batch_max);
         if (r.broker) sp_broker_poll(r.broker, 0);
         rd_kafka_poll(r.dlq, 0);
+        sp_alerter_poll(r.al);
         if (r.need_reset) {
             for (int i = 0; i < n; i++) rd_kafka_message_destroy(r.msgs[i]);
             do_reset(&r);

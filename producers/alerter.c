@@ -1,0 +1,479 @@
+/* alerter.c -- see alerter.h. */
+#include "producers/alerter.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregators/family.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "producers/alert.h"
+
+#define WINDOWS_PER_STEP 64  /* closed windows evaluated per rule and step */
+#define KEYS_MAX         256 /* keys (dimension values) per rule and window */
+#define RETRY_MS         5000
+
+typedef struct astate {
+    char field[64 + 1 + 160]; /* "<rule>|<key>" */
+    int rule;
+    sp_rule_state_t s;
+} astate_t;
+
+typedef struct outbox {
+    char alert_id[96];
+    char fingerprint[32];
+    char *json; /* the alert as stored */
+    int inflight;
+    int acked;
+    int64_t retry_at; /* monotonic ms */
+} outbox_t;
+
+struct sp_alerter {
+    const sp_config_t *cfg;
+    sp_rules_t rules;
+    int fam[SP_RULES_MAX], size_idx[SP_RULES_MAX];
+    int64_t through[SP_RULES_MAX]; /* newest window evaluated; -1 none */
+    rd_kafka_t *rk;
+    char state_key[128], outbox_key[128], prefix[96], schema_path[600];
+    sp_alert_format_t fmt;
+
+    astate_t *st;
+    int nst, capst;
+    outbox_t *ob;
+    int nob, capob;
+    sp_alerter_stats_t stats;
+    int reload; /* a write failed: the in-memory state is ahead of Redis */
+};
+
+/* ---- delivery ------------------------------------------------------------ */
+
+static outbox_t *ob_find(sp_alerter_t *al, const char *id) {
+    for (int i = 0; i < al->nob; i++)
+        if (!strcmp(al->ob[i].alert_id, id)) return &al->ob[i];
+    return NULL;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    sp_alerter_t *al = opaque;
+    (void)rk;
+    const char *id = m->_private;
+    outbox_t *o = id ? ob_find(al, id) : NULL;
+    free(m->_private);
+    if (!o) return;
+    o->inflight = 0;
+    if (m->err) {
+        al->stats.failed++;
+        o->retry_at = sp_clock_mono_ms() + RETRY_MS;
+        sp_log(SP_LOG_WARN, "alert %s not delivered: %s (kept in the outbox, retried)",
+               o->alert_id, rd_kafka_err2str(m->err));
+        return;
+    }
+    o->acked = 1;
+}
+
+static void produce(sp_alerter_t *al, outbox_t *o) {
+    sp_alert_t a;
+    char err[256], *buf = NULL;
+    size_t len = 0;
+    sp_alert_format_t f;
+    if (sp_alert_decode(o->json, strlen(o->json), al->schema_path, &a, &f, err, sizeof(err)) ||
+        sp_alert_encode(&a, al->fmt, al->cfg->alert_schema_id, al->schema_path,
+                        al->cfg->alert_generator_url, &buf, &len, err, sizeof(err))) {
+        sp_log(SP_LOG_ERROR, "alert %s cannot be encoded: %s (dropped from the outbox)",
+               o->alert_id, err);
+        o->acked = 1; /* cannot ever be sent: do not retry forever */
+        free(buf);
+        return;
+    }
+    char *id = strdup(o->alert_id);
+    rd_kafka_resp_err_t e = id ? rd_kafka_producev(
+                                     al->rk, RD_KAFKA_V_TOPIC(al->cfg->topic_alerts),
+                                     RD_KAFKA_V_KEY(o->fingerprint, strlen(o->fingerprint)),
+                                     RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                                     RD_KAFKA_V_OPAQUE(id), RD_KAFKA_V_END)
+                               : RD_KAFKA_RESP_ERR__FAIL;
+    if (e) {
+        free(buf);
+        free(id);
+        o->retry_at = sp_clock_mono_ms() + RETRY_MS;
+        sp_log(SP_LOG_WARN, "alert %s not produced: %s (retried)", o->alert_id,
+               rd_kafka_err2str(e));
+        return;
+    }
+    o->inflight = 1;
+}
+
+static int ob_add(sp_alerter_t *al, const char *id, const char *fp, const char *json) {
+    if (ob_find(al, id)) return 0; /* already waiting: the same alert */
+    if (al->nob == al->capob) {
+        int nc = al->capob ? 2 * al->capob : 16;
+        outbox_t *n = realloc(al->ob, (size_t)nc * sizeof(*n));
+        if (!n) return -1;
+        al->ob = n;
+        al->capob = nc;
+    }
+    outbox_t *o = &al->ob[al->nob];
+    memset(o, 0, sizeof(*o));
+    snprintf(o->alert_id, sizeof(o->alert_id), "%s", id);
+    snprintf(o->fingerprint, sizeof(o->fingerprint), "%s", fp);
+    if (!(o->json = strdup(json))) return -1;
+    al->nob++;
+    return 0;
+}
+
+/* ---- state --------------------------------------------------------------- */
+
+static astate_t *st_get(sp_alerter_t *al, int rule, const char *key, int create) {
+    char field[sizeof(((astate_t *)0)->field)];
+    snprintf(field, sizeof(field), "%s|%s", al->rules.r[rule].name, key);
+    for (int i = 0; i < al->nst; i++)
+        if (!strcmp(al->st[i].field, field)) return &al->st[i];
+    if (!create) return NULL;
+    if (al->nst == al->capst) {
+        int nc = al->capst ? 2 * al->capst : 16;
+        astate_t *n = realloc(al->st, (size_t)nc * sizeof(*n));
+        if (!n) return NULL;
+        al->st = n;
+        al->capst = nc;
+    }
+    astate_t *a = &al->st[al->nst++];
+    memset(a, 0, sizeof(*a));
+    snprintf(a->field, sizeof(a->field), "%s", field);
+    a->rule = rule;
+    sp_rule_state_init(&a->s);
+    return a;
+}
+
+static int rule_index(const sp_alerter_t *al, const char *name, size_t len) {
+    for (int i = 0; i < al->rules.n; i++)
+        if (strlen(al->rules.r[i].name) == len && !memcmp(al->rules.r[i].name, name, len)) return i;
+    return -1;
+}
+
+static void load_state_cb(void *opaque, int idx, const char *const *f, const char *const *v,
+                          int n) {
+    sp_alerter_t *al = opaque;
+    for (int i = 0; i < n; i++) {
+        if (idx == 1) { /* the outbox */
+            char fp[32] = "";
+            const char *c = strchr(f[i], ':');
+            if (c && (size_t)(c - f[i]) < sizeof(fp)) snprintf(fp, sizeof(fp), "%.*s", (int)(c - f[i]), f[i]);
+            if (ob_add(al, f[i], fp, v[i])) sp_log(SP_LOG_ERROR, "alerts: out of memory");
+            continue;
+        }
+        const char *bar = strchr(f[i], '|');
+        int r = rule_index(al, f[i], bar ? (size_t)(bar - f[i]) : strlen(f[i]));
+        if (r < 0) continue; /* a rule since removed from the config */
+        if (!bar) {
+            al->through[r] = strtoll(v[i], NULL, 10);
+            continue;
+        }
+        astate_t *a = st_get(al, r, bar + 1, 1);
+        if (a && sp_rules_state_decode(v[i], strlen(v[i]), &a->s) != 0) {
+            sp_log(SP_LOG_WARN, "alerts: state of %s unreadable: starting it afresh", f[i]);
+            sp_rule_state_init(&a->s);
+        }
+    }
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
+                             rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+    static const char *const fam_names[SP_FAM__COUNT] = {"funnel", "abandonment", "delivery",
+                                                         "retention", "support"};
+    char kerr[512];
+    sp_alerter_t *al = calloc(1, sizeof(*al));
+    if (!al) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    al->cfg = cfg;
+    al->rules = *rules;
+    al->fmt = (sp_alert_format_t)sp_alert_format_parse(cfg->alert_format);
+    snprintf(al->prefix, sizeof(al->prefix), "sp:{%s}", cfg->ns);
+    snprintf(al->state_key, sizeof(al->state_key), "%s:alerts:state", al->prefix);
+    snprintf(al->outbox_key, sizeof(al->outbox_key), "%s:alerts:outbox", al->prefix);
+    snprintf(al->schema_path, sizeof(al->schema_path), "%s/alert.avsc", cfg->schemas_dir);
+    for (int i = 0; i < rules->n; i++) {
+        al->through[i] = -1;
+        al->fam[i] = al->size_idx[i] = -1;
+        for (int f = 0; f < SP_FAM__COUNT; f++)
+            if (!strcmp(fam_names[f], rules->r[i].family)) al->fam[i] = f;
+        for (int k = 0; k < cfg->window_cnt; k++)
+            if (cfg->window_ms[k] == rules->r[i].window_ms) al->size_idx[i] = k;
+    }
+    if (rd_kafka_conf_set(conf, "enable.idempotence", "true", kerr, sizeof(kerr)) ||
+        rd_kafka_conf_set(conf, "linger.ms", "5", kerr, sizeof(kerr))) {
+        snprintf(errstr, errstr_size, "alert producer: %s", kerr);
+        rd_kafka_conf_destroy(conf);
+        free(al);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_opaque(conf, al);
+    if (!(al->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr)))) {
+        snprintf(errstr, errstr_size, "alert producer: %s", kerr);
+        rd_kafka_conf_destroy(conf);
+        free(al);
+        return NULL;
+    }
+    return al;
+}
+
+int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size) {
+    const char *keys[2] = {al->state_key, al->outbox_key};
+    int rc = sp_store_hgetall(st, keys, 2, load_state_cb, al, errstr, errstr_size);
+    if (rc != SP_OK) return rc;
+    if (al->nob) sp_log(SP_LOG_INFO, "alerts: %d in the outbox, producing them again", al->nob);
+    for (int i = 0; i < al->nob; i++) produce(al, &al->ob[i]);
+    return SP_OK;
+}
+
+void sp_alerter_poll(sp_alerter_t *al) {
+    if (al) rd_kafka_poll(al->rk, 0);
+}
+
+/* Windows of one rule to evaluate: (through, final], at most max. */
+static int windows_due(sp_alerter_t *al, int r, sp_engine_t *eng, int64_t *starts, int max) {
+    int f = al->fam[r], k = al->size_idx[r], n = 0;
+    if (f < 0 || k < 0) return 0;
+    int64_t final = sp_engine_family_final_start(eng, f, k);
+    if (final < 0) return 0;
+    if (al->through[r] < 0) { /* first start: from the newest closed window on */
+        starts[n++] = final;
+        return n;
+    }
+    for (int64_t s = sp_engine_window_end(eng, k, al->through[r]); s <= final && n < max;
+         s = sp_engine_window_end(eng, k, s))
+        starts[n++] = s;
+    return n;
+}
+
+typedef struct fetched {
+    int n;
+    char **fields, **values;
+} fetched_t;
+
+static void fetch_cb(void *opaque, int idx, const char *const *f, const char *const *v, int n) {
+    fetched_t *w = &((fetched_t *)opaque)[idx];
+    w->fields = calloc((size_t)n + 1, sizeof(char *));
+    w->values = calloc((size_t)n + 1, sizeof(char *));
+    if (!w->fields || !w->values) return;
+    for (int i = 0; i < n; i++) {
+        w->fields[i] = strdup(f[i]);
+        w->values[i] = strdup(v[i]);
+        if (!w->fields[i] || !w->values[i]) return;
+        w->n = i + 1;
+    }
+}
+
+static void fetched_free(fetched_t *w, int n) {
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < w[i].n; k++) {
+            free(w[i].fields[k]);
+            free(w[i].values[k]);
+        }
+        free(w[i].fields);
+        free(w[i].values);
+    }
+}
+
+/* Pending writes of one step. */
+typedef struct wbuf {
+    int n, cap;
+    char **f, **v;
+} wbuf_t;
+
+static int wb_put(wbuf_t *b, const char *f, const char *v) {
+    for (int i = 0; i < b->n; i++) /* the newest value of a field wins */
+        if (!strcmp(b->f[i], f)) {
+            char *nv = strdup(v);
+            if (!nv) return -1;
+            free(b->v[i]);
+            b->v[i] = nv;
+            return 0;
+        }
+    if (b->n == b->cap) {
+        int nc = b->cap ? 2 * b->cap : 16;
+        char **nf = realloc(b->f, (size_t)nc * sizeof(*nf));
+        if (!nf) return -1;
+        b->f = nf;
+        char **nv = realloc(b->v, (size_t)nc * sizeof(*nv));
+        if (!nv) return -1;
+        b->v = nv;
+        b->cap = nc;
+    }
+    b->f[b->n] = strdup(f);
+    b->v[b->n] = strdup(v);
+    if (!b->f[b->n] || !b->v[b->n]) return -1;
+    b->n++;
+    return 0;
+}
+
+static void wb_free(wbuf_t *b) {
+    for (int i = 0; i < b->n; i++) {
+        free(b->f[i]);
+        free(b->v[i]);
+    }
+    free(b->f);
+    free(b->v);
+}
+
+/* Evaluate rule r on one window; transitions into the write buffers. */
+static int eval_window(sp_alerter_t *al, int r, const sp_window_view_t *w, wbuf_t *state,
+                       wbuf_t *outbox, wbuf_t *fps) {
+    const sp_rule_t *rule = &al->rules.r[r];
+    static char keys[KEYS_MAX][160];
+    char enc[2048], err[256];
+    int nk = sp_rule_keys(rule, w, keys, KEYS_MAX);
+    for (int i = 0; i < nk; i++) {
+        astate_t *a = st_get(al, r, keys[i], 1);
+        if (!a) return SP_ERR_NOMEM;
+        sp_alert_t alert;
+        sp_rule_state_t before = a->s;
+        int msg = sp_rule_eval(rule, keys[i], w, &a->s, sp_clock_now_ms(), &alert);
+        if (!memcmp(&before, &a->s, sizeof(before)) && !msg) continue;
+        if (!sp_rules_state_encode(&a->s, enc, sizeof(enc)) || wb_put(state, a->field, enc))
+            return SP_ERR_NOMEM;
+        if (!msg) continue;
+        char *json = NULL;
+        size_t len = 0;
+        if (sp_alert_encode(&alert, SP_ALERT_FMT_JSON, 0, al->schema_path, NULL, &json, &len, err,
+                            sizeof(err))) {
+            sp_log(SP_LOG_ERROR, "alert %s: %s", alert.alert_id, err);
+            continue;
+        }
+        sp_log(SP_LOG_INFO, "alert %s %s: %s", alert.state == SP_ALERT_FIRING ? "FIRING" : "RESOLVED",
+               alert.rule, alert.summary);
+        int bad = wb_put(outbox, alert.alert_id, json) || wb_put(fps, alert.alert_id, alert.fingerprint);
+        free(json);
+        if (bad) return SP_ERR_NOMEM;
+    }
+    return SP_OK;
+}
+
+int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
+                    size_t errstr_size) {
+    int rc = SP_OK;
+    if (!al) return SP_OK;
+    rd_kafka_poll(al->rk, 0);
+
+    if (al->reload) { /* back to what Redis holds */
+        const char *key = al->state_key;
+        al->nst = 0;
+        for (int r = 0; r < al->rules.n; r++) al->through[r] = -1;
+        if ((rc = sp_store_hgetall(st, &key, 1, load_state_cb, al, errstr, errstr_size)) != SP_OK)
+            return rc;
+        al->reload = 0;
+    }
+
+    /* 1. acknowledged alerts leave the outbox */
+    const char *acked[64];
+    int na = 0;
+    for (int i = 0; i < al->nob && na < 64; i++)
+        if (al->ob[i].acked) acked[na++] = al->ob[i].alert_id;
+    if (na) {
+        sp_hwrite_t w = {al->outbox_key, 1, na, acked, NULL};
+        if ((rc = sp_store_hwrite(st, &w, 1, errstr, errstr_size)) != SP_OK) return rc;
+        for (int i = al->nob - 1; i >= 0; i--) {
+            int gone = 0;
+            for (int k = 0; k < na && !gone; k++) gone = acked[k] == al->ob[i].alert_id;
+            if (!gone) continue;
+            al->stats.emitted++;
+            free(al->ob[i].json);
+            al->ob[i] = al->ob[--al->nob]; /* from the top: what moves down is kept */
+        }
+    }
+
+    /* 2. closed windows not evaluated yet */
+    wbuf_t state = {0}, outbox = {0}, fps = {0};
+    for (int r = 0; r < al->rules.n && rc == SP_OK; r++) {
+        int64_t starts[WINDOWS_PER_STEP];
+        int nw = windows_due(al, r, eng, starts, WINDOWS_PER_STEP);
+        if (!nw) continue;
+        char keys[WINDOWS_PER_STEP][160];
+        const char *kp[WINDOWS_PER_STEP];
+        const sp_rule_t *rule = &al->rules.r[r];
+        for (int i = 0; i < nw; i++) {
+            snprintf(keys[i], sizeof(keys[i]), "%s:%s:%s:%lld", al->prefix, rule->family,
+                     rule->window, (long long)starts[i]);
+            kp[i] = keys[i];
+        }
+        fetched_t got[WINDOWS_PER_STEP];
+        memset(got, 0, sizeof(got));
+        rc = sp_store_hgetall(st, kp, nw, fetch_cb, got, errstr, errstr_size);
+        for (int i = 0; i < nw && rc == SP_OK; i++) {
+            sp_window_view_t v = {starts[i], sp_engine_window_end(eng, al->size_idx[r], starts[i]),
+                                  got[i].n, (const char *const *)got[i].fields,
+                                  (const char *const *)got[i].values};
+            rc = eval_window(al, r, &v, &state, &outbox, &fps);
+        }
+        fetched_free(got, nw);
+        if (rc != SP_OK) break;
+        char mark[32];
+        snprintf(mark, sizeof(mark), "%lld", (long long)starts[nw - 1]);
+        if (wb_put(&state, rule->name, mark)) rc = SP_ERR_NOMEM;
+        else al->through[r] = starts[nw - 1];
+    }
+    if (rc == SP_OK && state.n) {
+        sp_hwrite_t w[2] = {{al->state_key, 0, state.n, (const char *const *)state.f,
+                             (const char *const *)state.v},
+                            {al->outbox_key, 0, outbox.n, (const char *const *)outbox.f,
+                             (const char *const *)outbox.v}};
+        rc = sp_store_hwrite(st, w, 2, errstr, errstr_size);
+        for (int i = 0; rc == SP_OK && i < outbox.n; i++) {
+            if (ob_add(al, outbox.f[i], fps.v[i], outbox.v[i])) {
+                rc = SP_ERR_NOMEM;
+                break;
+            }
+            produce(al, ob_find(al, outbox.f[i]));
+        }
+    }
+    wb_free(&state);
+    wb_free(&outbox);
+    wb_free(&fps);
+    if (rc != SP_OK) {
+        al->reload = 1; /* nothing was written: re-read the state before going on */
+        return rc;
+    }
+
+    /* 3. retries */
+    int64_t now = sp_clock_mono_ms();
+    for (int i = 0; i < al->nob; i++)
+        if (!al->ob[i].inflight && !al->ob[i].acked && al->ob[i].retry_at && now >= al->ob[i].retry_at) {
+            al->ob[i].retry_at = 0;
+            produce(al, &al->ob[i]);
+        }
+    al->stats.pending = al->nob;
+    return SP_OK;
+}
+
+void sp_alerter_stats(const sp_alerter_t *al, sp_alerter_stats_t *out) {
+    memset(out, 0, sizeof(*out));
+    if (al) *out = al->stats;
+}
+
+void sp_alerter_destroy(sp_alerter_t *al, sp_store_t *st, int timeout_ms) {
+    char err[256];
+    if (!al) return;
+    rd_kafka_flush(al->rk, timeout_ms);
+    if (st) { /* what was acknowledged leaves the outbox now */
+        const char *acked[256];
+        int na = 0;
+        for (int i = 0; i < al->nob && na < 256; i++)
+            if (al->ob[i].acked) acked[na++] = al->ob[i].alert_id;
+        sp_hwrite_t w = {al->outbox_key, 1, na, acked, NULL};
+        if (na && sp_store_hwrite(st, &w, 1, err, sizeof(err)) != SP_OK)
+            sp_log(SP_LOG_WARN, "alerts: outbox not cleared (%s): sent again at the next start",
+                   err);
+    }
+    rd_kafka_destroy(al->rk);
+    for (int i = 0; i < al->nob; i++) free(al->ob[i].json);
+    free(al->ob);
+    free(al->st);
+    free(al);
+}

@@ -1,0 +1,62 @@
+/* alerter.h -- evaluates the alert rules on closed windows and delivers
+ * the alerts through a transactional outbox (SPEC §5, docs/ALERTS.md).
+ *
+ * What it owns (Redis, namespace hash tag):
+ *  - sp:{NS}:alerts:state  -- hash: `<rule>` -> start of the newest window
+ *    evaluated; `<rule>|<key>` -> the alert's state (rules.h);
+ *  - sp:{NS}:alerts:outbox -- hash: alert_id -> the alert (JSON), from the
+ *    moment its transition is decided until the broker acknowledged it.
+ * A transition and its outbox entry are written in one MULTI/EXEC, right
+ * after the commit that closed the window is confirmed; a crash in between
+ * re-evaluates the window at the next start (the `<rule>` marker has not
+ * moved), and evaluation is a pure function of the window and the state,
+ * so the same alert_id comes out. The outbox is produced with an
+ * idempotent producer keyed by fingerprint; an entry leaves the outbox only
+ * on a delivery report without error, so a broker outage delays alerts and
+ * loses none (at least once, deduplicated by alert_id).
+ *
+ * Not here: the rules' semantics (aggregators/rules.c), the wire formats
+ * (producers/alert.c). All Redis calls are blocking: call sp_alerter_step
+ * only when no pipelined reply is outstanding. */
+#ifndef SP_ALERTER_H
+#define SP_ALERTER_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "aggregators/engine.h"
+#include "aggregators/rules.h"
+#include "aggregators/store.h"
+#include "core/config.h"
+
+typedef struct sp_alerter sp_alerter_t;
+
+/* conf: a producer configuration with the deployment's Kafka settings
+ * (taken over, also on failure). rules are copied. */
+sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
+                             rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* Loads the alert state and re-produces what the outbox holds. */
+int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size);
+
+/* Clears acknowledged alerts from the outbox, evaluates the windows closed
+ * since the last call (final pointers of eng), writes transitions and new
+ * outbox entries atomically and produces them; retries failed ones. */
+int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
+                    size_t errstr_size);
+
+/* Serves delivery reports (non-blocking). */
+void sp_alerter_poll(sp_alerter_t *al);
+
+typedef struct sp_alerter_stats {
+    int64_t emitted;   /* produced and acknowledged */
+    int64_t pending;   /* in the outbox */
+    int64_t failed;    /* delivery failures (retried) */
+} sp_alerter_stats_t;
+
+void sp_alerter_stats(const sp_alerter_t *al, sp_alerter_stats_t *out);
+
+/* Waits up to timeout_ms for outstanding deliveries, then frees. What was
+ * not acknowledged stays in the outbox for the next start. */
+void sp_alerter_destroy(sp_alerter_t *al, sp_store_t *st, int timeout_ms);
+
+#endif
