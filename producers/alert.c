@@ -1047,13 +1047,21 @@ static rd_kafka_t *alerts_consumer_new(const sp_config_t *cfg, const char *broke
         errf(errstr, errstr_size, "--brokers: %s", rkerr);
         goto out;
     }
-    if (rd_kafka_conf_set(conf, "enable.partition.eof", "false", rkerr, sizeof(rkerr)) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "client.id", "storepulse-alerts", rkerr, sizeof(rkerr)) !=
+    /* librdkafka wants a group id even for assign(); this one is never
+     * joined (no subscribe) and nothing is committed to it. */
+    char group[64];
+    snprintf(group, sizeof(group), "storepulse-alerts-%ld", (long)getpid());
+    const char *const fixed[][2] = {{"group.id", group},
+                                    {"enable.auto.commit", "false"},
+                                    {"enable.auto.offset.store", "false"},
+                                    {"enable.partition.eof", "false"},
+                                    {"client.id", "storepulse-alerts"}};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (rd_kafka_conf_set(conf, fixed[i][0], fixed[i][1], rkerr, sizeof(rkerr)) !=
             RD_KAFKA_CONF_OK) {
-        errf(errstr, errstr_size, "%s", rkerr);
-        goto out;
-    }
+            errf(errstr, errstr_size, "%s: %s", fixed[i][0], rkerr);
+            goto out;
+        }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, rkerr, sizeof(rkerr));
     if (!rk) {
         errf(errstr, errstr_size, "consumer: %s", rkerr);
