@@ -113,7 +113,8 @@ static int rfc3339_parse(const char *s, int64_t *out) {
             p++;
         }
         if (!digits) return -1;
-        for (; digits < 3; digits++) ms *= 10;
+        for (; digits < 3; digits++)
+            ms *= 10;
     }
     int64_t off = 0;
     if (*p == 'Z' || *p == 'z') {
@@ -267,8 +268,8 @@ static int avro_fill(avro_value_t *rec, const sp_alert_t *a) {
     return 0;
 }
 
-static int encode_avro(const sp_alert_t *a, int32_t schema_id, const char *schema_path,
-                       char **out, size_t *len, char *errstr, size_t errstr_size) {
+static int encode_avro(const sp_alert_t *a, int32_t schema_id, const char *schema_path, char **out,
+                       size_t *len, char *errstr, size_t errstr_size) {
     avro_value_t rec;
     avro_writer_t w = NULL;
     alert_schema_t *sc;
@@ -517,7 +518,8 @@ static int decode_avro(const uint8_t *buf, size_t len, const char *schema_path, 
         goto out;
     }
     if (w.p != w.end) {
-        errf(errstr, errstr_size, "%zu trailing bytes after the Avro record", (size_t)(w.end - w.p));
+        errf(errstr, errstr_size, "%zu trailing bytes after the Avro record",
+             (size_t)(w.end - w.p));
         goto out;
     }
     if (avro_generic_value_new(sc->iface, &rec) != 0) {
@@ -567,10 +569,10 @@ static json_t *json_of(const sp_alert_t *a) {
     json_object_set_new(o, "emitted_at", json_integer(a->emitted_at_ms));
     for (int i = 0; i < a->ncontrib && i < SP_ALERT_CONTRIB_MAX; i++) {
         const sp_alert_contrib_t *c = &a->contrib[i];
-        json_array_append_new(
-            contrib, json_pack("{s:s, s:o, s:o, s:f}", "dimension", c->dimension, "value",
-                               opt_real(c->has_value, c->value), "baseline",
-                               opt_real(c->has_baseline, c->baseline), "share", c->share));
+        json_array_append_new(contrib,
+                              json_pack("{s:s, s:o, s:o, s:f}", "dimension", c->dimension, "value",
+                                        opt_real(c->has_value, c->value), "baseline",
+                                        opt_real(c->has_baseline, c->baseline), "share", c->share));
     }
     json_object_set_new(o, "contributors", contrib);
     json_object_set_new(o, "summary", json_string(a->summary));
@@ -658,7 +660,8 @@ static int json_extract(const json_t *o, sp_alert_t *a, const char **bad) {
         sp_alert_contrib_t *c = &a->contrib[a->ncontrib];
         int has;
         if (a->ncontrib >= SP_ALERT_CONTRIB_MAX) break;
-        NEED(!json_is_object(item) || jstr(item, "dimension", c->dimension, sizeof(c->dimension), 0),
+        NEED(!json_is_object(item) ||
+                 jstr(item, "dimension", c->dimension, sizeof(c->dimension), 0),
              "contributors[].dimension");
         NEED(jdouble(item, "value", &c->has_value, &c->value), "contributors[].value");
         NEED(jdouble(item, "baseline", &c->has_baseline, &c->baseline), "contributors[].baseline");
@@ -723,10 +726,14 @@ static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
         if (!json_object_get(labels, a->labels[i].key))
             json_object_set_new(labels, a->labels[i].key, json_string(a->labels[i].value));
 
-    if (a->has_value) num(a->value, v, sizeof(v));
-    else COPY(v, "none");
-    if (a->has_threshold) num(a->threshold, th, sizeof(th));
-    else COPY(th, "none");
+    if (a->has_value)
+        num(a->value, v, sizeof(v));
+    else
+        COPY(v, "none");
+    if (a->has_threshold)
+        num(a->threshold, th, sizeof(th));
+    else
+        COPY(th, "none");
     {
         char ws[40], we[40];
         rfc3339(a->window_start_ms, ws, sizeof(ws));
@@ -745,8 +752,9 @@ static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
         if (c->has_value) num(c->value, cv, sizeof(cv));
         if (c->has_baseline) num(c->baseline, cb, sizeof(cb));
         num(c->share, cs, sizeof(cs));
-        int n = snprintf(contrib + off, sizeof(contrib) - off, "%s%s (value %s, baseline %s, share %s)",
-                         i ? "; " : "", c->dimension, cv, cb, cs);
+        int n =
+            snprintf(contrib + off, sizeof(contrib) - off, "%s%s (value %s, baseline %s, share %s)",
+                     i ? "; " : "", c->dimension, cv, cb, cs);
         if (n < 0) break;
         off += (size_t)n;
     }
@@ -805,7 +813,8 @@ static void contributors_parse(const char *s, sp_alert_t *a) {
         copy_n(part, sizeof(part), s, n);
         open = strstr(part, " (value ");
         memset(c, 0, sizeof(*c));
-        if (open && sscanf(open, " (value %63[^,], baseline %63[^,], share %63[^)])", cv, cb, cs) == 3) {
+        if (open &&
+            sscanf(open, " (value %63[^,], baseline %63[^,], share %63[^)])", cv, cb, cs) == 3) {
             copy_n(c->dimension, sizeof(c->dimension), part, (size_t)(open - part));
             c->has_value = parse_num(cv, &c->value) == 0;
             c->has_baseline = parse_num(cb, &c->baseline) == 0;
@@ -822,17 +831,20 @@ static int alertmanager_extract(const json_t *root, sp_alert_t *a, const char **
     char dimkeys[SP_ALERT_LABEL_MAX + 8][128];
     int ndim = 0;
 
-    if (!json_is_array(root) || json_array_size(root) < 1) return *bad = "(not an array of alerts)", -1;
+    if (!json_is_array(root) || json_array_size(root) < 1)
+        return *bad = "(not an array of alerts)", -1;
     o = json_array_get(root, 0);
     labels = json_object_get(o, "labels");
     ann = json_object_get(o, "annotations");
     if (!json_is_object(labels)) return *bad = "labels", -1;
     if (!json_is_object(ann)) ann = NULL;
-    if (jstr(labels, "alertname", a->rule, sizeof(a->rule), 0)) return *bad = "labels.alertname", -1;
+    if (jstr(labels, "alertname", a->rule, sizeof(a->rule), 0))
+        return *bad = "labels.alertname", -1;
     jstr(labels, "severity", a->severity, sizeof(a->severity), 1);
     jstr(labels, "metric", a->metric, sizeof(a->metric), 1);
     jstr(labels, "fingerprint", a->fingerprint, sizeof(a->fingerprint), 1);
-    if (!(s = json_string_value(json_object_get(o, "startsAt"))) || rfc3339_parse(s, &a->started_at_ms))
+    if (!(s = json_string_value(json_object_get(o, "startsAt"))) ||
+        rfc3339_parse(s, &a->started_at_ms))
         return *bad = "startsAt", -1;
     v = json_object_get(o, "endsAt");
     a->state = SP_ALERT_FIRING;
@@ -866,7 +878,8 @@ static int alertmanager_extract(const json_t *root, sp_alert_t *a, const char **
     }
     json_object_foreach((json_t *)labels, key, v) {
         int skip = fixed_label(key) || !json_is_string(v);
-        for (int i = 0; i < ndim && !skip; i++) skip = !strcmp(dimkeys[i], key);
+        for (int i = 0; i < ndim && !skip; i++)
+            skip = !strcmp(dimkeys[i], key);
         if (skip || a->nlabels >= SP_ALERT_LABEL_MAX) continue;
         COPY(a->labels[a->nlabels].key, key);
         COPY(a->labels[a->nlabels].value, json_string_value(v));
@@ -878,7 +891,8 @@ static int alertmanager_extract(const json_t *root, sp_alert_t *a, const char **
 /* ---- the API ------------------------------------------------------------- */
 
 static int dump(json_t *j, char **out, size_t *len, char *errstr, size_t errstr_size) {
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
+    char *s =
+        j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(j);
     if (!s) {
         errf(errstr, errstr_size, "json encode failed");
@@ -946,8 +960,8 @@ int sp_alert_decode(const void *buf, size_t len, const char *schema_path, sp_ale
     rc = am ? alertmanager_extract(root, a, &bad) : json_extract(root, a, &bad);
     json_decref(root);
     if (rc != 0) {
-        errf(errstr, errstr_size, "%s alert: missing or bad field %s",
-             am ? "Alertmanager" : "JSON", bad ? bad : "?");
+        errf(errstr, errstr_size, "%s alert: missing or bad field %s", am ? "Alertmanager" : "JSON",
+             bad ? bad : "?");
         memset(a, 0, sizeof(*a));
     }
     return rc;
@@ -1022,11 +1036,17 @@ static int alerts_bootstrap_file(const char *path, char *buf, size_t size, int w
  * assigned, not subscribed, and nothing is committed. */
 static rd_kafka_t *alerts_consumer_new(const sp_config_t *cfg, const char *brokers, char *errstr,
                                        size_t errstr_size) {
-    static const char *const skip[] = {"group.id", "group.instance.id", "enable.auto.commit",
-                                       "enable.auto.offset.store", "auto.commit.interval.ms",
-                                       "partition.assignment.strategy", "session.timeout.ms",
-                                       "heartbeat.interval.ms", "max.poll.interval.ms",
-                                       "transactional.id", "enable.idempotence"};
+    static const char *const skip[] = {"group.id",
+                                       "group.instance.id",
+                                       "enable.auto.commit",
+                                       "enable.auto.offset.store",
+                                       "auto.commit.interval.ms",
+                                       "partition.assignment.strategy",
+                                       "session.timeout.ms",
+                                       "heartbeat.interval.ms",
+                                       "max.poll.interval.ms",
+                                       "transactional.id",
+                                       "enable.idempotence"};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;
     char rkerr[512];
@@ -1042,8 +1062,8 @@ static rd_kafka_t *alerts_consumer_new(const sp_config_t *cfg, const char *broke
             goto out;
         }
     }
-    if (brokers &&
-        rd_kafka_conf_set(conf, "bootstrap.servers", brokers, rkerr, sizeof(rkerr)) != RD_KAFKA_CONF_OK) {
+    if (brokers && rd_kafka_conf_set(conf, "bootstrap.servers", brokers, rkerr, sizeof(rkerr)) !=
+                       RD_KAFKA_CONF_OK) {
         errf(errstr, errstr_size, "--brokers: %s", rkerr);
         goto out;
     }
@@ -1089,9 +1109,11 @@ static int alerts_assign(rd_kafka_t *rk, const char *topic, int64_t offset, int6
         rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
         if (!err && md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
             break;
-        if (!err) errf(errstr, errstr_size, "topic %s: %s", topic,
-                       md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
-        else errf(errstr, errstr_size, "metadata of %s: %s", topic, rd_kafka_err2str(err));
+        if (!err)
+            errf(errstr, errstr_size, "topic %s: %s", topic,
+                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
+        else
+            errf(errstr, errstr_size, "metadata of %s: %s", topic, rd_kafka_err2str(err));
         if (md) rd_kafka_metadata_destroy(md);
         md = NULL;
         if (alerts_stop_flag || sp_clock_mono_ms() >= deadline_ms) goto out;
@@ -1101,8 +1123,8 @@ static int alerts_assign(rd_kafka_t *rk, const char *topic, int64_t offset, int6
         rd_kafka_topic_partition_list_t *parts =
             rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
         for (int i = 0; i < md->topics[0].partition_cnt; i++)
-            rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)->offset =
-                offset;
+            rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)
+                ->offset = offset;
         rd_kafka_resp_err_t err = rd_kafka_assign(rk, parts);
         rd_kafka_topic_partition_list_destroy(parts);
         if (err) {
@@ -1119,15 +1141,16 @@ out:
 
 int sp_alerts_main(int argc, char **argv) {
     enum { O_BOOTFILE = 256, O_BEGIN, O_JSON, O_COUNT, O_TIMEOUT };
-    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-                                             {"brokers", required_argument, NULL, 'b'},
-                                             {"bootstrap-file", required_argument, NULL, O_BOOTFILE},
-                                             {"from-beginning", no_argument, NULL, O_BEGIN},
-                                             {"json", no_argument, NULL, O_JSON},
-                                             {"count", required_argument, NULL, O_COUNT},
-                                             {"timeout", required_argument, NULL, O_TIMEOUT},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"bootstrap-file", required_argument, NULL, O_BOOTFILE},
+        {"from-beginning", no_argument, NULL, O_BEGIN},
+        {"json", no_argument, NULL, O_JSON},
+        {"count", required_argument, NULL, O_COUNT},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *brokers = NULL, *bootstrap_file = NULL;
     char brokers_buf[1024], schema_path[1100], errstr[1024], line[2048];
     int from_beginning = 0, as_json = 0, opt, ret = 1;
@@ -1157,7 +1180,8 @@ int sp_alerts_main(int argc, char **argv) {
         }
         case O_TIMEOUT:
             if (sp_duration_parse(optarg, &timeout_ms) != 0 || timeout_ms <= 0) {
-                fprintf(stderr, "storepulse alerts: --timeout: expected a duration > 0 (10s, 1m)\n");
+                fprintf(stderr,
+                        "storepulse alerts: --timeout: expected a duration > 0 (10s, 1m)\n");
                 return 2;
             }
             break;
@@ -1223,7 +1247,8 @@ int sp_alerts_main(int argc, char **argv) {
         }
         last_ms = sp_clock_mono_ms();
         sp_alert_t a;
-        if (sp_alert_decode(m->payload, m->len, schema_path, &a, NULL, errstr, sizeof(errstr)) != 0) {
+        if (sp_alert_decode(m->payload, m->len, schema_path, &a, NULL, errstr, sizeof(errstr)) !=
+            0) {
             fprintf(stderr, "storepulse alerts: %s [%" PRId32 "] @ %" PRId64 ": not an alert: %s\n",
                     rd_kafka_topic_name(m->rkt), m->partition, m->offset, errstr);
         } else if (as_json) {

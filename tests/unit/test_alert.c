@@ -25,7 +25,7 @@
 #include "producers/alert.h"
 
 #define SCHEMA "schemas/alert.avsc"
-#define T0 1795428000000LL /* 2026-11-23T10:00:00Z */
+#define T0     1795428000000LL /* 2026-11-23T10:00:00Z */
 
 static void full_alert(sp_alert_t *a) {
     memset(a, 0, sizeof(*a));
@@ -126,9 +126,8 @@ static void round_trip(const sp_alert_t *a, sp_alert_format_t fmt) {
     size_t len = 0;
     sp_alert_t b;
     sp_alert_format_t got = (sp_alert_format_t)-1;
-    assert_int_equal(sp_alert_encode(a, fmt, 42, SCHEMA, "http://sp/rules", &buf, &len, err,
-                                     sizeof(err)),
-                     0);
+    assert_int_equal(
+        sp_alert_encode(a, fmt, 42, SCHEMA, "http://sp/rules", &buf, &len, err, sizeof(err)), 0);
     assert_non_null(buf);
     assert_true(len > 5);
     if (sp_alert_decode(buf, len, SCHEMA, &b, &got, err, sizeof(err)) != 0) fail_msg("%s", err);
@@ -253,8 +252,8 @@ static void test_json_shape(void **state) {
                         "device=mobile");
     assert_true(json_is_null(json_object_get(json_array_get(c, 1), "value")));
     assert_true(json_is_null(json_object_get(json_array_get(c, 1), "baseline")));
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(o, "labels"), "team")), "checkout");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "labels"), "team")),
+                        "checkout");
     json_decref(o);
     free(buf);
 
@@ -315,9 +314,9 @@ static void test_alertmanager_shape(void **state) {
 
     a.state = SP_ALERT_RESOLVED;
     a.window_end_ms = T0 + 3600000 + 250; /* resolved an hour later, ms kept */
-    assert_int_equal(sp_alert_encode(&a, SP_ALERT_FMT_ALERTMANAGER, 0, NULL, NULL, &buf, &len,
-                                     err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        sp_alert_encode(&a, SP_ALERT_FMT_ALERTMANAGER, 0, NULL, NULL, &buf, &len, err, sizeof(err)),
+        0);
     arr = json_loadb(buf, len, 0, &je);
     o = json_array_get(arr, 0);
     assert_string_equal(json_string_value(json_object_get(o, "startsAt")), "2026-11-23T10:05:00Z");
@@ -347,8 +346,8 @@ static const unsigned char *guarded(const void *src, size_t len) {
     if (!guard_region) {
         size_t pg = (size_t)sysconf(_SC_PAGESIZE);
         guard_size = 64 * pg;
-        guard_region = mmap(NULL, guard_size + pg, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        guard_region =
+            mmap(NULL, guard_size + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         assert_true(guard_region != MAP_FAILED);
         assert_int_equal(mprotect(guard_region + guard_size, pg, PROT_NONE), 0);
     }
@@ -372,7 +371,7 @@ static void test_decode_errors(void **state) {
         {"\x00", 1},
         {"\x00\x00\x00\x00\x01", 5},
         {"\x00\x00\x00\x00\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 15}, /* huge length */
-        {"\x00\x00\x00\x00\x01\x01", 6}, /* negative length */
+        {"\x00\x00\x00\x00\x01\x01", 6},                                      /* negative length */
         {"hello", 5},
         {"{", 1},
         {"{}", 2},
@@ -384,30 +383,29 @@ static void test_decode_errors(void **state) {
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
-        assert_int_equal(
-            sp_alert_decode(guarded(bad[i].bytes, bad[i].len), bad[i].len, SCHEMA, &b, NULL, err,
-                            sizeof(err)),
-            -1);
+        assert_int_equal(sp_alert_decode(guarded(bad[i].bytes, bad[i].len), bad[i].len, SCHEMA, &b,
+                                         NULL, err, sizeof(err)),
+                         -1);
         assert_true(err[0] != '\0');
     }
 
     /* every truncation of every format fails cleanly */
     full_alert(&a);
     for (int f = SP_ALERT_FMT_AVRO; f <= SP_ALERT_FMT_ALERTMANAGER; f++) {
-        assert_int_equal(sp_alert_encode(&a, (sp_alert_format_t)f, 7, SCHEMA, NULL, &buf, &len,
-                                         err, sizeof(err)),
+        assert_int_equal(sp_alert_encode(&a, (sp_alert_format_t)f, 7, SCHEMA, NULL, &buf, &len, err,
+                                         sizeof(err)),
                          0);
         for (size_t n = 0; n < len; n++)
             assert_int_equal(
                 sp_alert_decode(guarded(buf, n), n, SCHEMA, &b, NULL, err, sizeof(err)), -1);
-        assert_int_equal(sp_alert_decode(guarded(buf, len), len, SCHEMA, &b, NULL, err, sizeof(err)),
-                         0);
+        assert_int_equal(
+            sp_alert_decode(guarded(buf, len), len, SCHEMA, &b, NULL, err, sizeof(err)), 0);
         if (f == SP_ALERT_FMT_AVRO) { /* one byte too many */
             char *more = malloc(len + 1);
             memcpy(more, buf, len);
             more[len] = 0;
-            assert_int_equal(sp_alert_decode(guarded(more, len + 1), len + 1, SCHEMA, &b, NULL,
-                                             err, sizeof(err)),
+            assert_int_equal(sp_alert_decode(guarded(more, len + 1), len + 1, SCHEMA, &b, NULL, err,
+                                             sizeof(err)),
                              -1);
             assert_non_null(strstr(err, "trailing"));
             /* flipped bytes: refused or decoded, never a crash */
@@ -446,9 +444,12 @@ static void test_line(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_format_parse),      cmocka_unit_test(test_round_trips),
-        cmocka_unit_test(test_avro_bytes),        cmocka_unit_test(test_json_shape),
-        cmocka_unit_test(test_alertmanager_shape), cmocka_unit_test(test_decode_errors),
+        cmocka_unit_test(test_format_parse),
+        cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_avro_bytes),
+        cmocka_unit_test(test_json_shape),
+        cmocka_unit_test(test_alertmanager_shape),
+        cmocka_unit_test(test_decode_errors),
         cmocka_unit_test(test_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
