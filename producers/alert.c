@@ -546,23 +546,38 @@ out:
 
 /* ---- JSON ---------------------------------------------------------------- */
 
+/* A JSON string of s; bytes that are not UTF-8 become '?' (a dimension
+ * value is whatever the store sent). Never NULL unless out of memory. */
+static json_t *jstring(const char *s) {
+    json_t *j = json_string(s);
+    if (j) return j;
+    size_t n = strlen(s);
+    char *t = malloc(n + 1);
+    if (!t) return NULL;
+    for (size_t i = 0; i <= n; i++)
+        t[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+    j = json_string(t);
+    free(t);
+    return j;
+}
+
 static json_t *opt_real(int has, double x) {
     return has && isfinite(x) ? json_real(x) : json_null();
 }
 
 static json_t *json_of(const sp_alert_t *a) {
     json_t *o = json_object(), *contrib = json_array(), *labels = json_object();
-    json_object_set_new(o, "fingerprint", json_string(a->fingerprint));
-    json_object_set_new(o, "alert_id", json_string(a->alert_id));
-    json_object_set_new(o, "rule", json_string(a->rule));
-    json_object_set_new(o, "state", json_string(state_names[a->state == SP_ALERT_RESOLVED]));
-    json_object_set_new(o, "severity", json_string(a->severity));
-    json_object_set_new(o, "metric", json_string(a->metric));
-    json_object_set_new(o, "dimension", a->dimension[0] ? json_string(a->dimension) : json_null());
+    json_object_set_new(o, "fingerprint", jstring(a->fingerprint));
+    json_object_set_new(o, "alert_id", jstring(a->alert_id));
+    json_object_set_new(o, "rule", jstring(a->rule));
+    json_object_set_new(o, "state", jstring(state_names[a->state == SP_ALERT_RESOLVED]));
+    json_object_set_new(o, "severity", jstring(a->severity));
+    json_object_set_new(o, "metric", jstring(a->metric));
+    json_object_set_new(o, "dimension", a->dimension[0] ? jstring(a->dimension) : json_null());
     json_object_set_new(o, "value", opt_real(a->has_value, a->value));
     json_object_set_new(o, "threshold", opt_real(a->has_threshold, a->threshold));
     json_object_set_new(o, "sample_size", json_integer(a->sample_size));
-    json_object_set_new(o, "window_size", json_string(a->window_size));
+    json_object_set_new(o, "window_size", jstring(a->window_size));
     json_object_set_new(o, "window_start", json_integer(a->window_start_ms));
     json_object_set_new(o, "window_end", json_integer(a->window_end_ms));
     json_object_set_new(o, "started_at", json_integer(a->started_at_ms));
@@ -570,14 +585,14 @@ static json_t *json_of(const sp_alert_t *a) {
     for (int i = 0; i < a->ncontrib && i < SP_ALERT_CONTRIB_MAX; i++) {
         const sp_alert_contrib_t *c = &a->contrib[i];
         json_array_append_new(contrib,
-                              json_pack("{s:s, s:o, s:o, s:f}", "dimension", c->dimension, "value",
-                                        opt_real(c->has_value, c->value), "baseline",
+                              json_pack("{s:o, s:o, s:o, s:f}", "dimension", jstring(c->dimension),
+                                        "value", opt_real(c->has_value, c->value), "baseline",
                                         opt_real(c->has_baseline, c->baseline), "share", c->share));
     }
     json_object_set_new(o, "contributors", contrib);
-    json_object_set_new(o, "summary", json_string(a->summary));
+    json_object_set_new(o, "summary", jstring(a->summary));
     for (int i = 0; i < a->nlabels && i < SP_ALERT_LABEL_MAX; i++)
-        json_object_set_new(labels, a->labels[i].key, json_string(a->labels[i].value));
+        json_object_set_new(labels, a->labels[i].key, jstring(a->labels[i].value));
     json_object_set_new(o, "labels", labels);
     return o;
 }
@@ -707,7 +722,7 @@ static void dimension_labels(json_t *labels, const char *dim) {
             COPY(key, "dimension");
             copy_n(val, sizeof(val), p, n);
         }
-        if (key[0] && !fixed_label(key)) json_object_set_new(labels, key, json_string(val));
+        if (key[0] && !fixed_label(key)) json_object_set_new(labels, key, jstring(val));
         p += n + (p[n] == ',');
     }
 }
@@ -717,14 +732,14 @@ static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
     char t[40], v[40], th[40], desc[1024], contrib[1024];
     size_t off;
 
-    json_object_set_new(labels, "alertname", json_string(a->rule));
-    json_object_set_new(labels, "severity", json_string(a->severity));
-    json_object_set_new(labels, "metric", json_string(a->metric));
-    json_object_set_new(labels, "fingerprint", json_string(a->fingerprint));
+    json_object_set_new(labels, "alertname", jstring(a->rule));
+    json_object_set_new(labels, "severity", jstring(a->severity));
+    json_object_set_new(labels, "metric", jstring(a->metric));
+    json_object_set_new(labels, "fingerprint", jstring(a->fingerprint));
     dimension_labels(labels, a->dimension);
     for (int i = 0; i < a->nlabels && i < SP_ALERT_LABEL_MAX; i++)
         if (!json_object_get(labels, a->labels[i].key))
-            json_object_set_new(labels, a->labels[i].key, json_string(a->labels[i].value));
+            json_object_set_new(labels, a->labels[i].key, jstring(a->labels[i].value));
 
     if (a->has_value)
         num(a->value, v, sizeof(v));
@@ -759,32 +774,32 @@ static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
         off += (size_t)n;
     }
 
-    json_object_set_new(ann, "summary", json_string(a->summary));
-    json_object_set_new(ann, "description", json_string(desc));
-    json_object_set_new(ann, "contributors", json_string(contrib));
-    json_object_set_new(ann, "alert_id", json_string(a->alert_id));
-    json_object_set_new(ann, "dimension", json_string(a->dimension));
-    json_object_set_new(ann, "value", json_string(a->has_value ? v : ""));
-    json_object_set_new(ann, "threshold", json_string(a->has_threshold ? th : ""));
+    json_object_set_new(ann, "summary", jstring(a->summary));
+    json_object_set_new(ann, "description", jstring(desc));
+    json_object_set_new(ann, "contributors", jstring(contrib));
+    json_object_set_new(ann, "alert_id", jstring(a->alert_id));
+    json_object_set_new(ann, "dimension", jstring(a->dimension));
+    json_object_set_new(ann, "value", jstring(a->has_value ? v : ""));
+    json_object_set_new(ann, "threshold", jstring(a->has_threshold ? th : ""));
     snprintf(t, sizeof(t), "%" PRId64, a->sample_size);
-    json_object_set_new(ann, "sample_size", json_string(t));
-    json_object_set_new(ann, "window_size", json_string(a->window_size));
+    json_object_set_new(ann, "sample_size", jstring(t));
+    json_object_set_new(ann, "window_size", jstring(a->window_size));
     rfc3339(a->window_start_ms, t, sizeof(t));
-    json_object_set_new(ann, "window_start", json_string(t));
+    json_object_set_new(ann, "window_start", jstring(t));
     rfc3339(a->window_end_ms, t, sizeof(t));
-    json_object_set_new(ann, "window_end", json_string(t));
+    json_object_set_new(ann, "window_end", jstring(t));
     rfc3339(a->emitted_at_ms, t, sizeof(t));
-    json_object_set_new(ann, "emitted_at", json_string(t));
+    json_object_set_new(ann, "emitted_at", jstring(t));
 
     json_object_set_new(o, "labels", labels);
     json_object_set_new(o, "annotations", ann);
     rfc3339(a->started_at_ms, t, sizeof(t));
-    json_object_set_new(o, "startsAt", json_string(t));
+    json_object_set_new(o, "startsAt", jstring(t));
     if (a->state == SP_ALERT_RESOLVED) {
         rfc3339(a->window_end_ms, t, sizeof(t));
-        json_object_set_new(o, "endsAt", json_string(t));
+        json_object_set_new(o, "endsAt", jstring(t));
     }
-    json_object_set_new(o, "generatorURL", json_string(generator_url ? generator_url : ""));
+    json_object_set_new(o, "generatorURL", jstring(generator_url ? generator_url : ""));
     json_t *arr = json_array();
     json_array_append_new(arr, o);
     return arr;

@@ -420,6 +420,28 @@ static void test_decode_errors(void **state) {
     }
 }
 
+/* Bytes that are not UTF-8 (a dimension value as a store sent it) still
+ * give valid JSON, with '?' in their place. */
+static void test_not_utf8(void **state) {
+    sp_alert_t a, b;
+    char *buf = NULL, err[256];
+    size_t len = 0;
+    (void)state;
+    for (int f = SP_ALERT_FMT_JSON; f <= SP_ALERT_FMT_ALERTMANAGER; f++) {
+        full_alert(&a);
+        strcpy(a.dimension, "channel=w\xff"
+                            "b");
+        strcpy(a.contrib[0].dimension, "device=\xc3");
+        assert_int_equal(
+            sp_alert_encode(&a, (sp_alert_format_t)f, 0, NULL, NULL, &buf, &len, err, sizeof(err)),
+            0);
+        assert_int_equal(sp_alert_decode(buf, len, NULL, &b, NULL, err, sizeof(err)), 0);
+        assert_string_equal(b.dimension, "channel=w?b");
+        assert_string_equal(b.contrib[0].dimension, "device=?");
+        free(buf);
+    }
+}
+
 static void test_line(void **state) {
     sp_alert_t a;
     char line[1024];
@@ -444,13 +466,10 @@ static void test_line(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_format_parse),
-        cmocka_unit_test(test_round_trips),
-        cmocka_unit_test(test_avro_bytes),
-        cmocka_unit_test(test_json_shape),
-        cmocka_unit_test(test_alertmanager_shape),
-        cmocka_unit_test(test_decode_errors),
-        cmocka_unit_test(test_line),
+        cmocka_unit_test(test_format_parse),       cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_avro_bytes),         cmocka_unit_test(test_json_shape),
+        cmocka_unit_test(test_alertmanager_shape), cmocka_unit_test(test_decode_errors),
+        cmocka_unit_test(test_not_utf8),           cmocka_unit_test(test_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
