@@ -5,6 +5,7 @@
 #include "aggregators/import.h"
 #include "core/broker.h"
 #include "core/run.h"
+#include "producers/alert.h"
 #include "producers/gen.h"
 
 static void usage(FILE *out) {
@@ -15,6 +16,7 @@ static void usage(FILE *out) {
             "  run           the pipeline daemon (run -c FILE [--embedded-kafka])\n"
             "  broker        an embedded Kafka mock cluster as its own process\n"
             "  gen           synthetic store traffic to Kafka\n"
+            "  alerts        print the alerts on the alert topic\n"
             "  check-config  validate a config file and print it resolved\n"
             "  import-orders seed customer history and cohorts from a CSV of past orders\n"
             "\n"
@@ -34,6 +36,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) return sp_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "broker")) return sp_broker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "gen")) return sp_gen_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "alerts")) return sp_alerts_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "check-config")) return sp_check_config_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "import-orders")) return sp_import_orders_main(argc - 1, argv + 1);
     fprintf(stderr, "storepulse: unknown command '%s'\n", cmd);

@@ -75,13 +75,20 @@ int sp_alert_encode(const sp_alert_t *a, sp_alert_format_t fmt, int32_t schema_i
                     char *errstr, size_t errstr_size);
 
 /* Decode any of the three formats (told apart by the first byte: 0 =
- * Confluent framing, '{' JSON, '[' Alertmanager). Returns 0, or -1. */
+ * Confluent framing, '{' JSON, '[' Alertmanager). Avro: the body is
+ * checked against the schema before it is read, trailing bytes refused; the
+ * frame's schema id is not checked. Alertmanager: best effort, the record
+ * rebuilt from labels and annotations (state RESOLVED iff endsAt is set).
+ * Returns 0, or -1 with a reason (*a zeroed). */
 int sp_alert_decode(const void *buf, size_t len, const char *schema_path, sp_alert_t *a,
                     sp_alert_format_t *fmt, char *errstr, size_t errstr_size);
 
 /* One human line: "2026-11-23T10:05:00Z FIRING critical conversion_drop
  * channel=web funnel.conversion_rate=0.011 (threshold 0.015, n=1200) --
- * <summary>". */
+ * <summary>". The time is window_end_ms (the event time of the transition,
+ * the same for a re-sent message), UTC; "none" for a null value; the
+ * threshold part only when there is one. Truncated to size, always
+ * NUL-terminated, never a newline. */
 void sp_alert_line(const sp_alert_t *a, char *buf, size_t size);
 
 /* `storepulse alerts [-c FILE] [--bootstrap-file F] [--from-beginning]
