@@ -577,8 +577,10 @@ static void contributors(const sp_rule_t *r, const sp_window_view_t *w, double r
     }
 }
 
-static void summary(const sp_rule_t *r, const char *key, sp_alert_t *a, double ref) {
-    char v[32] = "no data", t[32];
+static void summary(const sp_rule_t *r, const char *key, sp_alert_t *a, double ref,
+                    int64_t absent_ms) {
+    char v[32] = "no data", t[32], d[32];
+    sp_duration_format(absent_ms, d, sizeof(d));
     size_t o = 0, cap = sizeof(a->summary);
     if (a->has_value) fmt_num(a->value, v, sizeof(v));
     fmt_num(ref, t, sizeof(t));
@@ -588,7 +590,7 @@ static void summary(const sp_rule_t *r, const char *key, sp_alert_t *a, double r
                              *key ? " " : "", key, v, r->window);
     else if (r->kind == SP_RULE_ABSENT)
         o = (size_t)snprintf(a->summary, cap, "no %s%s%s for %s", r->field, *key ? " " : "", key,
-                             r->window);
+                             d);
     else if (r->kind == SP_RULE_DROP)
         o = (size_t)snprintf(a->summary, cap, "%s%s%s %s (baseline %s)", r->metric,
                              *key ? " " : "", key, v, t);
@@ -632,7 +634,7 @@ static void message(const sp_rule_t *r, const char *key, const sp_window_view_t 
     a->nlabels = r->nlabels;
     memcpy(a->labels, r->labels, sizeof(a->labels));
     if (!resolved && !*key && has_value) contributors(r, w, ref, n, a);
-    summary(r, key, a, ref);
+    summary(r, key, a, ref, st->absent_ms);
 }
 
 int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,

@@ -308,6 +308,8 @@ def _yaml_lines(obj, indent=0):
         if isinstance(v, dict):
             out.append(f"{pad}{k}:")
             out.extend(_yaml_lines(v, indent + 1))
+        elif isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+            out.append(f"{pad}{k}: {json.dumps(v)}")  # YAML flow style (JSON)
         elif isinstance(v, list):
             out.append(f"{pad}{k}: [{', '.join(_yaml_scalar(x) for x in v)}]")
         else:

@@ -297,7 +297,7 @@ static void test_baseline_and_absent(void **state) {
     assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 3, "orders=0"), &st, 1, &a), 1);
     assert_int_equal(a.state, SP_ALERT_FIRING);
     assert_false(a.has_threshold);
-    assert_string_equal(a.summary, "no orders for 5m");
+    assert_string_equal(a.summary, "no orders for 15m");
     assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 4, "orders=0"), &st, 1, &a), 0);
     assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 5, "orders=1"), &st, 1, &a), 1);
     assert_int_equal(a.state, SP_ALERT_RESOLVED);

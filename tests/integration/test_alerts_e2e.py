@@ -1,0 +1,148 @@
+"""Alerts end to end (SPEC §5): generated traffic of all four streams with a
+checkout outage on mobile (payment submissions fail), through the pipeline
+with alert rules; the alert topic is read with kcat, an independent
+consumer.
+
+Traffic: 100 minutes from an hour boundary 2 h ago, 4 events/s of event
+time; the outage runs from +40m for 20m. Rules (5m windows):
+  - payment_failure_spike: funnel.payment_failure_rate above 0.3, resolves
+    at or below 0.15, at least 20 submissions, for 1 window;
+  - orders_by_device: funnel.payment_failure_rate above 0.5 per device,
+    for 2 windows (mobile only, and only once it held for 2 windows);
+  - no_orders: funnel.orders absent for 10m (must never fire: orders flow).
+Expected, from the definitions (docs/ALERTS.md):
+  - one FIRING of payment_failure_spike for a window starting in
+    [outage start, outage start + 10m], its first contributor device=mobile,
+    named in the summary; one RESOLVED for a window starting in
+    [outage end, outage end + 10m]; nothing else of it;
+  - orders_by_device: one FIRING and one RESOLVED, dimension device=mobile,
+    the FIRING window at least one window after the rule's first bad one;
+  - no_orders: nothing while orders flow (the outage hits mobile only);
+    once the traffic ends (at +100m) the idle pipeline closes empty windows
+    and it fires for the window [+105m, +110m) -- "no orders for 10m" --
+    and does not resolve;
+  - every alert_id once; a message's key is its fingerprint;
+  - the outbox is empty at the end (all acknowledged), and a restart of the
+    pipeline on the same Redis emits nothing new (state in Redis)."""
+
+import json
+import subprocess
+import time
+
+import harness as H
+
+NS = "alerte2e"
+M = 60_000
+HR = 60 * M
+OUTAGE_AT, OUTAGE_FOR = 40 * M, 20 * M
+RULES = [
+    {"name": "payment_failure_spike", "metric": "funnel.payment_failure_rate", "window": "5m",
+     "above": 0.3, "resolve_below": 0.15, "min_samples": 20, "severity": "critical",
+     "labels": {"team": "payments"}},
+    {"name": "failures_by_device", "metric": "funnel.payment_failure_rate", "window": "5m",
+     "above": 0.5, "min_samples": 10, "for": 2, "by": ["device"]},
+    {"name": "no_orders", "metric": "funnel.orders", "window": "5m", "absent_for": "10m"},
+]
+
+
+def kcat_messages(bootstrap, topic):
+    p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f",
+                        "%k\t%s\n"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    out = []
+    for line in p.stdout.decode().splitlines():
+        if line.strip():
+            key, _, val = line.partition("\t")
+            out.append((key, json.loads(val)))
+    return out
+
+
+class AlertsEndToEnd(H.SPTestCase):
+
+    @classmethod
+    def scenario(cls):
+        now = H.now_ms()
+        cls.start = start = H.floor_to(now - 2 * HR, HR)
+        cls.outage = (start + OUTAGE_AT, start + OUTAGE_AT + OUTAGE_FOR)
+        cls.redis = cls.track(H.Redis(cls.tmp)).start()
+        cls.broker = cls.track(H.Broker(cls.tmp)).start()
+        extra = {"alerts": RULES, "alerting": {"format": "json"}}
+        cls.cfg = cfg = H.write_config(f"{cls.tmp}/sp.yaml", NS, cls.broker.bootstrap,
+                                       cls.redis.port, sizes=("1m", "5m"), extra=extra)
+        H.gen(cfg, cls.broker.bootstrap_file, 0, 4242, start, rate=4,
+              extra_args=("--duration", "100m", "--scenario", "checkout-outage",
+                          "--incident-start", f"+{OUTAGE_AT // M}m",
+                          "--incident-duration", f"{OUTAGE_FOR // M}m"),
+              log_path=f"{cls.tmp}/gen.log")
+        cls.pipe = cls.track(H.Pipeline(cls.tmp, cfg)).start()
+        r = cls.redis.client
+        H.wait_caught_up(r, NS, cls.broker.bootstrap, timeout=120, pipeline=cls.pipe)
+        H.wait_all_closed(r, NS, start + 100 * M - 1, sizes=("1m", "5m"), timeout=120,
+                          pipeline=cls.pipe)
+
+        def settled():
+            cls.pipe.assert_alive()
+            mark = r.hget(f"sp:{{{NS}}}:alerts:state", "no_orders")
+            return r.hlen(f"sp:{{{NS}}}:alerts:outbox") == 0 and mark is not None and \
+                int(mark) >= start + 105 * M
+        H.wait_until(settled, 60, 0.25, "windows after the traffic evaluated, outbox drained")
+        cls.msgs = kcat_messages(cls.broker.bootstrap, H.TOPIC_ALERTS)
+        cls.term_rc = cls.pipe.terminate(20)
+        # a restart on the same Redis: nothing new
+        cls.pipe2 = cls.track(H.Pipeline(cls.tmp, cfg, name="pipeline2")).start()
+        time.sleep(8)
+        cls.pipe2.assert_alive()
+        cls.msgs_after = kcat_messages(cls.broker.bootstrap, H.TOPIC_ALERTS)
+        cls.term_rc2 = cls.pipe2.terminate(20)
+        print("alerts:", json.dumps([(m["rule"], m["state"], m["dimension"],
+                                      (m["window_start"] - start) // M, m["summary"])
+                                     for _, m in cls.msgs], indent=1), flush=True)
+
+    def of(self, rule):
+        return [m for _, m in self.msgs if m["rule"] == rule]
+
+    def test_spike_fires_once_names_mobile_and_resolves(self):
+        ms = self.of("payment_failure_spike")
+        self.assertEqual([m["state"] for m in ms], ["FIRING", "RESOLVED"], ms)
+        fire, res = ms
+        lo, hi = self.outage
+        self.assertTrue(lo <= fire["window_start"] <= lo + 10 * M, fire)
+        self.assertTrue(hi <= res["window_start"] <= hi + 10 * M, res)
+        self.assertGreater(fire["value"], 0.3)
+        self.assertEqual(fire["threshold"], 0.3)
+        self.assertGreaterEqual(fire["sample_size"], 20)
+        self.assertEqual(fire["contributors"][0]["dimension"], "device=mobile", fire)
+        self.assertIn("mostly device=mobile", fire["summary"])
+        self.assertEqual(fire["severity"], "critical")
+        self.assertEqual(fire["labels"], {"team": "payments"})
+        self.assertEqual(fire["dimension"], None)
+        self.assertEqual(fire["started_at"], fire["window_end"])
+        self.assertEqual(res["started_at"], fire["started_at"])
+        self.assertLessEqual(res["value"], 0.15)
+
+    def test_by_device_with_for(self):
+        ms = self.of("failures_by_device")
+        self.assertEqual([(m["state"], m["dimension"]) for m in ms],
+                         [("FIRING", "device=mobile"), ("RESOLVED", "device=mobile")], ms)
+        lo, _ = self.outage
+        self.assertGreaterEqual(ms[0]["window_start"], lo + 5 * M)  # the second bad window
+
+    def test_absent_only_when_traffic_stops(self):
+        ms = self.of("no_orders")
+        self.assertEqual([(m["state"], m["window_start"] - self.start) for m in ms],
+                         [("FIRING", 105 * M)], ms)
+        self.assertEqual(ms[0]["summary"], "no orders for 10m")
+        self.assertEqual(ms[0]["sample_size"], 0)
+
+    def test_ids_keys_and_restart(self):
+        ids = [m["alert_id"] for _, m in self.msgs]
+        self.assertEqual(len(ids), len(set(ids)), ids)
+        for key, m in self.msgs:
+            self.assertEqual(key, m["fingerprint"])
+            self.assertEqual(m["alert_id"], f"{m['fingerprint']}:{m['state']}:{m['window_start']}")
+        self.assertEqual(len(self.msgs_after), len(self.msgs))
+        self.assertEqual(self.term_rc, 0)
+        self.assertEqual(self.term_rc2, 0)
+
+
+if __name__ == "__main__":
+    H.main()
