@@ -64,8 +64,10 @@ static const struct {
 };
 #define NRATIOS ((int)(sizeof(ratios) / sizeof(ratios[0])))
 
-static const char *const families[] = {"funnel", "abandonment", "delivery", "retention",
-                                       "support"};
+/* The families, and `gauges` (sp:{NS}:gauges, read when a window of the
+ * rule's size closes). */
+static const char *const families[] = {"funnel",  "abandonment", "delivery",
+                                       "retention", "support",   "gauges"};
 
 /* The sample field(s) of a metric: "" when the metric is its own sample. */
 static void sample_of(const sp_rule_t *r, char *out, size_t size) {
@@ -175,7 +177,8 @@ static int parse_metric(ld_t *ld, const yaml_node_t *n, sp_rule_t *r) {
         known |= strlen(families[i]) == fl && !memcmp(families[i], s, fl);
     if (!known)
         return fail(ld, n, r->name, "metric",
-                    "unknown family '%.*s' (funnel, abandonment, delivery, retention, support)",
+                    "unknown family '%.*s' (funnel, abandonment, delivery, retention, support, "
+                    "gauges)",
                     (int)fl, s);
     if (!name_ok(dot + 1) || strchr(dot + 1, '.') || strlen(dot + 1) >= sizeof(r->field))
         return fail(ld, n, r->name, "metric", "bad field name '%s'", dot + 1);
@@ -317,6 +320,8 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
         return fail(ld, win_node, r->name, "absent_for", "shorter than the window");
     r->kind = has_above ? SP_RULE_ABOVE : has_below ? SP_RULE_BELOW : has_drop ? SP_RULE_DROP
                                                                               : SP_RULE_ABSENT;
+    if (has_absent && r->nby)
+        return fail(ld, map, r->name, "by", "absent_for is evaluated overall, not per value");
     if (has_ra && !(has_below || has_drop))
         return fail(ld, map, r->name, "resolve_above", "only with below or drop_vs_baseline");
     if (has_rb && !has_above)

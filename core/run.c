@@ -928,6 +928,16 @@ int sp_check_config_main(int argc, char **argv) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 2;
     }
+    static sp_rules_t rules;
+    if (sp_rules_load(&cfg, &rules, err, sizeof(err)) != SP_OK) {
+        fprintf(stderr, "storepulse: %s\n", err);
+        return 2;
+    }
     sp_config_print(&cfg, stdout);
+    printf("# alerts: %d rule%s", rules.n, rules.n == 1 ? "" : "s");
+    for (int i = 0; i < rules.n; i++)
+        printf("%s %s (%s, %s)", i ? "," : ":", rules.r[i].name, rules.r[i].metric,
+               rules.r[i].window);
+    printf("\n");
     return 0;
 }

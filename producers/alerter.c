@@ -203,6 +203,8 @@ sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
         al->fam[i] = al->size_idx[i] = -1;
         for (int f = 0; f < SP_FAM__COUNT; f++)
             if (!strcmp(fam_names[f], rules->r[i].family)) al->fam[i] = f;
+        /* gauges: evaluated as the funnel's windows of that size close */
+        if (!strcmp(rules->r[i].family, "gauges")) al->fam[i] = SP_FAM_FUNNEL;
         for (int k = 0; k < cfg->window_cnt; k++)
             if (cfg->window_ms[k] == rules->r[i].window_ms) al->size_idx[i] = k;
     }
@@ -399,8 +401,11 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
         const char *kp[WINDOWS_PER_STEP];
         const sp_rule_t *rule = &al->rules.r[r];
         for (int i = 0; i < nw; i++) {
-            snprintf(keys[i], sizeof(keys[i]), "%s:%s:%s:%lld", al->prefix, rule->family,
-                     rule->window, (long long)starts[i]);
+            if (!strcmp(rule->family, "gauges"))
+                snprintf(keys[i], sizeof(keys[i]), "%s:gauges", al->prefix);
+            else
+                snprintf(keys[i], sizeof(keys[i]), "%s:%s:%s:%lld", al->prefix, rule->family,
+                         rule->window, (long long)starts[i]);
             kp[i] = keys[i];
         }
         fetched_t got[WINDOWS_PER_STEP];
