@@ -603,12 +603,16 @@ static void summary(const sp_rule_t *r, const char *key, sp_alert_t *a, double r
         o = (size_t)snprintf(a->summary, cap, "%s%s%s %s %s %s", r->metric, *key ? " " : "", key,
                              v, dir, t);
     if (r->summary[0] && o < cap) o += (size_t)snprintf(a->summary + o, cap - o, ": %s", r->summary);
-    for (int i = 0; i < a->ncontrib && o < cap; i++) {
+    /* the two that explain most; the field has up to five */
+    char of[128];
+    sample_of(r, of, sizeof(of));
+    if (!of[0] || strchr(of, '+')) snprintf(of, sizeof(of), "the sample");
+    for (int i = 0; i < a->ncontrib && i < 2 && o < cap; i++) {
         char cv[32];
         fmt_num(a->contrib[i].value, cv, sizeof(cv));
-        o += (size_t)snprintf(a->summary + o, cap - o, "%s%s (%s, %.0f %% of the sample)",
+        o += (size_t)snprintf(a->summary + o, cap - o, "%s%s (%s, %.0f %% of %s)",
                               i ? ", " : ": mostly ", a->contrib[i].dimension, cv,
-                              100.0 * a->contrib[i].share);
+                              100.0 * a->contrib[i].share, of);
     }
 }
 

@@ -35,6 +35,16 @@ redis: {host: 127.0.0.1, port: $PORT}
 schemas: {dir: $SRC/schemas}
 windows:
   idle_timeout: 5s
+alerting: {format: json}
+alerts:
+  - name: payment_failure_spike
+    metric: funnel.payment_failure_rate
+    window: 5m
+    above: 0.3
+    resolve_below: 0.15
+    min_samples: 20
+    severity: critical
+    labels: {team: payments}
 YAML
 
 "$SP" run -c "$WORK/demo.yaml" --embedded-kafka --bootstrap-file "$WORK/bootstrap" \
@@ -44,9 +54,11 @@ BS=$(cat "$WORK/bootstrap")
 echo "== embedded Kafka at $BS, Redis at 127.0.0.1:$PORT (namespace 'demo')"
 
 NOW=$(( $(date +%s) * 1000 ))
-echo "== producing 30 minutes of store history (seeded), ending 10 minutes ago ..."
+echo "== producing 30 minutes of store history (seeded), ending 10 minutes ago, with a"
+echo "   checkout outage on mobile from minute 10 to minute 20 ..."
 "$SP" gen -c "$WORK/demo.yaml" --brokers "$BS" --seed 42 --rate 25 --count 45000 \
-  --start-time $(( NOW - 2400 * 1000 )) --speedup 0 --quiet
+  --start-time $(( NOW - 2400 * 1000 )) --speedup 0 --quiet \
+  --scenario checkout-outage --incident-start +10m --incident-duration 10m
 echo "== live traffic: 100 events/s, in real time"
 "$SP" gen -c "$WORK/demo.yaml" --brokers "$BS" --seed 43 --rate 100 --count 6000 --warm-start \
   --quiet >/dev/null 2>&1 & PIDS+=($!)
@@ -76,4 +88,12 @@ kcat -b "$BS" -C -t storepulse.deadletter -o beginning -e -q \
   -f 'dead letter: %s\n  headers: %h\n' 2>/dev/null | grep -B1 'reason=undecodable' | head -2
 echo "== pipeline health: redis-cli HGETALL 'sp:{demo}:health'"
 redis-cli -p "$PORT" HGETALL "sp:{demo}:health" | paste - - | sed 's/^/    /'
-echo "== done (alerts are not part of this build yet; see README 'Status')"
+echo "== alerts of the outage, read with kcat (topic storepulse.alerts, JSON, keyed by fingerprint)"
+kcat -b "$BS" -C -t storepulse.alerts -o beginning -e -q -f '%s\n' 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    a = json.loads(l)
+    print("   ", a["state"], a["rule"], "window", a["window_size"], a["window_start"], "-", a["summary"])'
+echo "== the same with: storepulse alerts --from-beginning"
+"$SP" alerts -c "$WORK/demo.yaml" --brokers "$BS" --from-beginning --timeout 3s | sed 's/^/    /'
+echo "== done"

@@ -350,8 +350,7 @@ static void test_by_and_contributors(void **state) {
     assert_string_equal(a.contrib[2].dimension, "channel=__other__");
     assert_string_equal(a.summary,
                         "funnel.conversion_rate 0.011 below 0.015: mostly channel=app (0.002, 48 % "
-                        "of the sample), device=mobile (0, 1 % of the sample), channel=__other__ "
-                        "(0.01, 2 % of the sample)");
+                        "of sessions), device=mobile (0, 1 % of sessions)");
 }
 
 int main(void) {
