@@ -703,6 +703,10 @@ int64_t sp_engine_final_start(const sp_engine_t *e, int size_idx) {
     return e->final_start[SP_FAM_FUNNEL][size_idx];
 }
 
+int64_t sp_engine_first_start(const sp_engine_t *e, int size_idx) {
+    return e->first_start[size_idx];
+}
+
 int64_t sp_engine_family_final_start(const sp_engine_t *e, int fam, int size_idx) {
     return e->final_start[fam][size_idx];
 }

@@ -69,6 +69,8 @@ int sp_engine_open_windows(const sp_engine_t *e);
 
 /* Start of the newest window of a size final for a family (-1: none). */
 int64_t sp_engine_family_final_start(const sp_engine_t *e, int fam, int size_idx);
+/* Start of the earliest window of size size_idx ever opened (-1: none). */
+int64_t sp_engine_first_start(const sp_engine_t *e, int size_idx);
 
 /* ---- timers (entity kinds with a timer, see family.h) ----
  * After advance: if sp_engine_timers_due() is not INT64_MIN, read the due

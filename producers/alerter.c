@@ -245,8 +245,18 @@ static int windows_due(sp_alerter_t *al, int r, sp_engine_t *eng, int64_t *start
     if (f < 0 || k < 0) return 0;
     int64_t final = sp_engine_family_final_start(eng, f, k);
     if (final < 0) return 0;
-    if (al->through[r] < 0) { /* first start: from the newest closed window on */
-        starts[n++] = final;
+    if (al->through[r] < 0) {
+        /* First evaluation of the rule: the closed windows that can matter
+         * to it now (its baseline and `for`, at least 12), not the history
+         * before them, and not before the first window ever opened. */
+        const sp_rule_t *ru = &al->rules.r[r];
+        int back = ru->baseline + ru->for_windows + 1;
+        if (back < 12) back = 12;
+        if (back > max) back = max;
+        int64_t first = sp_engine_first_start(eng, k), s = final;
+        for (int i = 1; first >= 0 && i < back && s > first; i++)
+            s = sp_engine_window_start(eng, k, s - 1);
+        for (; s <= final && n < max; s = sp_engine_window_end(eng, k, s)) starts[n++] = s;
         return n;
     }
     for (int64_t s = sp_engine_window_end(eng, k, al->through[r]); s <= final && n < max;
