@@ -81,7 +81,28 @@ static void sample_of(const sp_rule_t *r, char *out, size_t size) {
         snprintf(out, size, "%.*s_count", (int)(n - 4), r->field);
         return;
     }
+    if (n > 5 && !strcmp(r->field + n - 5, "_mean")) {
+        snprintf(out, size, "%.*s_count", (int)(n - 5), r->field);
+        return;
+    }
     out[0] = '\0';
+}
+
+static int is_percentile(const sp_rule_t *r) {
+    size_t n = strlen(r->field);
+    return n > 4 && r->field[n - 4] == '_' && r->field[n - 3] == 'p';
+}
+
+static int is_mean(const sp_rule_t *r) {
+    size_t n = strlen(r->field);
+    return n > 5 && !strcmp(r->field + n - 5, "_mean");
+}
+
+/* A counter: its own sample, 0 when absent from the hash. */
+static int is_counter(const sp_rule_t *r) {
+    char s[128];
+    sample_of(r, s, sizeof(s));
+    return !s[0];
 }
 
 /* ---- loading --------------------------------------------------------------- */
@@ -320,6 +341,9 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
         return fail(ld, win_node, r->name, "absent_for", "shorter than the window");
     r->kind = has_above ? SP_RULE_ABOVE : has_below ? SP_RULE_BELOW : has_drop ? SP_RULE_DROP
                                                                               : SP_RULE_ABSENT;
+    if (is_percentile(r) && r->nby)
+        return fail(ld, map, r->name, "by",
+                    "percentiles are kept overall only; per value use <histogram>_mean");
     if (has_absent && r->nby)
         return fail(ld, map, r->name, "by", "absent_for is evaluated overall, not per value");
     if (has_ra && !(has_below || has_drop))
@@ -477,6 +501,30 @@ static int get_num(const sp_window_view_t *w, const char *field, const char *key
     return end != v && isfinite(*out);
 }
 
+/* The mean of histogram `hist` (its _sum / _count) for key; 0 = no data. */
+static int get_mean(const sp_window_view_t *w, const char *hist, size_t hlen, const char *key,
+                    double *out) {
+    char f[128];
+    double sum, cnt;
+    snprintf(f, sizeof(f), "%.*s_count", (int)hlen, hist);
+    if (!get_num(w, f, key, &cnt) || !(cnt > 0)) return 0;
+    snprintf(f, sizeof(f), "%.*s_sum", (int)hlen, hist);
+    if (!get_num(w, f, key, &sum)) return 0;
+    *out = sum / cnt;
+    return 1;
+}
+
+/* The metric's value for key: the field; <hist>_mean computed; a counter
+ * absent from the hash is 0. Returns 0 for no data. */
+static int metric_value(const sp_rule_t *r, const sp_window_view_t *w, const char *key,
+                        double *out) {
+    if (is_mean(r)) return get_mean(w, r->field, strlen(r->field) - 5, key, out);
+    if (get_num(w, r->field, key, out)) return 1;
+    if (!is_counter(r)) return 0;
+    *out = 0;
+    return 1;
+}
+
 /* Sample size of the metric for key (a counter absent from the hash is 0). */
 static double sample_size(const sp_rule_t *r, const sp_window_view_t *w, const char *key,
                           double value) {
@@ -498,10 +546,15 @@ int sp_rule_keys(const sp_rule_t *r, const sp_window_view_t *w, char (*keys)[160
         if (max > 0) keys[n++][0] = '\0';
         return n;
     }
-    size_t fl = strlen(r->field);
+    char scan[128];
+    if (is_mean(r))
+        snprintf(scan, sizeof(scan), "%.*s_count", (int)(strlen(r->field) - 5), r->field);
+    else
+        snprintf(scan, sizeof(scan), "%s", r->field);
+    size_t fl = strlen(scan);
     for (int i = 0; i < w->n && n < max; i++) {
         const char *f = w->fields[i];
-        if (strncmp(f, r->field, fl) || f[fl] != '|') continue;
+        if (strncmp(f, scan, fl) || f[fl] != '|') continue;
         const char *kv = f + fl + 1, *eq = strchr(kv, '=');
         if (!eq) continue;
         int ok = 0;
@@ -547,17 +600,25 @@ static void fmt_num(double v, char *buf, size_t size) {
  * by share x badness against ref. */
 static void contributors(const sp_rule_t *r, const sp_window_view_t *w, double ref, double total,
                          sp_alert_t *a) {
-    size_t fl = strlen(r->field);
+    /* per value: the field itself; for a percentile or a mean, the value's
+     * own mean (percentiles are kept overall only) */
+    char scan[128];
+    size_t hl = is_percentile(r) ? strlen(r->field) - 4 : is_mean(r) ? strlen(r->field) - 5 : 0;
+    if (hl)
+        snprintf(scan, sizeof(scan), "%.*s_count", (int)hl, r->field);
+    else
+        snprintf(scan, sizeof(scan), "%s", r->field);
+    size_t fl = strlen(scan);
     a->ncontrib = 0;
     if (r->kind == SP_RULE_ABSENT || !(total > 0)) return;
     double score[SP_ALERT_CONTRIB_MAX] = {0};
     for (int i = 0; i < w->n; i++) {
         const char *f = w->fields[i];
-        if (strncmp(f, r->field, fl) || f[fl] != '|') continue;
+        if (strncmp(f, scan, fl) || f[fl] != '|') continue;
         const char *key = f + fl + 1;
         if (!strchr(key, '=') || strlen(key) >= sizeof(a->contrib[0].dimension)) continue;
         double v;
-        if (!get_num(w, r->field, key, &v)) continue;
+        if (hl ? !get_mean(w, r->field, hl, key, &v) : !get_num(w, r->field, key, &v)) continue;
         double n = sample_size(r, w, key, v), share = n / total;
         double sc = share * badness(r, v, ref);
         if (!(sc > 0)) continue;
@@ -654,7 +715,7 @@ int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
     if (w->start_ms <= st->last_window) return 0; /* evaluated already */
     st->last_window = w->start_ms;
     if (r->kind == SP_RULE_ABSENT) {
-        has = get_num(w, r->field, key, &v);
+        has = metric_value(r, w, key, &v);
         n = has ? v : 0;
         if (has && v > 0) {
             st->absent_ms = 0;
@@ -665,7 +726,7 @@ int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
         }
         ref = NAN;
     } else {
-        has = get_num(w, r->field, key, &v);
+        has = metric_value(r, w, key, &v);
         if (!has) return 0; /* no data: no decision */
         n = sample_size(r, w, key, v);
         if (n < (double)r->min_samples) return 0;

@@ -736,7 +736,7 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     if (sp_rules_load(cfg, r->rules, err, errsz) != SP_OK) return -1;
     rd_kafka_conf_t *ac = kafka_conf(cfg, 0, err, errsz);
     if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
-    if (sp_alerter_start(r->al, r->st, err, errsz) != SP_OK) return -1;
+    if (sp_alerter_start(r->al, r->st, r->eng, err, errsz) != SP_OK) return -1;
 
     /* Dead-letter producer: idempotent, acks=all. */
     rd_kafka_conf_t *pc = kafka_conf(cfg, 0, err, errsz);

@@ -22,7 +22,8 @@ typedef struct astate {
 } astate_t;
 
 typedef struct outbox {
-    char alert_id[96];
+    char alert_id[128]; /* the outbox field: "<alert_id>@<window_start>" (a
+                         * repeat has its alert's id, in a later window) */
     char fingerprint[32];
     char *json; /* the alert as stored */
     int inflight;
@@ -35,6 +36,7 @@ struct sp_alerter {
     sp_rules_t rules;
     int fam[SP_RULES_MAX], size_idx[SP_RULES_MAX];
     int64_t through[SP_RULES_MAX]; /* newest window evaluated; -1 none */
+    int fresh[SP_RULES_MAX]; /* no window of the rule's size was closed at start */
     rd_kafka_t *rk;
     char state_key[128], outbox_key[128], prefix[96], schema_path[600];
     sp_alert_format_t fmt;
@@ -226,8 +228,12 @@ sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
     return al;
 }
 
-int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size) {
+int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
+                     size_t errstr_size) {
     const char *keys[2] = {al->state_key, al->outbox_key};
+    for (int r = 0; r < al->rules.n; r++)
+        al->fresh[r] = al->fam[r] >= 0 && al->size_idx[r] >= 0 &&
+                       sp_engine_family_final_start(eng, al->fam[r], al->size_idx[r]) < 0;
     int rc = sp_store_hgetall(st, keys, 2, load_state_cb, al, errstr, errstr_size);
     if (rc != SP_OK) return rc;
     if (al->nob) sp_log(SP_LOG_INFO, "alerts: %d in the outbox, producing them again", al->nob);
@@ -246,16 +252,21 @@ static int windows_due(sp_alerter_t *al, int r, sp_engine_t *eng, int64_t *start
     int64_t final = sp_engine_family_final_start(eng, f, k);
     if (final < 0) return 0;
     if (al->through[r] < 0) {
-        /* First evaluation of the rule: the closed windows that can matter
-         * to it now (its baseline and `for`, at least 12), not the history
-         * before them, and not before the first window ever opened. */
+        /* First evaluation of the rule. A deployment that had closed no
+         * window at start (new, catching up): every window from the first.
+         * Otherwise (a rule added later): the closed windows that can
+         * matter to it now (its baseline and `for`, at least 12), not the
+         * history before them. */
         const sp_rule_t *ru = &al->rules.r[r];
         int back = ru->baseline + ru->for_windows + 1;
         if (back < 12) back = 12;
-        if (back > max) back = max;
         int64_t first = sp_engine_first_start(eng, k), s = final;
-        for (int i = 1; first >= 0 && i < back && s > first; i++)
-            s = sp_engine_window_start(eng, k, s - 1);
+        if (al->fresh[r] && first >= 0 && first <= final) {
+            s = first;
+        } else {
+            for (int i = 1; first >= 0 && i < back && s > first; i++)
+                s = sp_engine_window_start(eng, k, s - 1);
+        }
         for (; s <= final && n < max; s = sp_engine_window_end(eng, k, s)) starts[n++] = s;
         return n;
     }
@@ -342,6 +353,16 @@ static int eval_window(sp_alerter_t *al, int r, const sp_window_view_t *w, wbuf_
     static char keys[KEYS_MAX][160];
     char enc[2048], err[256];
     int nk = sp_rule_keys(rule, w, keys, KEYS_MAX);
+    /* values seen before but not in this window: a counter of theirs is 0
+     * now (a carrier whose deliveries stopped), a ratio has no data */
+    size_t rl = strlen(rule->name);
+    for (int i = 0; rule->nby && i < al->nst && nk < KEYS_MAX; i++) {
+        const char *k = al->st[i].field + rl + 1;
+        if (al->st[i].rule != r || !*k) continue;
+        int seen = 0;
+        for (int j = 0; j < nk && !seen; j++) seen = !strcmp(keys[j], k);
+        if (!seen) snprintf(keys[nk++], sizeof(keys[0]), "%s", k);
+    }
     for (int i = 0; i < nk; i++) {
         astate_t *a = st_get(al, r, keys[i], 1);
         if (!a) return SP_ERR_NOMEM;
@@ -361,7 +382,9 @@ static int eval_window(sp_alerter_t *al, int r, const sp_window_view_t *w, wbuf_
         }
         sp_log(SP_LOG_INFO, "alert %s %s: %s", alert.state == SP_ALERT_FIRING ? "FIRING" : "RESOLVED",
                alert.rule, alert.summary);
-        int bad = wb_put(outbox, alert.alert_id, json) || wb_put(fps, alert.alert_id, alert.fingerprint);
+        char msg_id[128];
+        snprintf(msg_id, sizeof(msg_id), "%s@%lld", alert.alert_id, (long long)alert.window_start_ms);
+        int bad = wb_put(outbox, msg_id, json) || wb_put(fps, msg_id, alert.fingerprint);
         free(json);
         if (bad) return SP_ERR_NOMEM;
     }

@@ -4,8 +4,10 @@
  * What it owns (Redis, namespace hash tag):
  *  - sp:{NS}:alerts:state  -- hash: `<rule>` -> start of the newest window
  *    evaluated; `<rule>|<key>` -> the alert's state (rules.h);
- *  - sp:{NS}:alerts:outbox -- hash: alert_id -> the alert (JSON), from the
- *    moment its transition is decided until the broker acknowledged it.
+ *  - sp:{NS}:alerts:outbox -- hash: "<alert_id>@<window_start>" -> the
+ *    alert message (JSON), from the moment it is decided until the broker
+ *    acknowledged it (a repeat of a firing alert has the alert's id and a
+ *    later window).
  * A transition and its outbox entry are written in one MULTI/EXEC, right
  * after the commit that closed the window is confirmed; a crash in between
  * re-evaluates the window at the next start (the `<rule>` marker has not
@@ -35,8 +37,11 @@ typedef struct sp_alerter sp_alerter_t;
 sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
                              rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
 
-/* Loads the alert state and re-produces what the outbox holds. */
-int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size);
+/* Loads the alert state and re-produces what the outbox holds. eng: with
+ * its pointers restored (a deployment that closed no window yet evaluates
+ * every window from its first). */
+int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
+                     size_t errstr_size);
 
 /* Clears acknowledged alerts from the outbox, evaluates the windows closed
  * since the last call (final pointers of eng), writes transitions and new
