@@ -180,8 +180,9 @@ class StateExpiry(H.SPTestCase):
                 if kind in ("timers", "recent_ids"):
                     continue  # bounded by size: a member per timed entity; dedup.max_ids
                 limit = {"session": STATE_TTL, "order": STATE_TTL, "cart": STATE_TTL,
-                         # open: time to the give-up + 1 day; else ticket_ttl
-                         "ticket": TICKET_TTL + DAY,
+                         # open: time to the give-up (from W = newest - 5 s)
+                         # + 1 day; else ticket_ttl
+                         "ticket": TICKET_TTL + OOO + DAY,
                          # time to the give-up + 1 day
                          "shipment": SHIPMENT_TTL + DAY + 2 * HR,
                          "customer": 400 * DAY}[kind]
