@@ -28,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
@@ -236,6 +238,23 @@ out:
     if (f) fclose(f);
     if (rc != SP_OK) unlink(tmp);
     return rc;
+}
+
+int sp_broker_read_bootstrap_file(const char *path, char *buf, size_t size, int wait_ms,
+                                  const volatile sig_atomic_t *stop) {
+    int64_t deadline = sp_clock_mono_ms() + wait_ms;
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            int ok = fgets(buf, (int)size, f) != NULL;
+            fclose(f);
+            if (!ok) return -1;
+            buf[strcspn(buf, "\r\n")] = '\0';
+            return buf[0] ? 0 : -1;
+        }
+        if (errno != ENOENT || sp_clock_mono_ms() >= deadline || (stop && *stop)) return -1;
+        usleep(100 * 1000);
+    }
 }
 
 static void broker_usage(FILE *out) {

@@ -9,6 +9,7 @@
 #ifndef SP_BROKER_H
 #define SP_BROKER_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "core/config.h"
@@ -48,6 +49,12 @@ void sp_broker_poll(sp_broker_t *b, int timeout_ms);
 
 /* Tears the cluster down. NULL is a no-op. */
 void sp_broker_stop(sp_broker_t *b);
+
+/* The address a --bootstrap-file holds (its first line) into buf, waiting
+ * up to wait_ms for the file to appear (a broker starting beside us), or
+ * less once *stop is set (stop may be NULL). Returns 0, or -1. */
+int sp_broker_read_bootstrap_file(const char *path, char *buf, size_t size, int wait_ms,
+                                  const volatile sig_atomic_t *stop);
 
 /* `storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...`:
  * starts, prints "bootstrap: <addr>" to stdout, writes the address (one

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/broker.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -1030,23 +1031,6 @@ static void alerts_usage(FILE *out) {
           out);
 }
 
-/* First line of path into buf; waits up to wait_ms for the file to exist. */
-static int alerts_bootstrap_file(const char *path, char *buf, size_t size, int wait_ms) {
-    int64_t deadline = sp_clock_mono_ms() + wait_ms;
-    for (;;) {
-        FILE *f = fopen(path, "r");
-        if (f) {
-            int ok = fgets(buf, (int)size, f) != NULL;
-            fclose(f);
-            if (!ok) return -1;
-            buf[strcspn(buf, "\r\n")] = '\0';
-            return buf[0] ? 0 : -1;
-        }
-        if (errno != ENOENT || sp_clock_mono_ms() >= deadline || alerts_stop_flag) return -1;
-        usleep(100 * 1000);
-    }
-}
-
 /* A consumer with cfg's kafka.* properties, without a group: partitions are
  * assigned, not subscribed, and nothing is committed. */
 static rd_kafka_t *alerts_consumer_new(const sp_config_t *cfg, const char *brokers, char *errstr,
@@ -1223,7 +1207,8 @@ int sp_alerts_main(int argc, char **argv) {
         return 1;
     }
     if (bootstrap_file) {
-        if (alerts_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000) != 0) {
+        if (sp_broker_read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000,
+                                          &alerts_stop_flag) != 0) {
             fprintf(stderr, "storepulse alerts: cannot read the bootstrap servers from %s\n",
                     bootstrap_file);
             return 1;

@@ -108,6 +108,7 @@
 #include <avro.h>
 #include <librdkafka/rdkafka.h>
 
+#include "core/broker.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -2045,23 +2046,6 @@ int sp_gen_parse_streams(const char *s, unsigned *out) {
     return 0;
 }
 
-/* First line of path into buf; waits up to wait_ms for the file to exist. */
-static int read_bootstrap_file(const char *path, char *buf, size_t size, int wait_ms) {
-    int64_t deadline = sp_clock_mono_ms() + wait_ms;
-    for (;;) {
-        FILE *f = fopen(path, "r");
-        if (f) {
-            int ok = fgets(buf, (int)size, f) != NULL;
-            fclose(f);
-            if (!ok) return -1;
-            buf[strcspn(buf, "\r\n")] = '\0';
-            return buf[0] ? 0 : -1;
-        }
-        if (errno != ENOENT || sp_clock_mono_ms() >= deadline || gen_stop_flag) return -1;
-        usleep(100 * 1000);
-    }
-}
-
 /* Consumer-only properties that a shared config carries; a producer would
  * warn about each. */
 static int consumer_only(const char *key) {
@@ -2312,7 +2296,8 @@ int sp_gen_main(int argc, char **argv) {
     }
     if (sp_log_level_parse(cfg->log_level) >= 0) sp_log_level = sp_log_level_parse(cfg->log_level);
     if (bootstrap_file) {
-        if (read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000) != 0) {
+        if (sp_broker_read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000,
+                                          &gen_stop_flag) != 0) {
             fprintf(stderr, "storepulse gen: --bootstrap-file %s: no address in it\n",
                     bootstrap_file);
             goto out;
