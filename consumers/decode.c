@@ -850,8 +850,16 @@ static bool walk_value(walk_t *w, avro_schema_t s, int depth) {
             return false;
         }
         return true;
-    case AVRO_INT64:
-    case AVRO_ENUM: return walk_varint(w, &n);
+    case AVRO_INT64: return walk_varint(w, &n);
+    case AVRO_ENUM:
+        /* in range here, not only where a field is mapped: avro-c reads the
+         * index into an int, so 2^55 would pass as 0 (found by fuzz_avro) */
+        if (!walk_varint(w, &n)) return false;
+        if (n < 0 || n >= avro_schema_enum_number_of_symbols(s)) {
+            w->err = "enum index out of range";
+            return false;
+        }
+        return true;
     case AVRO_FLOAT: return walk_skip(w, 4);
     case AVRO_DOUBLE: return walk_skip(w, 8);
     case AVRO_STRING:

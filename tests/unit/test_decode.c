@@ -616,6 +616,20 @@ static void test_padded_varint(void **state) {
     assert_int_equal(fx->ev.s[SP_S_DEVICE].len, 6);
 }
 
+/* Found by fuzz_avro: an enum index beyond 32 bits. avro-c reads it into an
+ * int (2^55 wraps to 0, a PAGE_VIEW), so the avro-c path accepted what the
+ * direct path rejects; the shared walk now checks every enum index. */
+static void test_enum_index_range(void **state) {
+    fx_t *fx = *state;
+    static const unsigned char found[] = {
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x0c, 0x00, 0x00, 0x00, 0xfa, 0x00, 0x00, 0x00, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    expect_poison(fx, dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
+                          sizeof(found)),
+                  SP_DLQ_UNDECODABLE);
+    assert_non_null(strstr(fx->why, "enum index"));
+}
+
 static void test_truncated_guarded(void **state) {
     fx_t *fx = *state;
     for (int st = 0; st < SP_STREAM__COUNT; st++) {
@@ -1064,6 +1078,7 @@ int main(void) {
         cmocka_unit_test(test_framing),
         cmocka_unit_test(test_trailing_bytes),
         cmocka_unit_test(test_padded_varint),
+        cmocka_unit_test(test_enum_index_range),
         cmocka_unit_test(test_truncated_guarded),
         cmocka_unit_test(test_hostile_avro),
         cmocka_unit_test(test_no_leak_on_bad_bodies),
