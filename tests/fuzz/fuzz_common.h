@@ -22,7 +22,7 @@
 
 /* The decoder of the four default writer schemas (ids 1..4), built once per
  * process; exits on failure (the target cannot run without it). */
-static sp_decoder_t *fuzz_decoder(void) {
+static inline sp_decoder_t *fuzz_decoder(void) {
     static sp_config_t cfg;
     char err[512];
     sp_decoder_t *d;
@@ -37,6 +37,24 @@ static sp_decoder_t *fuzz_decoder(void) {
         exit(1);
     }
     return d;
+}
+
+/* Register a fuzzing-only writer schema, tests/fuzz/schemas/<file>. */
+static inline void fuzz_add_schema(sp_decoder_t *d, int32_t id, sp_stream_t st, const char *file) {
+    char path[1024], text[16384], err[512];
+    size_t n;
+    FILE *fp;
+    snprintf(path, sizeof(path), "%s/tests/fuzz/schemas/%s", SP_SOURCE_DIR, file);
+    if (!(fp = fopen(path, "rb"))) {
+        fprintf(stderr, "fuzz: cannot open %s\n", path);
+        exit(1);
+    }
+    n = fread(text, 1, sizeof(text), fp);
+    fclose(fp);
+    if (n == sizeof(text) || sp_decoder_add_schema(d, id, st, text, n, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz: schema %s: %s\n", file, n == sizeof(text) ? "too long" : err);
+        exit(1);
+    }
 }
 
 #endif
