@@ -339,61 +339,84 @@ static void bad_line(imp_t *m, long line, const char *why, sp_str_t val) {
         fprintf(stderr, "%s:%ld: %s\n", m->fname, line, why);
 }
 
+int sp_import_parse_header(char *line) {
+    sp_str_t f[MAX_FIELDS];
+    const char *why;
+    int nf = csv_split(line, f, MAX_FIELDS, &why);
+    if ((nf == 2 || nf == 3) && field_is(f[0], "customer_id") && field_is(f[1], "order_time") &&
+        (nf == 2 || field_is(f[2], "channel")))
+        return nf;
+    return 0;
+}
+
+int sp_import_parse_line(char *line, int ncols, int64_t now_ms, sp_import_order_t *out, char *why,
+                         size_t why_size, sp_str_t *val) {
+    sp_str_t f[MAX_FIELDS], none = {NULL, 0};
+    const char *reason = NULL;
+    int64_t t;
+
+    *val = none;
+    int nf = csv_split(line, f, MAX_FIELDS, &reason);
+    if (nf < 0) goto bad;
+    if (nf != ncols) {
+        snprintf(why, why_size, "expected %d fields (customer_id,order_time%s), got %d", ncols,
+                 ncols == 3 ? ",channel" : "", nf);
+        return -1;
+    }
+    if (f[0].len == 0) {
+        reason = "missing customer_id";
+        goto bad;
+    }
+    if (f[0].len > SP_MAX_ID_LEN) {
+        reason = "customer_id longer than 256 bytes";
+        goto bad;
+    }
+    if (ncols == 3 && f[2].len > SP_MAX_ID_LEN) {
+        reason = "channel longer than 256 bytes";
+        goto bad;
+    }
+    if (f[1].len == 0) {
+        reason = "missing order_time";
+        goto bad;
+    }
+    if (sp_import_parse_time(f[1].p, f[1].len, &t, &reason) != 0) goto bad_time;
+    if (t < MIN_TIME_MS) {
+        reason = "order_time before 2000";
+        goto bad_time;
+    }
+    if (t > now_ms + DAY_MS) {
+        reason = "order_time more than 1 day in the future";
+        goto bad_time;
+    }
+    out->customer = f[0];
+    out->t = t;
+    return 0;
+bad_time:
+    *val = f[1];
+bad:
+    snprintf(why, why_size, "%s", reason);
+    return -1;
+}
+
 /* One data line. Returns SP_OK, or a fatal error from flushing. */
 static int import_line(imp_t *m, char *line, long lineno, int ncols, int64_t now, char *err,
                        size_t errsz) {
-    sp_str_t f[MAX_FIELDS], none = {NULL, 0};
-    const char *why = NULL;
-    int64_t t;
+    sp_import_order_t o;
+    sp_str_t val;
+    char why[128];
 
     m->read++;
-    int nf = csv_split(line, f, MAX_FIELDS, &why);
-    if (nf < 0) {
-        bad_line(m, lineno, why, none);
-        return SP_OK;
-    }
-    if (nf != ncols) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "expected %d fields (customer_id,order_time%s), got %d",
-                 ncols, ncols == 3 ? ",channel" : "", nf);
-        bad_line(m, lineno, msg, none);
-        return SP_OK;
-    }
-    if (f[0].len == 0) {
-        bad_line(m, lineno, "missing customer_id", none);
-        return SP_OK;
-    }
-    if (f[0].len > SP_MAX_ID_LEN) {
-        bad_line(m, lineno, "customer_id longer than 256 bytes", none);
-        return SP_OK;
-    }
-    if (ncols == 3 && f[2].len > SP_MAX_ID_LEN) {
-        bad_line(m, lineno, "channel longer than 256 bytes", none);
-        return SP_OK;
-    }
-    if (f[1].len == 0) {
-        bad_line(m, lineno, "missing order_time", none);
-        return SP_OK;
-    }
-    if (sp_import_parse_time(f[1].p, f[1].len, &t, &why) != 0) {
-        bad_line(m, lineno, why, f[1]);
-        return SP_OK;
-    }
-    if (t < MIN_TIME_MS) {
-        bad_line(m, lineno, "order_time before 2000", f[1]);
-        return SP_OK;
-    }
-    if (t > now + DAY_MS) {
-        bad_line(m, lineno, "order_time more than 1 day in the future", f[1]);
+    if (sp_import_parse_line(line, ncols, now, &o, why, sizeof(why), &val) != 0) {
+        bad_line(m, lineno, why, val);
         return SP_OK;
     }
     item_t *it = &m->items[m->n++];
     it->off = (uint32_t)m->ids_len;
-    it->len = f[0].len;
-    it->t = t;
+    it->len = o.customer.len;
+    it->t = o.t;
     it->line = lineno;
-    memcpy(m->ids + m->ids_len, f[0].p, f[0].len);
-    m->ids_len += f[0].len;
+    memcpy(m->ids + m->ids_len, o.customer.p, o.customer.len);
+    m->ids_len += o.customer.len;
     if (m->n == IMPORT_BATCH) return flush_batch(m, err, errsz);
     return SP_OK;
 }
@@ -522,12 +545,7 @@ int sp_import_orders_main(int argc, char **argv) {
         if (n == -2) break;
         if (lineno == 1 && !strncmp(h, "\xEF\xBB\xBF", 3)) h += 3; /* UTF-8 BOM */
         if (is_blank(h)) continue;
-        sp_str_t f[MAX_FIELDS];
-        const char *why;
-        int nf = csv_split(h, f, MAX_FIELDS, &why);
-        if ((nf == 2 || nf == 3) && field_is(f[0], "customer_id") && field_is(f[1], "order_time") &&
-            (nf == 2 || field_is(f[2], "channel")))
-            ncols = nf;
+        ncols = sp_import_parse_header(h);
         break;
     }
     if (!ncols) {

@@ -29,6 +29,23 @@ int sp_retention_import(sp_engine_t *e, struct sp_entity *customer, int64_t t);
  * 0 ok (*out_ms set); -1 with *why (static text) otherwise. */
 int sp_import_parse_time(const char *s, size_t len, int64_t *out_ms, const char **why);
 
+/* One good order line. */
+typedef struct sp_import_order {
+    sp_str_t customer; /* customer_id, pointing into the line */
+    int64_t t;         /* order time, ms */
+} sp_import_order_t;
+
+/* The CSV parsers of the import, pure (no I/O, no Redis): the fuzzing entry
+ * points. Both split `line` (NUL-terminated, line break removed) in place.
+ * sp_import_parse_header: 2 or 3 (the columns of a valid header
+ * customer_id,order_time[,channel]), 0 if it is not one.
+ * sp_import_parse_line: a data line of a file with ncols columns; 0 with
+ * *out set; -1 with the reason in why and, when the order_time is at fault,
+ * that value in *val (else val->p is NULL). */
+int sp_import_parse_header(char *line);
+int sp_import_parse_line(char *line, int ncols, int64_t now_ms, sp_import_order_t *out, char *why,
+                         size_t why_size, sp_str_t *val);
+
 /* The subcommand: storepulse import-orders [-c FILE] ORDERS.csv.
  * Exit status: 0 all lines imported, 2 some lines were bad (reported and
  * skipped), 1 fatal error. */

@@ -695,7 +695,9 @@ static int connect_once(sp_store_t *st, char *errstr, size_t errstr_size) {
         goto out;
     }
 
-    if (cfg->redis_password[0]) {
+    /* A configured user always logs in, even without a password (a nopass
+     * user): never fall back to the default user silently. */
+    if (cfg->redis_password[0] || cfg->redis_user[0]) {
         const char *av[3];
         size_t al[3];
         int ac = 0;
@@ -708,8 +710,10 @@ static int connect_once(sp_store_t *st, char *errstr, size_t errstr_size) {
             goto out;
         }
         if (r->type == REDIS_REPLY_ERROR) {
-            /* the server's text never contains the password */
-            set_err(errstr, errstr_size, "redis AUTH failed: %s", r->str);
+            /* the server's text never contains the password; the user is
+             * not a secret and says which login failed */
+            set_err(errstr, errstr_size, "redis AUTH as user '%s' failed: %s",
+                    cfg->redis_user[0] ? cfg->redis_user : "default", r->str);
             goto out;
         }
         freeReplyObject(r);

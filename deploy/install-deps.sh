@@ -11,5 +11,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   librdkafka-dev libavro-dev libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev \
   redis-server redis-tools kcat \
   python3 python3-avro python3-confluent-kafka python3-redis \
-  tzdata valgrind >/dev/null
+  tzdata valgrind \
+  clang libclang-rt-14-dev >/dev/null # clang + libFuzzer runtime (only recommended by clang)
 echo "install-deps: done"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install, build and run every test: the normal build (unit + integration)
-# and an ASan+UBSan build (unit + integration).
+# Install, build and run every test: the normal build (unit + integration),
+# an ASan+UBSan build (unit + integration) and the libFuzzer targets (clang),
+# each run over its seed corpus for SP_FUZZ_SECONDS (default 15 s; longer
+# runs: docs/RELIABILITY.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -13,3 +15,8 @@ cmake --build build -j"$jobs"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j1)
+
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_FUZZ=ON \
+  -DSP_FUZZ_SECONDS="${SP_FUZZ_SECONDS:-15}" >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzzers
+(cd build-fuzz && ctest --output-on-failure -L fuzz -j1)

@@ -581,6 +581,55 @@ static const unsigned char *guarded(const void *src, size_t len) {
     return p;
 }
 
+/* Found by fuzz_avro: a varint may be padded with continuation bytes (0x9b
+ * 0x00 is 27, as 0x1b is). Both paths must read it; the avro-c path used to
+ * take the padding for a trailing byte (avro_value_sizeof counts shortest
+ * varints), so the two paths disagreed. */
+static void test_padded_varint(void **state) {
+    fx_t *fx = *state;
+    /* the fuzzer's input: event_time 0x9b 0x00 (-14), session_id "" */
+    static const unsigned char found[] = {
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x0c, 'e', '-', '6', '-', 0xb1, 0xa2, 0x9b, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x0e, 'd', 'e', 's', 'k', 't', 'o', 'p', 0x04, 'U', 'S'};
+    expect_poison(fx, dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
+                          sizeof(found)),
+                  SP_DLQ_MISSING_FIELD);
+    assert_non_null(strstr(fx->why, "session_id"));
+
+    /* a valid event whose event_time (NOW - 1 s) is padded by one byte */
+    unsigned char m[64];
+    size_t n = 0;
+    uint64_t z = (uint64_t)(NOW - 1000) << 1; /* zigzag of a positive long */
+    static const unsigned char head[] = {0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 'e'};
+    memcpy(m, head, sizeof(head));
+    n = sizeof(head);
+    for (; z >= 0x80; z >>= 7) m[n++] = (unsigned char)(0x80 | (z & 0x7f));
+    m[n++] = (unsigned char)(0x80 | z); /* padded: one more byte ... */
+    m[n++] = 0x00;                       /* ... that adds nothing */
+    static const unsigned char tail[] = {0x00, 0x02, 's', 0x00, 0x00, 0x06, 'w', 'e', 'b',
+                                         0x0c, 'm', 'o', 'b', 'i', 'l', 'e', 0x04, 'P', 'L'};
+    memcpy(m + n, tail, sizeof(tail));
+    n += sizeof(tail);
+    assert_int_equal(dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(m, n), n), SP_OK);
+    assert_int_equal(fx->ev.i[SP_I_EVENT_TIME], NOW - 1000);
+    assert_true(fx->ev.s[SP_S_SESSION_ID].len == 1 && fx->ev.s[SP_S_SESSION_ID].p[0] == 's');
+    assert_int_equal(fx->ev.s[SP_S_DEVICE].len, 6);
+}
+
+/* Found by fuzz_avro: an enum index beyond 32 bits. avro-c reads it into an
+ * int (2^55 wraps to 0, a PAGE_VIEW), so the avro-c path accepted what the
+ * direct path rejects; the shared walk now checks every enum index. */
+static void test_enum_index_range(void **state) {
+    fx_t *fx = *state;
+    static const unsigned char found[] = {
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x0c, 0x00, 0x00, 0x00, 0xfa, 0x00, 0x00, 0x00, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    expect_poison(fx, dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
+                          sizeof(found)),
+                  SP_DLQ_UNDECODABLE);
+    assert_non_null(strstr(fx->why, "enum index"));
+}
+
 static void test_truncated_guarded(void **state) {
     fx_t *fx = *state;
     for (int st = 0; st < SP_STREAM__COUNT; st++) {
@@ -1028,6 +1077,8 @@ int main(void) {
         cmocka_unit_test(test_decoder_new_errors),
         cmocka_unit_test(test_framing),
         cmocka_unit_test(test_trailing_bytes),
+        cmocka_unit_test(test_padded_varint),
+        cmocka_unit_test(test_enum_index_range),
         cmocka_unit_test(test_truncated_guarded),
         cmocka_unit_test(test_hostile_avro),
         cmocka_unit_test(test_no_leak_on_bad_bodies),

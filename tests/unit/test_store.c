@@ -582,6 +582,19 @@ static void test_auth_db(void **state) {
     assert_null(sp_store_new(&cfg, err, sizeof(err)));
     assert_true(err[0] != '\0');
     assert_null(strstr(err, "wrong-pw"));
+    assert_non_null(strstr(err, "AUTH as user 'spuser' failed: WRONGPASS"));
+
+    /* a user without a password still logs in as that user (a nopass user),
+     * never silently as the default user */
+    snprintf(cfg.redis_user, sizeof(cfg.redis_user), "ghost");
+    cfg.redis_password[0] = '\0';
+    assert_null(sp_store_new(&cfg, err, sizeof(err)));
+    assert_non_null(strstr(err, "AUTH as user 'ghost' failed"));
+    freeReplyObject(redisCommand(G.rc, "ACL SETUSER ghost on nopass ~* &* +@all"));
+    sp_store_t *nopass = sp_store_new(&cfg, err, sizeof(err));
+    assert_non_null(nopass);
+    sp_store_destroy(nopass);
+    snprintf(cfg.redis_user, sizeof(cfg.redis_user), "spuser");
 
     snprintf(cfg.redis_password, sizeof(cfg.redis_password), "s3cret-pw");
     cfg.redis_db = 3;
