@@ -128,6 +128,8 @@ static const char SCRIPT[] =
     "  for i = 1, noff do\n"
     "    local s = stored[i]\n"
     "    if s and tonumber(s) ~= tonumber(A[ob + 4 * (i - 1) + 1]) then\n"
+    /* the only write of a fenced commit: health fenced_commits */
+    "      call('HINCRBY', pre .. ':health', 'fenced_commits', 1)\n"
     "      return redis.error_reply('FENCED ' .. fields[i] .. ' ' .. s)\n"
     "    end\n"
     "  end\n"

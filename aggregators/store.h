@@ -9,8 +9,9 @@
  * A commit is ONE EVALSHA of a Lua script that, atomically:
  *  1. checks the fence: for every partition in the batch, the stored next
  *     offset in sp:{NS}:offsets (field "topic/partition") must be absent or
- *     equal to the batch's expected offset; otherwise nothing is applied and
- *     the reply is the error "FENCED <field> <stored>";
+ *     equal to the batch's expected offset; otherwise nothing is applied
+ *     but health fenced_commits += 1, and the reply is the error
+ *     "FENCED <field> <stored>";
  *  2. sets each partition's next offset and max event time
  *     (sp:{NS}:wm field "topic/partition");
  *  3. applies entity state: SET key value PX ttl, DEL key;

@@ -110,6 +110,10 @@ typedef struct run {
     /* health deltas of the batch being built */
     int64_t h_consumed[MAX_TOPICS];
     int64_t h_decoded, h_late, h_dup, h_dlq[SP_DLQ__COUNT];
+    /* Redis outages survived (reconnects after a failure, time spent
+     * reconnecting): kept until a commit carries them to health */
+    int64_t h_redis_reconnects, h_redis_down_ms;
+    int64_t h_redis_inflight[2]; /* in the commit in flight; back to the above if it fails */
     int dlq_in_batch;
 } run_t;
 
@@ -157,6 +161,11 @@ static void drain_commit(run_t *r) {
     int rc = sp_store_commit_recv(r->st, err, sizeof(err));
     rd_kafka_topic_partition_list_t *koff = r->koff_in_flight;
     r->koff_in_flight = NULL;
+    if (rc != SP_OK) { /* not counted yet: carried by a later commit */
+        r->h_redis_reconnects += r->h_redis_inflight[0];
+        r->h_redis_down_ms += r->h_redis_inflight[1];
+    }
+    r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     if (rc == SP_OK) {
         /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
          * and only ever what Redis already has. */
@@ -385,6 +394,9 @@ static void do_reset(run_t *r) {
     int64_t backoff = 100;
     int ok = 0;
 
+    r->h_redis_reconnects += r->h_redis_inflight[0]; /* that commit is given up */
+    r->h_redis_down_ms += r->h_redis_inflight[1];
+    r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     r->commit_in_flight = 0;
     if (r->koff_in_flight) {
         rd_kafka_topic_partition_list_destroy(r->koff_in_flight);
@@ -392,10 +404,17 @@ static void do_reset(run_t *r) {
     }
     sp_engine_reset(r->eng);
     if (r->need_reset == 2 || sp_store_pending(r->st) > 0) {
-        while (!stop_requested && sp_store_reconnect(r->st, err, sizeof(err)) != SP_OK) {
+        int64_t t0 = sp_clock_mono_ms();
+        int rc = SP_ERR_IO;
+        while (!stop_requested && (rc = sp_store_reconnect(r->st, err, sizeof(err))) != SP_OK) {
             sp_log(SP_LOG_WARN, "Redis unreachable: %s (retrying in %lld ms)", err, (long long)backoff);
             usleep((useconds_t)backoff * 1000);
             if (backoff < 5000) backoff *= 2;
+        }
+        if (rc == SP_OK) {
+            r->h_redis_reconnects++;
+            r->h_redis_down_ms += sp_clock_mono_ms() - t0;
+            sp_log(SP_LOG_INFO, "Redis reconnected after %lld ms", (long long)(sp_clock_mono_ms() - t0));
         }
     }
     if (stop_requested || load_pointers(r) != SP_OK) goto out;
@@ -483,6 +502,11 @@ static void add_health(run_t *r, sp_commit_t *c) {
     if (r->h_late) sp_commit_health(c, "late_events", r->h_late);
     if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
     r->h_decoded = r->h_late = r->h_dup = 0;
+    if (r->h_redis_reconnects) sp_commit_health(c, "redis_reconnects", r->h_redis_reconnects);
+    if (r->h_redis_down_ms) sp_commit_health(c, "redis_reconnect_ms", r->h_redis_down_ms);
+    r->h_redis_inflight[0] += r->h_redis_reconnects;
+    r->h_redis_inflight[1] += r->h_redis_down_ms;
+    r->h_redis_reconnects = r->h_redis_down_ms = 0;
 }
 
 static void clear_batch_health(run_t *r) {
