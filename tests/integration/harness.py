@@ -1053,6 +1053,8 @@ class FaultCase(SPTestCase):
     APPENDONLY = False  # the disturbed run's Redis
     PARTITIONS = None   # broker default (8)
     EXTRA = None        # config of the disturbed run(s)
+    REF_AFTER = False   # start the reference only after disturb() (faults of
+                        # the shared broker must not touch it)
 
     @classmethod
     def scenario(cls):
@@ -1082,11 +1084,15 @@ class FaultCase(SPTestCase):
             cls.finish_traffic()
         print(f"setup {time.monotonic() - t0:.1f}s", flush=True)
 
-        cls.ref = cls.track(Pipeline(cls.tmp, cls.ref_cfg, name="pipeline-ref")).start()
+        cls.ref = cls.track(Pipeline(cls.tmp, cls.ref_cfg, name="pipeline-ref"))
+        if not cls.REF_AFTER:
+            cls.ref.start()
         t1 = time.monotonic()
         cls.disturb()
         cls.finish_traffic()
         cls.disturb_s = time.monotonic() - t1
+        if cls.REF_AFTER:
+            cls.ref.start()
         wait_settled(cls.ref_redis.client, cls.NS, cls.highs, cls.watermark, 120, [cls.ref])
         wait_settled(cls.redis.client, cls.NS, cls.highs, cls.watermark, 120,
                      cls.live_pipelines())
