@@ -38,6 +38,7 @@
 #include <getopt.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,11 @@ typedef struct run {
      * reconnecting): kept until a commit carries them to health */
     int64_t h_redis_reconnects, h_redis_down_ms;
     int64_t h_redis_inflight[2]; /* in the commit in flight; back to the above if it fails */
+
+    /* the namespace lease: one active instance per namespace */
+    char owner[96];
+    int64_t lease_ms;
+    int64_t lease_mono; /* last time the lease was known to be ours */
     int dlq_in_batch;
 } run_t;
 
@@ -167,6 +173,7 @@ static void drain_commit(run_t *r) {
     }
     r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     if (rc == SP_OK) {
+        r->lease_mono = sp_clock_mono_ms(); /* the commit extended the lease */
         /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
          * and only ever what Redis already has. */
         if (koff && koff->cnt > 0) rd_kafka_commit(r->rk, koff, 1);
@@ -386,6 +393,95 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
     sp_log(SP_LOG_DEBUG, "dead letter %s/%s@%s: %s (%s)", topic, part, off, rsn, detail);
 }
 
+/* ---- the namespace lease ------------------------------------------ *
+ *
+ * Entities (a cart, a customer) are touched from partitions of several
+ * topics, and timers are due for the whole namespace, so two instances
+ * working one namespace at once would overwrite each other's entity state
+ * (the write-through cache assumes one writer). One instance holds the lease
+ * sp:{NS}:owner (TTL lease_ms, extended by every commit and, when idle, at
+ * a third of it) and consumes; others wait as standbys before joining the
+ * consumer group. The commit script rejects a commit whose instance does
+ * not hold the lease (health fenced_commits): an instance frozen past the
+ * TTL is a zombie whose commits change nothing; it then steps down. */
+
+/* Wait until the lease is ours (or stop is requested: returns -1). */
+static int wait_for_lease(run_t *r) {
+    char err[512], holder[96];
+    int64_t logged = -1;
+    for (int attempt = 0; !stop_requested; attempt++) {
+        int held = 0;
+        if (sp_store_lease(r->st, 1, &held, holder, sizeof(holder), err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "lease: %s (retrying)", err);
+            usleep(500000);
+            sp_store_reconnect(r->st, err, sizeof(err));
+            continue;
+        }
+        if (held) {
+            r->lease_mono = sp_clock_mono_ms();
+            if (attempt > 0) sp_log(SP_LOG_INFO, "lease of namespace %s taken: active", r->cfg->ns);
+            return 0;
+        }
+        if (logged < 0 || sp_clock_mono_ms() - logged >= 30000) {
+            sp_log(SP_LOG_INFO, "standby: namespace %s is worked by %s; waiting for its lease",
+                   r->cfg->ns, holder);
+            logged = sp_clock_mono_ms();
+        }
+        if (r->rk) { /* serve the consumer's callbacks while waiting */
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 500);
+            if (m) rd_kafka_message_destroy(m);
+        } else {
+            usleep(500000);
+        }
+    }
+    return -1;
+}
+
+/* We lost the lease: leave the consumer group, wait for the lease, join
+ * again (the caller reloads its state). Returns -1 if stopped meanwhile. */
+static int step_down(run_t *r) {
+    sp_log(SP_LOG_WARN, "lost the lease of namespace %s: stepping down to standby", r->cfg->ns);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(r->ntopics);
+    rd_kafka_unsubscribe(r->rk);
+    for (int i = 0; i < 20 && !stop_requested; i++) { /* let the revocation run */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 100);
+        if (m) rd_kafka_message_destroy(m);
+        rd_kafka_topic_partition_list_t *a = NULL;
+        int n = rd_kafka_assignment(r->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a ? a->cnt : 0;
+        if (a) rd_kafka_topic_partition_list_destroy(a);
+        if (n == 0) break;
+    }
+    r->npos = 0;
+    if (wait_for_lease(r) != 0) {
+        rd_kafka_topic_partition_list_destroy(subs);
+        return -1;
+    }
+    for (int i = 0; i < r->ntopics; i++)
+        rd_kafka_topic_partition_list_add(subs, r->topic_names[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(r->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) sp_log(SP_LOG_ERROR, "subscribe: %s", rd_kafka_err2str(e));
+    return 0;
+}
+
+/* When idle: renew the lease at a third of its TTL; a lost lease resets
+ * (and so steps down). */
+static void renew_lease(run_t *r) {
+    char err[512], holder[96];
+    int held = 0;
+    if (!r->owner[0] || r->need_reset || r->commit_in_flight || sp_store_pending(r->st) > 0) return;
+    if (sp_clock_mono_ms() - r->lease_mono < r->lease_ms / 3) return;
+    if (sp_store_lease(r->st, 1, &held, holder, sizeof(holder), err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_WARN, "renewing the lease: %s", err);
+        r->need_reset = 2;
+    } else if (!held) {
+        sp_log(SP_LOG_WARN, "the lease of namespace %s is held by %s", r->cfg->ns, holder);
+        r->need_reset = 1;
+    } else {
+        r->lease_mono = sp_clock_mono_ms();
+    }
+}
+
 /* ---- reset --------------------------------------------------------- */
 
 static void do_reset(run_t *r) {
@@ -416,6 +512,18 @@ static void do_reset(run_t *r) {
             r->h_redis_down_ms += sp_clock_mono_ms() - t0;
             sp_log(SP_LOG_INFO, "Redis reconnected after %lld ms", (long long)(sp_clock_mono_ms() - t0));
         }
+    }
+    if (r->owner[0] && !stop_requested) { /* still ours? else wait as a standby */
+        int held = 0;
+        if (sp_store_lease(r->st, 1, &held, NULL, 0, err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "lease: %s", err);
+            r->need_reset = 2;
+            goto out;
+        }
+        if (held)
+            r->lease_mono = sp_clock_mono_ms();
+        else if (step_down(r) != 0)
+            goto out;
     }
     if (stop_requested || load_pointers(r) != SP_OK) goto out;
     if (rd_kafka_assignment(r->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) goto out;
@@ -745,6 +853,25 @@ static int run_open(run_t *r, char *err, size_t errsz) {
         sp_log(SP_LOG_WARN, "Redis: %s (retrying)", err);
         usleep(200000);
     }
+    {
+        /* the lease lasts a consumer-group session: a standby takes over
+         * about when the group would move the partitions anyway */
+        const char *sto = sp_config_kafka_get(cfg, "session.timeout.ms");
+        char host[64] = "host";
+        long ms = sto ? strtol(sto, NULL, 10) : 0;
+        r->lease_ms = ms > 0 ? ms : 45000;
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        for (char *c = host; *c; c++)
+            if (*c == ' ') *c = '_';
+        snprintf(r->owner, sizeof(r->owner), "%s:%ld:%llx", host, (long)getpid(),
+                 (unsigned long long)(sp_clock_now_ms() ^ ((uint64_t)(uintptr_t)r << 16)));
+        sp_store_set_owner(r->st, r->owner, r->lease_ms);
+    }
+    if (wait_for_lease(r) != 0) {
+        snprintf(err, errsz, "stopped while waiting as a standby");
+        return 1;
+    }
     if (load_pointers(r) != SP_OK) return -1;
 
     /* Dead-letter producer: idempotent, acks=all. */
@@ -798,6 +925,10 @@ static void run_close(run_t *r) {
     if (r->dlq) {
         rd_kafka_flush(r->dlq, (int)r->cfg->shutdown_timeout_ms);
         rd_kafka_destroy(r->dlq);
+    }
+    if (r->st && sp_store_pending(r->st) == 0) {
+        char err[256];
+        sp_store_lease_release(r->st, err, sizeof(err)); /* a standby takes over at once */
     }
     sp_store_destroy(r->st);
     sp_commit_destroy(r->commit);
@@ -881,7 +1012,13 @@ int sp_run_main(int argc, char **argv) {
         fflush(stdout);
         if (bsfile) write_file_atomic(bsfile, bs);
     }
-    if (run_open(&r, err, sizeof(err)) != 0) {
+    int orc = run_open(&r, err, sizeof(err));
+    if (orc == 1 && stop_requested) { /* SIGTERM to a standby */
+        sp_log(SP_LOG_INFO, "shutting down (standby)");
+        ret = 0;
+        goto out;
+    }
+    if (orc != 0) {
         sp_log(SP_LOG_ERROR, "cannot start: %s", err);
         goto out;
     }
@@ -899,6 +1036,7 @@ int sp_run_main(int argc, char **argv) {
             continue;
         }
         process_batch(&r, r.msgs, n < 0 ? 0 : n);
+        renew_lease(&r);
     }
     sp_log(SP_LOG_INFO, "shutting down");
     drain_commit(&r);

@@ -949,7 +949,7 @@ def fault_snapshot(r, ns):
     return snap
 
 
-def diff_snapshots(a, b, limit=40):
+def diff_snapshots(a, b, limit=None):
     """Human-readable differences between two fault_snapshot()s (a: the
     undisturbed run, b: the disturbed one); [] when equal field by field."""
     out = []
@@ -990,6 +990,7 @@ def diff_snapshots(a, b, limit=40):
 
     for part in ("windows", "cohorts", "pointers", "other", "offsets", "wm", "health", "gauges"):
         cmp_maps(part, a[part], b[part])
+    limit = limit or int(os.environ.get("SP_FAULT_DIFF_LIMIT", "40"))
     if len(out) > limit:
         out = out[:limit] + [f"... and {len(out) - limit} more"]
     return out
@@ -1020,9 +1021,11 @@ def wait_settled(r, ns, highs, watermark, timeout=120, pipelines=(), quiet=2.0):
                              f"{r.hget(f'sp:{{{ns}}}:gauges', 'watermark_ms')}") from None
     last = None
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:  # Redis's count of writes stands still
+    while time.monotonic() < deadline:  # no commit for `quiet` seconds
         alive()
-        cur = r.info("persistence").get("rdb_changes_since_last_save")
+        # (every commit writes gauges; the lease's renewal writes nothing else)
+        cur = (sorted(r.hgetall(f"sp:{{{ns}}}:gauges").items()),
+               sorted(r.hgetall(f"sp:{{{ns}}}:health").items()), r.dbsize())
         if cur == last:
             return
         last = cur
