@@ -120,6 +120,8 @@ typedef struct run {
     char owner[96];
     int64_t lease_ms;
     int64_t lease_mono; /* last time the lease was known to be ours */
+    int standby;        /* waiting for the lease */
+    int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
 } run_t;
 
@@ -315,12 +317,27 @@ static int load_pointers(run_t *r) {
     return load_dedup(r);
 }
 
+/* Partitions of the input topics, from the cluster's metadata (-1 if it
+ * cannot be read). */
+static int count_partitions(run_t *r) {
+    const struct rd_kafka_metadata *md = NULL;
+    int n = 0;
+    if (rd_kafka_metadata(r->rk, 1, NULL, &md, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR || !md)
+        return -1;
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (topic_index(r, md->topics[i].topic) >= 0 && !md->topics[i].err)
+            n += md->topics[i].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     run_t *r = opaque;
     int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     drain_commit(r);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        r->total_parts = count_partitions(r);
         load_positions(r, parts);
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
@@ -419,6 +436,7 @@ static int wait_for_lease(run_t *r) {
         }
         if (held) {
             r->lease_mono = sp_clock_mono_ms();
+            r->standby = 0;
             if (attempt > 0) sp_log(SP_LOG_INFO, "lease of namespace %s taken: active", r->cfg->ns);
             return 0;
         }
@@ -452,6 +470,7 @@ static int step_down(run_t *r) {
         if (n == 0) break;
     }
     r->npos = 0;
+    r->standby = 1;
     if (wait_for_lease(r) != 0) {
         rd_kafka_topic_partition_list_destroy(subs);
         return -1;
@@ -722,7 +741,15 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     }
 
     update_lags(r);
-    sp_engine_update_watermark(r->eng, now);
+    /* The watermark is the minimum over EVERY partition: while this
+     * instance holds only some of them (a rebalance in progress, a zombie
+     * still in the group) the others' events are not behind it, so it
+     * stays where it is -- no window closes and no timer fires early. */
+    if (r->total_parts < 0 || r->npos >= r->total_parts)
+        sp_engine_update_watermark(r->eng, now);
+    else
+        sp_log(SP_LOG_DEBUG, "holding the watermark: %d of %d partitions assigned", r->npos,
+               r->total_parts);
     int wm_moved = sp_engine_watermark(r->eng) != r->wm_committed;
     int fired = 0;
     if (fire_timers(r, &fired) != SP_OK) { /* decisions before the closes they precede */
@@ -1040,7 +1067,7 @@ int sp_run_main(int argc, char **argv) {
     }
     sp_log(SP_LOG_INFO, "shutting down");
     drain_commit(&r);
-    ret = r.need_reset ? 1 : 0;
+    ret = r.need_reset && !r.standby ? 1 : 0; /* a standby has nothing to lose */
 out:
     run_close(&r);
     return ret;
