@@ -1026,6 +1026,10 @@ int sp_run_main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* a write to a Redis that just died must be an error (reconnect and
+     * replay), not SIGPIPE killing the process */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
 
     if (embedded) {
         r.broker = sp_broker_start(&cfg, err, sizeof(err));
