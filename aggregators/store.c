@@ -116,7 +116,16 @@ static const char SCRIPT[] =
     "  for i = 1, #bs do acc = acc + bs[i][2]; if acc >= rank then return bs[i][1] end end\n"
     "  return bs[#bs][1]\n"
     "end\n"
-    "local pre, p = A[1], 2\n"
+    "local pre, own, p = A[1], A[2], 4\n"
+    /* 0. the namespace lease (sp_store_set_owner): only its holder commits */
+    "if own ~= '' then\n"
+    "  local cur = redis.call('GET', pre .. ':owner')\n"
+    "  if cur ~= own then\n"
+    "    call('HINCRBY', pre .. ':health', 'fenced_commits', 1)\n"
+    "    return redis.error_reply('FENCED owner ' .. (cur or '(none)'))\n"
+    "  end\n"
+    "  redis.call('PEXPIRE', pre .. ':owner', A[3])\n"
+    "end\n"
     /* 1. fence, before any write */
     "local offkey = KEYS[1]\n"
     "local noff = tonumber(A[p]); p = p + 1\n"
@@ -128,6 +137,8 @@ static const char SCRIPT[] =
     "  for i = 1, noff do\n"
     "    local s = stored[i]\n"
     "    if s and tonumber(s) ~= tonumber(A[ob + 4 * (i - 1) + 1]) then\n"
+    /* the only write of a fenced commit: health fenced_commits */
+    "      call('HINCRBY', pre .. ':health', 'fenced_commits', 1)\n"
     "      return redis.error_reply('FENCED ' .. fields[i] .. ' ' .. s)\n"
     "    end\n"
     "  end\n"
@@ -611,6 +622,9 @@ struct sp_store {
     char offsets_key[96];
     char wm_key[96];
     char sha[41];
+    char owner[96];   /* lease holder id this store commits as ("": no lease) */
+    char owner_key[96];
+    int64_t lease_ms;
     /* outstanding replies, oldest first */
     unsigned char fifo[SP_STORE_FIFO_MAX];
     int fifo_head, fifo_len;
@@ -769,6 +783,7 @@ sp_store_t *sp_store_new(const sp_config_t *cfg, char *errstr, size_t errstr_siz
     snprintf(st->prefix, sizeof(st->prefix), "sp:{%s}", ns);
     snprintf(st->offsets_key, sizeof(st->offsets_key), "%s:offsets", st->prefix);
     snprintf(st->wm_key, sizeof(st->wm_key), "%s:wm", st->prefix);
+    snprintf(st->owner_key, sizeof(st->owner_key), "%s:owner", st->prefix);
     st->last_commands = -1;
     if (connect_once(st, errstr, errstr_size) != SP_OK) {
         sp_store_destroy(st);
@@ -904,6 +919,63 @@ int sp_store_get_ints(sp_store_t *st, const char *const *keys, int n, int64_t *o
     return hmget_ints(st, "MGET", NULL, keys, n, out, errstr, errstr_size);
 }
 
+void sp_store_set_owner(sp_store_t *st, const char *owner, int64_t lease_ms) {
+    snprintf(st->owner, sizeof(st->owner), "%s", owner ? owner : "");
+    st->lease_ms = lease_ms;
+}
+
+/* Take (if free and acquire) or renew (if ours) sp:{NS}:owner; *held = 1 if
+ * it is ours afterwards, and *holder gets the current holder's id. */
+static const char LEASE_SCRIPT[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return {1, cur} end\n"
+    "if not cur and ARGV[3] == '1' then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]); return {1, ARGV[1]}\n"
+    "end\n"
+    "return {0, cur or ''}\n";
+
+static const char RELEASE_SCRIPT[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+
+int sp_store_lease(sp_store_t *st, int acquire, int *held, char *holder, size_t holder_size,
+                   char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    assert(st->fifo_len == 0 && "blocking call with pipelined replies outstanding");
+    *held = 0;
+    if (holder && holder_size) holder[0] = '\0';
+    if (ret != SP_OK) return ret;
+    if (!st->owner[0]) {
+        *held = 1;
+        return SP_OK;
+    }
+    redisReply *r = redisCommand(st->rc, "EVAL %s 1 %s %s %lld %s", LEASE_SCRIPT, st->owner_key,
+                                 st->owner, (long long)st->lease_ms, acquire ? "1" : "0");
+    if (!r) return io_fail(st, "EVAL lease", errstr, errstr_size);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER) {
+        *held = r->element[0]->integer == 1;
+        if (holder && holder_size && r->element[1]->type == REDIS_REPLY_STRING)
+            snprintf(holder, holder_size, "%s", r->element[1]->str);
+    } else {
+        set_err(errstr, errstr_size, "redis lease: %s",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        ret = SP_ERR_IO;
+    }
+    freeReplyObject(r);
+    return ret;
+}
+
+int sp_store_lease_release(sp_store_t *st, char *errstr, size_t errstr_size) {
+    int ret = usable(st, errstr, errstr_size);
+    if (ret != SP_OK || !st->owner[0] || st->fifo_len) return ret;
+    redisReply *r = redisCommand(st->rc, "EVAL %s 1 %s %s", RELEASE_SCRIPT, st->owner_key,
+                                 st->owner);
+    if (!r) return io_fail(st, "EVAL release", errstr, errstr_size);
+    freeReplyObject(r);
+    return SP_OK;
+}
+
 int sp_store_get_bytes(sp_store_t *st, const char *key, char **out, size_t *len, char *errstr,
                        size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
@@ -965,11 +1037,12 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         return SP_ERR_INVALID;
     }
 
-    /* counts: 12 sections + 3 per hash, each at most 20 digits + NUL */
+    /* counts: 12 sections + 3 per hash + the lease TTL, each at most 20
+     * digits + NUL */
     size_t nh = 0;
     for (size_t h = 0; h < c->nhash; h++)
         if (!hash_empty(&c->hash[h])) nh++;
-    size_t ncounts = 12 + 3 * nh;
+    size_t ncounts = 13 + 3 * nh;
     if (ncounts * 24 > st->nums_cap) {
         char *nb = realloc(st->nums, ncounts * 24);
         if (!nb) {
@@ -979,7 +1052,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         st->nums = nb;
         st->nums_cap = ncounts * 24;
     }
-    size_t argc = 5 + 12 + 5 * nh;
+    size_t argc = 5 + 2 + 12 + 5 * nh; /* + owner, lease TTL */
     for (int i = 0; i < SEC__COUNT; i++)
         argc += c->sec[i].n;
     if (argv_reserve(st, argc)) {
@@ -1003,6 +1076,8 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     ARG_S("1", 1);
     ARG_S(st->offsets_key, strlen(st->offsets_key));
     ARG_S(st->prefix, strlen(st->prefix));
+    ARG_S(st->owner, strlen(st->owner));
+    ARG_N(st->lease_ms > 0 ? st->lease_ms : 1);
     ARG_N(c->sec[SEC_OFF].n / 4);
     ARG_SEC(SEC_OFF);
     ARG_N(c->sec[SEC_KV].n / 3);

@@ -9,8 +9,9 @@
  * A commit is ONE EVALSHA of a Lua script that, atomically:
  *  1. checks the fence: for every partition in the batch, the stored next
  *     offset in sp:{NS}:offsets (field "topic/partition") must be absent or
- *     equal to the batch's expected offset; otherwise nothing is applied and
- *     the reply is the error "FENCED <field> <stored>";
+ *     equal to the batch's expected offset; otherwise nothing is applied
+ *     but health fenced_commits += 1, and the reply is the error
+ *     "FENCED <field> <stored>";
  *  2. sets each partition's next offset and max event time
  *     (sp:{NS}:wm field "topic/partition");
  *  3. applies entity state: SET key value PX ttl, DEL key;
@@ -149,6 +150,22 @@ int sp_store_hwrite(sp_store_t *st, const sp_hwrite_t *w, int nw, char *errstr,
 
 /* Number of replies outstanding (commits + prefetches). */
 int sp_store_pending(const sp_store_t *st);
+
+/* ---- the namespace lease (one active instance per namespace) ----
+ * With an owner id set, every commit first checks that sp:{NS}:owner holds
+ * that id (else the reply is "FENCED owner <holder>", health fenced_commits
+ * += 1, nothing else is written) and extends its TTL to lease_ms. owner ""
+ * (the default) disables the check. */
+void sp_store_set_owner(sp_store_t *st, const char *owner, int64_t lease_ms);
+
+/* Renew the lease if it is ours; with acquire, also take it if free.
+ * *held: ours afterwards; holder (may be NULL): the current holder's id.
+ * Blocking: no pipelined replies may be outstanding. */
+int sp_store_lease(sp_store_t *st, int acquire, int *held, char *holder, size_t holder_size,
+                   char *errstr, size_t errstr_size);
+
+/* Delete the lease if it is ours (clean shutdown: a standby takes over at once). */
+int sp_store_lease_release(sp_store_t *st, char *errstr, size_t errstr_size);
 
 /* Redis commands the last successful commit ran inside the script; -1
  * before the first. */

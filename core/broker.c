@@ -20,12 +20,14 @@
 #include "core/broker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -257,6 +259,127 @@ int sp_broker_read_bootstrap_file(const char *path, char *buf, size_t size, int 
     }
 }
 
+/* ---- fault injection: `--control FIFO` -----------------------------------
+ *
+ * Tests drive faults into the running cluster (only the owning process can)
+ * by writing lines to a FIFO the broker creates:
+ *   down <broker_id>                      rd_kafka_mock_broker_set_down
+ *   up <broker_id>                        rd_kafka_mock_broker_set_up
+ *   rtt <broker_id> <ms>                  rd_kafka_mock_broker_set_rtt
+ *   errors <ApiKey> <count> <errcode>     rd_kafka_mock_push_request_errors
+ *                                         (the next <count> requests of that
+ *                                         ApiKey fail with <errcode>)
+ *   clear <ApiKey>                        rd_kafka_mock_clear_request_errors
+ * Each command is answered by one log line "broker: control #<n>: <line>:
+ * ok|error ..." (n counts the commands from 1), so a test can wait for it.
+ * The FIFO is opened read-write so that writers coming and going never make
+ * it read end-of-file. */
+
+typedef struct broker_ctl {
+    int fd;
+    int n;
+    size_t len;
+    char buf[1024];
+} broker_ctl_t;
+
+static int broker_ctl_open(broker_ctl_t *c, const char *path, char *errstr, size_t errstr_size) {
+    struct stat st;
+    c->fd = -1;
+    c->n = 0;
+    c->len = 0;
+    if (mkfifo(path, 0600) != 0 && errno != EEXIST) {
+        broker_err(errstr, errstr_size, "mkfifo %s: %s", path, strerror(errno));
+        return SP_ERR_IO;
+    }
+    if (stat(path, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+        broker_err(errstr, errstr_size, "%s: not a FIFO", path);
+        return SP_ERR_INVALID;
+    }
+    c->fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (c->fd < 0) {
+        broker_err(errstr, errstr_size, "open %s: %s", path, strerror(errno));
+        return SP_ERR_IO;
+    }
+    return SP_OK;
+}
+
+static int broker_ctl_num(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Run one command line; returns NULL on success or the reason. */
+static const char *broker_ctl_exec(sp_broker_t *b, char *line) {
+    char *argv[5];
+    int argc = 0;
+    long a = 0, n = 0, e = 0;
+    for (char *save = NULL, *t = strtok_r(line, " \t\r", &save); t && argc < 5;
+         t = strtok_r(NULL, " \t\r", &save))
+        argv[argc++] = t;
+    if (argc == 0) return "empty command";
+    if ((!strcmp(argv[0], "down") || !strcmp(argv[0], "up")) && argc == 2) {
+        if (broker_ctl_num(argv[1], 1, SP_BROKER_COUNT, &a)) return "bad broker id";
+        rd_kafka_resp_err_t err = !strcmp(argv[0], "down")
+                                      ? rd_kafka_mock_broker_set_down(b->mc, (int32_t)a)
+                                      : rd_kafka_mock_broker_set_up(b->mc, (int32_t)a);
+        return err ? rd_kafka_err2str(err) : NULL;
+    }
+    if (!strcmp(argv[0], "rtt") && argc == 3) {
+        if (broker_ctl_num(argv[1], 1, SP_BROKER_COUNT, &a)) return "bad broker id";
+        if (broker_ctl_num(argv[2], 0, 600000, &n)) return "bad rtt";
+        rd_kafka_resp_err_t err = rd_kafka_mock_broker_set_rtt(b->mc, (int32_t)a, (int)n);
+        return err ? rd_kafka_err2str(err) : NULL;
+    }
+    if (!strcmp(argv[0], "errors") && argc == 4) {
+        if (broker_ctl_num(argv[1], 0, 1000, &a)) return "bad ApiKey";
+        if (broker_ctl_num(argv[2], 1, 100000, &n)) return "bad count";
+        if (broker_ctl_num(argv[3], -200, 1000, &e)) return "bad error code";
+        rd_kafka_resp_err_t *errs = malloc((size_t)n * sizeof(*errs));
+        if (!errs) return "out of memory";
+        for (long i = 0; i < n; i++) errs[i] = (rd_kafka_resp_err_t)e;
+        rd_kafka_mock_push_request_errors_array(b->mc, (int16_t)a, (size_t)n, errs);
+        free(errs);
+        return NULL;
+    }
+    if (!strcmp(argv[0], "clear") && argc == 2) {
+        if (broker_ctl_num(argv[1], 0, 1000, &a)) return "bad ApiKey";
+        rd_kafka_mock_clear_request_errors(b->mc, (int16_t)a);
+        return NULL;
+    }
+    return "unknown command (down ID | up ID | rtt ID MS | errors APIKEY COUNT ERR | clear APIKEY)";
+}
+
+/* Read whatever is in the FIFO and run every complete line. */
+static void broker_ctl_poll(sp_broker_t *b, broker_ctl_t *c) {
+    if (c->fd < 0) return;
+    for (;;) {
+        ssize_t k = read(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+        if (k <= 0) break;
+        c->len += (size_t)k;
+        char *nl;
+        while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
+            char line[sizeof(c->buf)], shown[sizeof(c->buf)];
+            size_t ll = (size_t)(nl - c->buf);
+            memcpy(line, c->buf, ll);
+            line[ll] = '\0';
+            memcpy(shown, line, ll + 1);
+            memmove(c->buf, nl + 1, c->len - ll - 1);
+            c->len -= ll + 1;
+            const char *why = broker_ctl_exec(b, line);
+            c->n++;
+            if (why)
+                sp_log(SP_LOG_WARN, "broker: control #%d: %s: error %s", c->n, shown, why);
+            else
+                sp_log(SP_LOG_INFO, "broker: control #%d: %s: ok", c->n, shown);
+        }
+        if (c->len == sizeof(c->buf) - 1) c->len = 0; /* a line too long: dropped */
+    }
+}
+
 static void broker_usage(FILE *out) {
     fputs("usage: storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...\n"
           "\n"
@@ -269,6 +392,9 @@ static void broker_usage(FILE *out) {
           "      --partitions N      partitions per topic (overrides the config)\n"
           "      --partitions TOPIC=N  partitions of one topic (repeatable), e.g. to\n"
           "                          give two input streams different partition counts\n"
+          "      --control FIFO      fault injection: create FIFO and run the commands\n"
+          "                          written to it, one a line: down ID, up ID,\n"
+          "                          rtt ID MS, errors APIKEY COUNT ERRCODE, clear APIKEY\n"
           "  -h, --help              this help\n"
           "\n"
           "Prints \"bootstrap: <host:port,...>\" on stdout once the cluster is up.\n",
@@ -279,9 +405,11 @@ int sp_broker_main(int argc, char **argv) {
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                              {"bootstrap-file", required_argument, NULL, 'b'},
                                              {"partitions", required_argument, NULL, 'p'},
+                                             {"control", required_argument, NULL, 'C'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *config_path = NULL, *bootstrap_file = NULL;
+    const char *config_path = NULL, *bootstrap_file = NULL, *control_path = NULL;
+    broker_ctl_t ctl = {.fd = -1};
     long partitions = -1;
     sp_topic_partitions_t over[8];
     int nover = 0;
@@ -296,6 +424,7 @@ int sp_broker_main(int argc, char **argv) {
         switch (opt) {
         case 'c': config_path = optarg; break;
         case 'b': bootstrap_file = optarg; break;
+        case 'C': control_path = optarg; break;
         case 'p': {
             char *end, *eq = strchr(optarg, '=');
             const char *num = eq ? eq + 1 : optarg;
@@ -356,6 +485,10 @@ int sp_broker_main(int argc, char **argv) {
         fprintf(stderr, "storepulse broker: %s\n", errstr);
         goto out;
     }
+    if (control_path && broker_ctl_open(&ctl, control_path, errstr, sizeof(errstr)) != SP_OK) {
+        fprintf(stderr, "storepulse broker: --control: %s\n", errstr);
+        goto out;
+    }
     if (bootstrap_file) {
         if (broker_write_file(bootstrap_file, sp_broker_bootstraps(b), errstr, sizeof(errstr)) !=
             SP_OK) {
@@ -371,13 +504,16 @@ int sp_broker_main(int argc, char **argv) {
            SP_BROKER_COUNT, cfg->partitions > 0 ? cfg->partitions : SP_BROKER_DEFAULT_PARTITIONS,
            nover);
 
-    while (!broker_stop_flag)
-        sp_broker_poll(b, 200);
+    while (!broker_stop_flag) {
+        sp_broker_poll(b, ctl.fd >= 0 ? 50 : 200);
+        broker_ctl_poll(b, &ctl);
+    }
     sp_log(SP_LOG_INFO, "broker: shutting down");
     ret = 0;
 
 out:
     if (file_written) unlink(bootstrap_file); /* a stale address would mislead scripts */
+    if (ctl.fd >= 0) close(ctl.fd);
     sp_broker_stop(b);
     free(cfg);
     return ret;

@@ -38,6 +38,7 @@
 #include <getopt.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,17 @@ typedef struct run {
     /* health deltas of the batch being built */
     int64_t h_consumed[MAX_TOPICS];
     int64_t h_decoded, h_late, h_dup, h_dlq[SP_DLQ__COUNT];
+    /* Redis outages survived (reconnects after a failure, time spent
+     * reconnecting): kept until a commit carries them to health */
+    int64_t h_redis_reconnects, h_redis_down_ms;
+    int64_t h_redis_inflight[2]; /* in the commit in flight; back to the above if it fails */
+
+    /* the namespace lease: one active instance per namespace */
+    char owner[96];
+    int64_t lease_ms;
+    int64_t lease_mono; /* last time the lease was known to be ours */
+    int standby;        /* waiting for the lease */
+    int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
 } run_t;
 
@@ -161,7 +173,13 @@ static void drain_commit(run_t *r) {
     int rc = sp_store_commit_recv(r->st, err, sizeof(err));
     rd_kafka_topic_partition_list_t *koff = r->koff_in_flight;
     r->koff_in_flight = NULL;
+    if (rc != SP_OK) { /* not counted yet: carried by a later commit */
+        r->h_redis_reconnects += r->h_redis_inflight[0];
+        r->h_redis_down_ms += r->h_redis_inflight[1];
+    }
+    r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     if (rc == SP_OK) {
+        r->lease_mono = sp_clock_mono_ms(); /* the commit extended the lease */
         /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
          * and only ever what Redis already has. */
         if (koff && koff->cnt > 0) rd_kafka_commit(r->rk, koff, 1);
@@ -303,12 +321,27 @@ static int load_pointers(run_t *r) {
     return load_dedup(r);
 }
 
+/* Partitions of the input topics, from the cluster's metadata (-1 if it
+ * cannot be read). */
+static int count_partitions(run_t *r) {
+    const struct rd_kafka_metadata *md = NULL;
+    int n = 0;
+    if (rd_kafka_metadata(r->rk, 1, NULL, &md, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR || !md)
+        return -1;
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (topic_index(r, md->topics[i].topic) >= 0 && !md->topics[i].err)
+            n += md->topics[i].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     run_t *r = opaque;
     int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     drain_commit(r);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        r->total_parts = count_partitions(r);
         load_positions(r, parts);
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
@@ -381,6 +414,97 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
     sp_log(SP_LOG_DEBUG, "dead letter %s/%s@%s: %s (%s)", topic, part, off, rsn, detail);
 }
 
+/* ---- the namespace lease ------------------------------------------ *
+ *
+ * Entities (a cart, a customer) are touched from partitions of several
+ * topics, and timers are due for the whole namespace, so two instances
+ * working one namespace at once would overwrite each other's entity state
+ * (the write-through cache assumes one writer). One instance holds the lease
+ * sp:{NS}:owner (TTL lease_ms, extended by every commit and, when idle, at
+ * a third of it) and consumes; others wait as standbys before joining the
+ * consumer group. The commit script rejects a commit whose instance does
+ * not hold the lease (health fenced_commits): an instance frozen past the
+ * TTL is a zombie whose commits change nothing; it then steps down. */
+
+/* Wait until the lease is ours (or stop is requested: returns -1). */
+static int wait_for_lease(run_t *r) {
+    char err[512], holder[96];
+    int64_t logged = -1;
+    for (int attempt = 0; !stop_requested; attempt++) {
+        int held = 0;
+        if (sp_store_lease(r->st, 1, &held, holder, sizeof(holder), err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "lease: %s (retrying)", err);
+            usleep(500000);
+            sp_store_reconnect(r->st, err, sizeof(err));
+            continue;
+        }
+        if (held) {
+            r->lease_mono = sp_clock_mono_ms();
+            r->standby = 0;
+            if (attempt > 0) sp_log(SP_LOG_INFO, "lease of namespace %s taken: active", r->cfg->ns);
+            return 0;
+        }
+        if (logged < 0 || sp_clock_mono_ms() - logged >= 30000) {
+            sp_log(SP_LOG_INFO, "standby: namespace %s is worked by %s; waiting for its lease",
+                   r->cfg->ns, holder);
+            logged = sp_clock_mono_ms();
+        }
+        if (r->rk) { /* serve the consumer's callbacks while waiting */
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 500);
+            if (m) rd_kafka_message_destroy(m);
+        } else {
+            usleep(500000);
+        }
+    }
+    return -1;
+}
+
+/* We lost the lease: leave the consumer group, wait for the lease, join
+ * again (the caller reloads its state). Returns -1 if stopped meanwhile. */
+static int step_down(run_t *r) {
+    sp_log(SP_LOG_WARN, "lost the lease of namespace %s: stepping down to standby", r->cfg->ns);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(r->ntopics);
+    rd_kafka_unsubscribe(r->rk);
+    for (int i = 0; i < 20 && !stop_requested; i++) { /* let the revocation run */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 100);
+        if (m) rd_kafka_message_destroy(m);
+        rd_kafka_topic_partition_list_t *a = NULL;
+        int n = rd_kafka_assignment(r->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a ? a->cnt : 0;
+        if (a) rd_kafka_topic_partition_list_destroy(a);
+        if (n == 0) break;
+    }
+    r->npos = 0;
+    r->standby = 1;
+    if (wait_for_lease(r) != 0) {
+        rd_kafka_topic_partition_list_destroy(subs);
+        return -1;
+    }
+    for (int i = 0; i < r->ntopics; i++)
+        rd_kafka_topic_partition_list_add(subs, r->topic_names[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(r->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) sp_log(SP_LOG_ERROR, "subscribe: %s", rd_kafka_err2str(e));
+    return 0;
+}
+
+/* When idle: renew the lease at a third of its TTL; a lost lease resets
+ * (and so steps down). */
+static void renew_lease(run_t *r) {
+    char err[512], holder[96];
+    int held = 0;
+    if (!r->owner[0] || r->need_reset || r->commit_in_flight || sp_store_pending(r->st) > 0) return;
+    if (sp_clock_mono_ms() - r->lease_mono < r->lease_ms / 3) return;
+    if (sp_store_lease(r->st, 1, &held, holder, sizeof(holder), err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_WARN, "renewing the lease: %s", err);
+        r->need_reset = 2;
+    } else if (!held) {
+        sp_log(SP_LOG_WARN, "the lease of namespace %s is held by %s", r->cfg->ns, holder);
+        r->need_reset = 1;
+    } else {
+        r->lease_mono = sp_clock_mono_ms();
+    }
+}
+
 /* ---- reset --------------------------------------------------------- */
 
 static void do_reset(run_t *r) {
@@ -389,6 +513,9 @@ static void do_reset(run_t *r) {
     int64_t backoff = 100;
     int ok = 0;
 
+    r->h_redis_reconnects += r->h_redis_inflight[0]; /* that commit is given up */
+    r->h_redis_down_ms += r->h_redis_inflight[1];
+    r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     r->commit_in_flight = 0;
     if (r->koff_in_flight) {
         rd_kafka_topic_partition_list_destroy(r->koff_in_flight);
@@ -396,10 +523,31 @@ static void do_reset(run_t *r) {
     }
     sp_engine_reset(r->eng);
     if (r->need_reset == 2 || sp_store_pending(r->st) > 0) {
-        while (!stop_requested && sp_store_reconnect(r->st, err, sizeof(err)) != SP_OK) {
+        int64_t t0 = sp_clock_mono_ms();
+        int rc = SP_ERR_IO;
+        while (!stop_requested && (rc = sp_store_reconnect(r->st, err, sizeof(err))) != SP_OK) {
             sp_log(SP_LOG_WARN, "Redis unreachable: %s (retrying in %lld ms)", err, (long long)backoff);
             usleep((useconds_t)backoff * 1000);
             if (backoff < 5000) backoff *= 2;
+        }
+        if (rc == SP_OK) {
+            r->h_redis_reconnects++;
+            r->h_redis_down_ms += sp_clock_mono_ms() - t0;
+            sp_log(SP_LOG_INFO, "Redis reconnected after %lld ms", (long long)(sp_clock_mono_ms() - t0));
+        }
+    }
+    if (r->owner[0] && !stop_requested) { /* still ours? else wait as a standby */
+        int held = 0;
+        if (sp_store_lease(r->st, 1, &held, NULL, 0, err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "lease: %s", err);
+            r->need_reset = 2;
+            goto out;
+        }
+        if (held) {
+            r->lease_mono = sp_clock_mono_ms();
+        } else {
+            if (step_down(r) != 0) goto out;
+            sp_alerter_reload(r->al); /* the active one wrote alert state meanwhile */
         }
     }
     if (stop_requested || load_pointers(r) != SP_OK) goto out;
@@ -487,6 +635,11 @@ static void add_health(run_t *r, sp_commit_t *c) {
     if (r->h_late) sp_commit_health(c, "late_events", r->h_late);
     if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
     r->h_decoded = r->h_late = r->h_dup = 0;
+    if (r->h_redis_reconnects) sp_commit_health(c, "redis_reconnects", r->h_redis_reconnects);
+    if (r->h_redis_down_ms) sp_commit_health(c, "redis_reconnect_ms", r->h_redis_down_ms);
+    r->h_redis_inflight[0] += r->h_redis_reconnects;
+    r->h_redis_inflight[1] += r->h_redis_down_ms;
+    r->h_redis_reconnects = r->h_redis_down_ms = 0;
 }
 
 static void clear_batch_health(run_t *r) {
@@ -598,7 +751,15 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     }
 
     update_lags(r);
-    sp_engine_update_watermark(r->eng, now);
+    /* The watermark is the minimum over EVERY partition: while this
+     * instance holds only some of them (a rebalance in progress, a zombie
+     * still in the group) the others' events are not behind it, so it
+     * stays where it is -- no window closes and no timer fires early. */
+    if (r->total_parts < 0 || r->npos >= r->total_parts)
+        sp_engine_update_watermark(r->eng, now);
+    else
+        sp_log(SP_LOG_DEBUG, "holding the watermark: %d of %d partitions assigned", r->npos,
+               r->total_parts);
     int wm_moved = sp_engine_watermark(r->eng) != r->wm_committed;
     int fired = 0;
     if (fire_timers(r, &fired) != SP_OK) { /* decisions before the closes they precede */
@@ -729,6 +890,25 @@ static int run_open(run_t *r, char *err, size_t errsz) {
         sp_log(SP_LOG_WARN, "Redis: %s (retrying)", err);
         usleep(200000);
     }
+    {
+        /* the lease lasts a consumer-group session: a standby takes over
+         * about when the group would move the partitions anyway */
+        const char *sto = sp_config_kafka_get(cfg, "session.timeout.ms");
+        char host[64] = "host";
+        long ms = sto ? strtol(sto, NULL, 10) : 0;
+        r->lease_ms = ms > 0 ? ms : 45000;
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        for (char *c = host; *c; c++)
+            if (*c == ' ') *c = '_';
+        snprintf(r->owner, sizeof(r->owner), "%s:%ld:%llx", host, (long)getpid(),
+                 (unsigned long long)(sp_clock_now_ms() ^ ((uint64_t)(uintptr_t)r << 16)));
+        sp_store_set_owner(r->st, r->owner, r->lease_ms);
+    }
+    if (wait_for_lease(r) != 0) {
+        snprintf(err, errsz, "stopped while waiting as a standby");
+        return 1;
+    }
     if (load_pointers(r) != SP_OK) return -1;
 
     /* Alerts: rules, their state and the outbox (produced again at start). */
@@ -792,6 +972,10 @@ static void run_close(run_t *r) {
     }
     sp_alerter_destroy(r->al, r->st, (int)(r->cfg->shutdown_timeout_ms / 2));
     free(r->rules);
+    if (r->st && sp_store_pending(r->st) == 0) {
+        char err[256];
+        sp_store_lease_release(r->st, err, sizeof(err)); /* a standby takes over at once */
+    }
     sp_store_destroy(r->st);
     sp_commit_destroy(r->commit);
     sp_engine_destroy(r->eng);
@@ -861,6 +1045,10 @@ int sp_run_main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* a write to a Redis that just died must be an error (reconnect and
+     * replay), not SIGPIPE killing the process */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
 
     if (embedded) {
         r.broker = sp_broker_start(&cfg, err, sizeof(err));
@@ -874,7 +1062,13 @@ int sp_run_main(int argc, char **argv) {
         fflush(stdout);
         if (bsfile) write_file_atomic(bsfile, bs);
     }
-    if (run_open(&r, err, sizeof(err)) != 0) {
+    int orc = run_open(&r, err, sizeof(err));
+    if (orc == 1 && stop_requested) { /* SIGTERM to a standby */
+        sp_log(SP_LOG_INFO, "shutting down (standby)");
+        ret = 0;
+        goto out;
+    }
+    if (orc != 0) {
         sp_log(SP_LOG_ERROR, "cannot start: %s", err);
         goto out;
     }
@@ -893,10 +1087,11 @@ int sp_run_main(int argc, char **argv) {
             continue;
         }
         process_batch(&r, r.msgs, n < 0 ? 0 : n);
+        renew_lease(&r);
     }
     sp_log(SP_LOG_INFO, "shutting down");
     drain_commit(&r);
-    ret = r.need_reset ? 1 : 0;
+    ret = r.need_reset && !r.standby ? 1 : 0; /* a standby has nothing to lose */
 out:
     run_close(&r);
     return ret;

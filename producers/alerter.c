@@ -241,6 +241,10 @@ int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *e
     return SP_OK;
 }
 
+void sp_alerter_reload(sp_alerter_t *al) {
+    if (al) al->reload = 2;
+}
+
 void sp_alerter_poll(sp_alerter_t *al) {
     if (al) rd_kafka_poll(al->rk, 0);
 }
@@ -397,13 +401,20 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
     if (!al) return SP_OK;
     rd_kafka_poll(al->rk, 0);
 
-    if (al->reload) { /* back to what Redis holds */
-        const char *key = al->state_key;
+    if (al->reload) { /* back to what Redis holds (2: the outbox too) */
+        const char *keys[2] = {al->state_key, al->outbox_key};
+        int full = al->reload == 2;
         al->nst = 0;
         for (int r = 0; r < al->rules.n; r++) al->through[r] = -1;
-        if ((rc = sp_store_hgetall(st, &key, 1, load_state_cb, al, errstr, errstr_size)) != SP_OK)
+        if (full) {
+            for (int i = 0; i < al->nob; i++) free(al->ob[i].json);
+            al->nob = 0; /* reports of what was in flight find nothing */
+        }
+        if ((rc = sp_store_hgetall(st, keys, full ? 2 : 1, load_state_cb, al, errstr,
+                                   errstr_size)) != SP_OK)
             return rc;
         al->reload = 0;
+        for (int i = 0; full && i < al->nob; i++) produce(al, &al->ob[i]);
     }
 
     /* 1. acknowledged alerts leave the outbox */

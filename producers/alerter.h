@@ -49,6 +49,10 @@ int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *e
 int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
                     size_t errstr_size);
 
+/* Another instance may have written alert state and outbox meanwhile (this
+ * one was a standby): read both again before the next evaluation. */
+void sp_alerter_reload(sp_alerter_t *al);
+
 /* Serves delivery reports (non-blocking). */
 void sp_alerter_poll(sp_alerter_t *al);
 

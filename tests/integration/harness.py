@@ -784,3 +784,406 @@ def wait_final_pointers(r, ns, want, timeout=90, pipeline=None):
         raise AssertionError(f"{e}; (final pointer, wanted) {state}, watermark_ms={wm}, "
                              f"now={now_ms()}") from None
     return {k: final_pointer(r, ns, k[1], k[0]) for k in want}
+
+
+# ---------------------------------------------------------------------------
+# fault matrix (tests/integration/test_fault_*.py, ctest label "faults")
+#
+# Every case runs the same generated traffic of all four streams through an
+# undisturbed reference pipeline (its own Redis and consumer group) and
+# through pipelines that suffer the case's faults (another Redis, another
+# group), then compares the two Redis instances key by key. The random
+# choices of a case (kill points, fault timing, traffic) come from one seed:
+# SP_FAULT_SEED in the environment, else the case's default. See
+# docs/RELIABILITY.md, "Fault matrix".
+
+import random  # noqa: E402
+
+FAULT_SIZES = ("1m", "5m", "1h")
+FAMILIES = ("funnel", "abandonment", "delivery", "retention", "support")
+# counters in health that must equal the undisturbed run's
+HEALTH_EXACT = ("consumed|", "decoded", "duplicates", "deadletter|", "late_events")
+# gauges that depend on more than the data and the watermark
+GAUGES_NONDETERMINISTIC = ("lag", "in_flight_entities", "open_windows")
+
+# Kafka ApiKeys and error codes the fault cases inject
+API_PRODUCE, API_FETCH, API_LIST_OFFSETS, API_METADATA = 0, 1, 2, 3
+API_OFFSET_COMMIT, API_OFFSET_FETCH, API_FIND_COORDINATOR = 8, 9, 10
+API_JOIN_GROUP, API_HEARTBEAT, API_SYNC_GROUP = 11, 12, 14
+ERR_NOT_LEADER, ERR_REQUEST_TIMED_OUT, ERR_NOT_COORDINATOR = 6, 7, 16
+ERR_COORDINATOR_LOAD_IN_PROGRESS, ERR_REBALANCE_IN_PROGRESS = 14, 27
+ERR_TRANSPORT = -195  # RD_KAFKA_RESP_ERR__TRANSPORT: the mock broker disconnects
+
+
+def fault_seed(default):
+    """The seed of a fault case: SP_FAULT_SEED if set, else default."""
+    v = os.environ.get("SP_FAULT_SEED", "").strip()
+    seed = int(v) if v else int(default)
+    print(f"fault seed {seed} (SP_FAULT_SEED={v or 'unset'})", flush=True)
+    return seed
+
+
+def pause(proc):
+    """SIGSTOP a process (Redis unreachable, an instance frozen)."""
+    proc.signal(signal.SIGSTOP)
+
+
+def resume(proc):
+    proc.signal(signal.SIGCONT)
+
+
+class ControlledBroker(Broker):
+    """`storepulse broker --control FIFO`: faults injected while it runs."""
+
+    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker"):
+        super().__init__(tmpdir, partitions=partitions, cfg=cfg, name=name)
+        self.control_path = os.path.join(tmpdir, f"{name}.control")
+        self.commands = 0
+
+    def start(self, timeout=30):
+        # Broker.start builds argv itself: wrap _spawn to add --control
+        spawn = self._spawn
+
+        def with_control(argv, env=None):
+            return spawn(list(argv) + ["--control", self.control_path], env)
+
+        self._spawn = with_control
+        try:
+            return super().start(timeout)
+        finally:
+            del self._spawn
+
+    def control(self, line, timeout=10):
+        """Send one command (down ID, up ID, rtt ID MS, errors APIKEY COUNT
+        ERRCODE, clear APIKEY) and wait for the broker to acknowledge it."""
+        with open(self.control_path, "w") as f:
+            f.write(line.strip() + "\n")
+        self.commands += 1
+        want = f"broker: control #{self.commands}: "
+
+        def acked():
+            with open(self.log_path, errors="replace") as f:
+                for ln in f:
+                    if want in ln:
+                        if ": ok" not in ln:
+                            raise AssertionError(f"broker refused {line!r}: {ln.strip()}")
+                        return True
+            return False
+
+        wait_until(acked, timeout, 0.05, f"broker acknowledging {line!r}")
+
+
+def fault_config(path, ns, bootstrap, redis_port, group_id, batch_max=500, extra=None):
+    """A config for the fault cases: windows 1m/5m/1h, abandonment after 30m,
+    and partitions never idle (idle_timeout 1h), so the watermark moves on
+    event time only and both runs end at the same watermark."""
+    ext = {"pipeline": {"batch_max": batch_max},
+           "metrics": {"abandonment": {"abandon_after": "30m"}}}
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict) and isinstance(ext.get(k), dict):
+            ext[k].update(v)
+        else:
+            ext[k] = v
+    return write_config(path, ns, bootstrap, redis_port, group_id=group_id, sizes=FAULT_SIZES,
+                        idle_timeout="1h", extra=ext)
+
+
+def produce_sentinels(bootstrap, t_end, topics=INPUT_TOPICS):
+    """One valid event at t_end in EVERY partition of the input topics, after
+    the generated traffic: with idle_timeout long, the watermark of every run
+    ends at exactly t_end - max_out_of_orderness, whatever its history, and
+    every window before t_end - 1h - lateness is final."""
+    highs = high_watermarks(bootstrap, topics)
+    s = Sender(bootstrap)
+    promised = t_end + 3 * 86_400_000
+    for (topic, p) in sorted(highs):
+        tag = f"fm-sentinel-{topic.rsplit('.', 1)[-1]}-{p}"
+        if topic == TOPIC_CLICKSTREAM:
+            v = encode("clickstream", click(tag, t_end, "PAGE_VIEW", f"{tag}-s", "web", "desktop",
+                                            "US"))
+        elif topic == TOPIC_CHECKOUT:
+            v = encode("checkout", checkout(tag, t_end, "CHECKOUT_STARTED", f"{tag}-s", "web",
+                                            "desktop", "US", amount_cents=1000))
+        elif topic == TOPIC_SHIPMENTS:
+            v = encode("shipment", shipment(tag, t_end, "LABEL_CREATED", f"{tag}-sh", f"{tag}-o",
+                                            "DHL", "US", promised))
+        elif topic == TOPIC_SUPPORT:
+            v = encode("support", support(tag, t_end, "TICKET_OPENED", f"{tag}-t", "email"))
+        else:
+            continue
+        s.send(topic, v, key=tag.encode(), tag=tag, partition=p)
+    s.flush()
+    return len(highs)
+
+
+def fault_snapshot(r, ns):
+    """Everything of a run that must equal the undisturbed run's:
+    {"windows": {(family, size, start): hash}, "cohorts": {month: hash},
+     "pointers": {key: value} (final/latest pointers, watermark),
+     "offsets": {...}, "wm": {partition: max event time},
+     "health": {exact counters}, "gauges": {deterministic gauges},
+     "health_all": the whole health hash (not compared)}."""
+    pre = f"sp:{{{ns}}}:"
+    snap = {"windows": {}, "cohorts": {}, "pointers": {}, "other": {}}
+    for key in r.scan_iter(match=pre + "*", count=1000):
+        rest = key[len(pre):]
+        head, _, tail_ = rest.partition(":")
+        if head in FAMILIES:
+            size, _, start = tail_.partition(":")
+            if start.isdigit():
+                snap["windows"][(head, size, int(start))] = r.hgetall(key)
+                continue
+        if head == "cohort":
+            snap["cohorts"][tail_] = r.hgetall(key)
+        elif head in ("final", "latest", "watermark"):
+            snap["pointers"][rest] = r.get(key)
+        elif head in ("offsets", "wm", "health", "gauges", "state", "updates", "alerts"):
+            continue
+        else:  # anything else: compared by type and content
+            t = r.type(key)
+            if t == "hash":
+                snap["other"][rest] = r.hgetall(key)
+            elif t == "string":
+                snap["other"][rest] = r.get(key)
+            else:
+                snap["other"][rest] = f"<{t}>"
+    snap["offsets"] = offsets_of(r, ns)
+    snap["wm"] = r.hgetall(pre + "wm")
+    h = health(r, ns)
+    snap["health_all"] = h
+    snap["health"] = {k: v for k, v in h.items() if k.startswith(HEALTH_EXACT)}
+    snap["gauges"] = {k: v for k, v in gauges(r, ns).items()
+                      if not k.startswith(GAUGES_NONDETERMINISTIC)}
+    return snap
+
+
+def diff_snapshots(a, b, limit=None):
+    """Human-readable differences between two fault_snapshot()s (a: the
+    undisturbed run, b: the disturbed one); [] when equal field by field."""
+    out = []
+
+    def same(va, vb):
+        # a counter that went up and down again within one batch is never
+        # written, across batches it is written as 0: missing == "0"; sums
+        # of floats may differ in the last digits with the order of batches
+        if va == vb:
+            return True
+        va, vb = "0" if va is None else va, "0" if vb is None else vb
+        if va == vb:
+            return True
+        try:
+            ia, ib = int(va), int(vb)
+            return ia == ib
+        except ValueError:
+            pass
+        try:
+            fa, fb = float(va), float(vb)
+        except ValueError:
+            return False
+        return abs(fa - fb) <= 1e-9 * max(1.0, abs(fa))
+
+    def cmp_maps(what, ma, mb):
+        for k in sorted(set(ma) | set(mb), key=str):
+            va, vb = ma.get(k), mb.get(k)
+            if va == vb:
+                continue
+            if isinstance(va, dict) or isinstance(vb, dict):
+                va, vb = va or {}, vb or {}
+                for f in sorted(set(va) | set(vb)):
+                    if not same(va.get(f), vb.get(f)):
+                        out.append(f"{what} {k}: {f}: undisturbed={va.get(f)!r} "
+                                   f"disturbed={vb.get(f)!r}")
+            else:
+                out.append(f"{what} {k}: undisturbed={va!r} disturbed={vb!r}")
+
+    for part in ("windows", "cohorts", "pointers", "other", "offsets", "wm", "health", "gauges"):
+        cmp_maps(part, a[part], b[part])
+    limit = limit or int(os.environ.get("SP_FAULT_DIFF_LIMIT", "40"))
+    if len(out) > limit:
+        out = out[:limit] + [f"... and {len(out) - limit} more"]
+    return out
+
+
+def wait_settled(r, ns, highs, watermark, timeout=120, pipelines=(), quiet=2.0):
+    """Wait until Redis holds every message of highs (offsets) and the
+    watermark gauge is watermark, then until the namespace stops changing
+    for `quiet` seconds (timers fired over several batches)."""
+    def alive():
+        if pipelines and not any(p.alive() for p in pipelines):
+            raise AssertionError("no pipeline alive:\n" +
+                                 "\n".join(p.log_tail(20) for p in pipelines))
+
+    def pred():
+        alive()
+        if not caught_up(r, ns, highs):
+            return False
+        w = r.hget(f"sp:{{{ns}}}:gauges", "watermark_ms")
+        return w is not None and int(w) >= watermark
+
+    try:
+        wait_until(pred, timeout, 0.25, f"settled at watermark {watermark}")
+    except AssertionError as e:
+        offs = offsets_of(r, ns)
+        raise AssertionError(f"{e}; committed {sum(offs.values())}/{sum(highs.values())}, "
+                             f"watermark_ms="
+                             f"{r.hget(f'sp:{{{ns}}}:gauges', 'watermark_ms')}") from None
+    last = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # no commit for `quiet` seconds
+        alive()
+        # (every commit writes gauges; the lease's renewal writes nothing else)
+        cur = (sorted(r.hgetall(f"sp:{{{ns}}}:gauges").items()),
+               sorted(r.hgetall(f"sp:{{{ns}}}:health").items()), r.dbsize())
+        if cur == last:
+            return
+        last = cur
+        time.sleep(quiet)
+    raise AssertionError("namespace kept changing")
+
+
+class FaultCase(SPTestCase):
+    highs = None
+
+    """One fault-matrix case. scenario() generates the traffic (seeded,
+    all four streams, warm start) and sentinels, runs the undisturbed
+    reference pipeline R, calls cls.disturb() -- which runs the disturbed
+    pipeline(s) on cls.redis (self.cfg) against the same broker and leaves
+    at least one running -- waits for both to settle at the final
+    watermark, stops them with SIGTERM and snapshots both Redis instances.
+
+    Subclasses set DEFAULT_SEED and implement disturb(); tests compare with
+    test_equal_to_undisturbed_run (inherited) and their own checks."""
+
+    NS = "fault"
+    DEFAULT_SEED = 1
+    COUNT = 12000
+    RATE = 3            # events per second of event time: ~70 min of traffic
+    BATCH_MAX = 500     # small batches: many commits for faults to hit
+    PHASES = 1          # traffic produced in this many parts (disturb() calls
+                        # produce_next() to feed traffic during a fault)
+    APPENDONLY = False  # the disturbed run's Redis
+    PARTITIONS = None   # broker default (8)
+    EXTRA = None        # config of the disturbed run(s)
+    REF_AFTER = False   # start the reference only after disturb() (faults of
+                        # the shared broker must not touch it)
+
+    @classmethod
+    def scenario(cls):
+        t0 = time.monotonic()
+        cls.seed = fault_seed(cls.DEFAULT_SEED)
+        cls.rng = random.Random(cls.seed)
+        now = now_ms()
+        cls.start_time = floor_to(now - 6 * 3_600_000, 60_000)
+        cls.broker = cls.track(ControlledBroker(cls.tmp, partitions=cls.PARTITIONS)).start()
+        cls.ref_redis = cls.track(Redis(cls.tmp, name="redis-ref")).start()
+        cls.redis = cls.track(Redis(cls.tmp, appendonly=cls.APPENDONLY, name="redis")).start()
+        bs = cls.broker.bootstrap
+        cls.ref_cfg = fault_config(f"{cls.tmp}/ref.yaml", cls.NS, bs, cls.ref_redis.port,
+                                   "sp-fault-ref", cls.BATCH_MAX)
+        cls.cfg = fault_config(f"{cls.tmp}/sp.yaml", cls.NS, bs, cls.redis.port, "sp-fault",
+                               cls.BATCH_MAX, cls.EXTRA)
+        cls.phases_done = 0
+        cls.phase_span_ms = int(cls.COUNT / cls.PHASES / cls.RATE * 1000)
+        last = cls.start_time + cls.PHASES * cls.phase_span_ms
+        # after the last window of every size is final, still in the past
+        cls.t_end = floor_to(last, 3_600_000) + 2 * 3_600_000 + 600_000
+        if cls.t_end > now - 60_000:
+            raise AssertionError("traffic too long for its time span")
+        cls.watermark = cls.t_end - 5_000
+        cls.produce_next()
+        if cls.PHASES == 1:
+            cls.finish_traffic()
+        print(f"setup {time.monotonic() - t0:.1f}s", flush=True)
+
+        cls.ref = cls.track(Pipeline(cls.tmp, cls.ref_cfg, name="pipeline-ref"))
+        if not cls.REF_AFTER:
+            cls.ref.start()
+        t1 = time.monotonic()
+        cls.disturb()
+        cls.finish_traffic()
+        cls.disturb_s = time.monotonic() - t1
+        if cls.REF_AFTER:
+            cls.ref.start()
+        wait_settled(cls.ref_redis.client, cls.NS, cls.highs, cls.watermark, 120, [cls.ref])
+        wait_settled(cls.redis.client, cls.NS, cls.highs, cls.watermark, 120,
+                     cls.live_pipelines())
+        cls.settled_s = time.monotonic() - t1
+        cls.ref_rc = cls.ref.terminate(20)
+        cls.final_rcs = {p.name: p.terminate(20) for p in cls.live_pipelines()}
+        cls.snap_ref = fault_snapshot(cls.ref_redis.client, cls.NS)
+        cls.snap = fault_snapshot(cls.redis.client, cls.NS)
+        print(f"seed {cls.seed}: disturbed phase {cls.disturb_s:.1f}s, settled after "
+              f"{cls.settled_s:.1f}s, total {time.monotonic() - t0:.1f}s; health "
+              f"{ {k: v for k, v in cls.snap['health_all'].items() if not k.startswith(HEALTH_EXACT)} }",
+              flush=True)
+
+    @classmethod
+    def produce_next(cls):
+        """Produce the next phase of the traffic (COUNT / PHASES events of
+        all four streams, warm start, seeded), if any is left."""
+        i = cls.phases_done
+        if i >= cls.PHASES:
+            return False
+        gen(cls.ref_cfg, cls.broker.bootstrap_file, cls.COUNT // cls.PHASES,
+            cls.seed * 1000 + i, cls.start_time + i * cls.phase_span_ms, rate=cls.RATE,
+            extra_args=("--warm-start",), log_path=f"{cls.tmp}/gen.log")
+        cls.phases_done += 1
+        return True
+
+    @classmethod
+    def finish_traffic(cls):
+        """The remaining phases, then the sentinels; sets cls.highs/total."""
+        if getattr(cls, "highs", None) is not None:
+            return
+        while cls.produce_next():
+            pass
+        produce_sentinels(cls.broker.bootstrap, cls.t_end)
+        cls.highs = high_watermarks(cls.broker.bootstrap)
+        cls.total = sum(cls.highs.values())
+        print(f"traffic: {cls.total} messages in {cls.PHASES} phase(s), sentinels at "
+              f"{cls.t_end}", flush=True)
+
+    @classmethod
+    def produced(cls):
+        return sum(high_watermarks(cls.broker.bootstrap).values())
+
+    @classmethod
+    def disturb(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def live_pipelines(cls):
+        return [p for p in cls._procs if isinstance(p, Pipeline) and p is not cls.ref
+                and p.alive()]
+
+    @classmethod
+    def new_pipeline(cls, name="pipeline", cfg=None):
+        return cls.track(Pipeline(cls.tmp, cfg or cls.cfg, name=name))
+
+    @classmethod
+    def committed(cls, r=None):
+        return sum(offsets_of(r or cls.redis.client, cls.NS).values())
+
+    @classmethod
+    def wait_committed(cls, at_least, timeout=60, pipelines=()):
+        """Wait until the disturbed Redis holds at least this many messages."""
+        def pred():
+            for p in pipelines:
+                p.assert_alive()
+            return cls.committed() >= at_least
+        wait_until(pred, timeout, 0.02, f"{at_least} messages committed")
+
+    def test_equal_to_undisturbed_run(self):
+        diffs = diff_snapshots(self.snap_ref, self.snap)
+        self.assertEqual(diffs, [], f"seed {self.seed}: the disturbed run differs from the "
+                                    f"undisturbed one:\n" + "\n".join(diffs))
+
+    def test_nonvacuous(self):
+        fams = {f for (f, _, _) in self.snap_ref["windows"]}
+        self.assertEqual(fams, set(FAMILIES), "every family has windows")
+        n = sum(int(v) for k, v in self.snap_ref["health"].items() if k.startswith("consumed|"))
+        self.assertEqual(n, self.total)
+        self.assertTrue(self.snap_ref["cohorts"], "cohorts")
+
+    def test_reference_exit_0(self):
+        self.assertEqual(self.ref_rc, 0)

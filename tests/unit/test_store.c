@@ -228,7 +228,9 @@ static void test_fence_reject(void **state) {
     assert_int_equal(integer(redisCommand(G.rc, "PTTL %s", H1)), -1);
     assert_int_equal(exists("sp:{store}:funnel:1m:120000"), 0);
     assert_int_equal(exists("sp:{store}:latest:funnel:1m"), 0);
-    assert_int_equal(exists("sp:{store}:health"), 0);
+    /* but the rejection is counted */
+    assert_field("sp:{store}:health", "fenced_commits", "1");
+    assert_field("sp:{store}:health", "events", NULL);
     assert_int_equal(exists("sp:{store}:gauges"), 0);
 
     /* the connection is still fine after a fence */
