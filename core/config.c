@@ -1136,8 +1136,8 @@ static int utf8_seq(const unsigned char *p, uint32_t *cp) {
         if ((p[i] & 0xc0) != 0x80) return 0;
         c = c << 6 | (p[i] & 0x3f);
     }
-    if ((n == 2 && c < 0x80) || (n == 3 && c < 0x800) || (n == 4 && c < 0x10000) ||
-        c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+    if ((n == 2 && c < 0x80) || (n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
+        (c >= 0xd800 && c <= 0xdfff))
         return 0;
     *cp = c;
     return n;

@@ -7,10 +7,10 @@
  * must give the same result (OK, or the same dead-letter reason) and, when OK,
  * the same event. Schema ids 1-4 are the default writers (= the readers);
  * 100 and 101 are evolved writers (tests/fuzz/schemas: every Avro type as a
- * writer-only field, reordered fields and symbols, a missing required field). Any other outcome than OK or POISON, a crash, a leak or
- * undefined behaviour is a finding. Seeds: tests/fuzz/corpus/avro/ (messages
- * of `storepulse gen`, see mkcorpus.c, and of the evolved writers, see
- * mkcorpus_evolved.py). */
+ * writer-only field, reordered fields and symbols, a missing required field). Any other outcome
+ * than OK or POISON, a crash, a leak or undefined behaviour is a finding. Seeds:
+ * tests/fuzz/corpus/avro/ (messages of `storepulse gen`, see mkcorpus.c, and of the evolved
+ * writers, see mkcorpus_evolved.py). */
 #include <stdint.h>
 
 #include "tests/fuzz/fuzz_common.h"
@@ -43,8 +43,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 static int same_event(const sp_event_t *a, const sp_event_t *b) {
-    if (a->stream != b->stream || a->type != b->type || a->int_present != b->int_present)
-        return 0;
+    if (a->stream != b->stream || a->type != b->type || a->int_present != b->int_present) return 0;
     for (int f = 0; f < SP_I__COUNT; f++)
         if (sp_event_has_int(a, (sp_int_field_t)f) && a->i[f] != b->i[f]) return 0;
     for (int f = 0; f < SP_S__COUNT; f++) {

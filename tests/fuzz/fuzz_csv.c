@@ -57,9 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         sp_str_t val;
         char why[128];
         if (sp_import_parse_line(line, ncols, NOW_MS, &o, why, sizeof(why), &val) == 0) {
-            if (o.customer.len == 0 || o.customer.len > SP_MAX_ID_LEN ||
-                o.customer.p < line || o.customer.p + o.customer.len > line + n ||
-                o.t < 946684800000LL || o.t > NOW_MS + 86400000LL)
+            if (o.customer.len == 0 || o.customer.len > SP_MAX_ID_LEN || o.customer.p < line ||
+                o.customer.p + o.customer.len > line + n || o.t < 946684800000LL ||
+                o.t > NOW_MS + 86400000LL)
                 abort();
         } else {
             if (!why[0]) abort();

@@ -35,8 +35,8 @@ static int one_format(const char *outdir, sp_format_t fmt, sp_decoder_t *dec) {
     static sp_config_t cfg;
     int seen[SP_T__COUNT] = {0};
     char err[512], dir[768];
-    sp_gen_opts_t o = {.seed = 6, .start_ms = START_MS, .rate = 500, .format = fmt,
-                       .warm_start = 1};
+    sp_gen_opts_t o = {
+        .seed = 6, .start_ms = START_MS, .rate = 500, .format = fmt, .warm_start = 1};
     sp_arena_t *arena = sp_arena_new(1 << 16);
     sp_gen_t *g;
     int ret = 0;
@@ -72,7 +72,8 @@ static int one_format(const char *outdir, sp_format_t fmt, sp_decoder_t *dec) {
         sp_arena_reset(arena);
     }
     for (int ty = 0; ty < SP_T__COUNT; ty++)
-        if (!seen[ty]) fprintf(stderr, "mkcorpus: no %s event generated\n", sp_event_type_names[ty]);
+        if (!seen[ty])
+            fprintf(stderr, "mkcorpus: no %s event generated\n", sp_event_type_names[ty]);
     sp_gen_destroy(g);
     sp_arena_destroy(arena);
     return ret;

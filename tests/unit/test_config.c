@@ -662,12 +662,19 @@ static void test_round_trip(void **state) {
                                               "\\uFEFFg\\uFFFFh\\u00e9\\u20ac\"\n"),
                                     err, sizeof(err)),
                      SP_OK);
-    assert_string_equal(a.redis_user, "a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xc2\x80"
-                                      "e\xc2\x9f" "f\xef\xbb\xbf" "g\xef\xbf\xbf" "h\xc3\xa9\xe2\x82\xac");
+    assert_string_equal(a.redis_user, "a\xc2\x85"
+                                      "b\xe2\x80\xa8"
+                                      "c\xe2\x80\xa9"
+                                      "d\xc2\x80"
+                                      "e\xc2\x9f"
+                                      "f\xef\xbb\xbf"
+                                      "g\xef\xbf\xbf"
+                                      "h\xc3\xa9\xe2\x82\xac");
     text = print_to_string(&a);
     assert_int_equal(sp_config_load(&b, write_tmp(text), err, sizeof(err)), SP_OK);
     assert_same_config(&a, &b);
-    assert_non_null(strstr(text, "a\\u0085b\\u2028c\\u2029d\\u0080e\\u009ff\\ufeffg\\uffffh\xc3\xa9\xe2\x82\xac\""));
+    assert_non_null(strstr(
+        text, "a\\u0085b\\u2028c\\u2029d\\u0080e\\u009ff\\ufeffg\\uffffh\xc3\xa9\xe2\x82\xac\""));
     free(text);
 }
 

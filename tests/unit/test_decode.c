@@ -590,9 +590,10 @@ static void test_padded_varint(void **state) {
     /* the fuzzer's input: event_time 0x9b 0x00 (-14), session_id "" */
     static const unsigned char found[] = {
         0x00, 0x00, 0x00, 0x00, 0x01, 0x0c, 'e', '-', '6', '-', 0xb1, 0xa2, 0x9b, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x0e, 'd', 'e', 's', 'k', 't', 'o', 'p', 0x04, 'U', 'S'};
-    expect_poison(fx, dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
-                          sizeof(found)),
+        0x00, 0x00, 0x00, 0x00, 0x0e, 'd',  'e', 's', 'k', 't', 'o',  'p',  0x04, 'U',  'S'};
+    expect_poison(fx,
+                  dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
+                      sizeof(found)),
                   SP_DLQ_MISSING_FIELD);
     assert_non_null(strstr(fx->why, "session_id"));
 
@@ -603,11 +604,12 @@ static void test_padded_varint(void **state) {
     static const unsigned char head[] = {0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 'e'};
     memcpy(m, head, sizeof(head));
     n = sizeof(head);
-    for (; z >= 0x80; z >>= 7) m[n++] = (unsigned char)(0x80 | (z & 0x7f));
+    for (; z >= 0x80; z >>= 7)
+        m[n++] = (unsigned char)(0x80 | (z & 0x7f));
     m[n++] = (unsigned char)(0x80 | z); /* padded: one more byte ... */
-    m[n++] = 0x00;                       /* ... that adds nothing */
-    static const unsigned char tail[] = {0x00, 0x02, 's', 0x00, 0x00, 0x06, 'w', 'e', 'b',
-                                         0x0c, 'm', 'o', 'b', 'i', 'l', 'e', 0x04, 'P', 'L'};
+    m[n++] = 0x00;                      /* ... that adds nothing */
+    static const unsigned char tail[] = {0x00, 0x02, 's', 0x00, 0x00, 0x06, 'w',  'e', 'b', 0x0c,
+                                         'm',  'o',  'b', 'i',  'l',  'e',  0x04, 'P', 'L'};
     memcpy(m + n, tail, sizeof(tail));
     n += sizeof(tail);
     assert_int_equal(dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(m, n), n), SP_OK);
@@ -622,10 +624,11 @@ static void test_padded_varint(void **state) {
 static void test_enum_index_range(void **state) {
     fx_t *fx = *state;
     static const unsigned char found[] = {
-        0x00, 0x00, 0x00, 0x00, 0x01, 0x0c, 0x00, 0x00, 0x00, 0xfa, 0x00, 0x00, 0x00, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
-    expect_poison(fx, dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
-                          sizeof(found)),
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x0c, 0x00, 0x00, 0x00, 0xfa, 0x00, 0x00, 0x00, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    expect_poison(fx,
+                  dec(fx, SP_STREAM_CLICKSTREAM, SP_FORMAT_AVRO, guarded(found, sizeof(found)),
+                      sizeof(found)),
                   SP_DLQ_UNDECODABLE);
     assert_non_null(strstr(fx->why, "enum index"));
 }
