@@ -6,9 +6,11 @@ lease sp:{NS}:owner, owns every partition); B waits as a standby. While A
 is busy with a backlog, it is frozen with SIGSTOP for longer than the lease
 and the consumer-group session (both session.timeout.ms = 6 s): B takes
 the lease, the group moves every partition to B, and B commits. Then A is
-resumed (SIGCONT): it still holds a batch from before and commits it -- a
-zombie. The commit script must reject it (health fenced_commits >= 1, no
-other effect) and A must step down to standby. Final state equal to the
+resumed (SIGCONT): usually it still holds a batch from before and commits
+it -- a zombie. The commit script must reject it (health fenced_commits
+>= 1, no other effect); if A happened to be between batches, its lease
+renewal finds the lease taken before it commits anything. Either way A must
+step down to standby. Final state equal to the
 undisturbed run; both instances exit 0 on SIGTERM.
 
 Seed: SP_FAULT_SEED (default 9501)."""
@@ -59,9 +61,15 @@ class FaultZombie(H.FaultCase):
         cls.a, cls.b = a, b
 
     def test_zombie_commit_fenced_and_counted(self):
-        self.assertGreaterEqual(self.fenced, 1, "health fenced_commits")
+        # A resumed with a batch in hand: its commit is rejected by the
+        # script (counted, logged). A resumed between batches (seen under
+        # ASan): its idle renewal finds the lease taken before any commit.
+        # Either way it steps down; equality shows nothing of it landed.
         log_a = open(self.a.log_path, errors="replace").read()
-        self.assertIn("fenced: owner", log_a)
+        if self.fenced >= 1:
+            self.assertIn("fenced: owner", log_a)
+        else:
+            self.assertIn(f"the lease of namespace {self.NS} is held by", log_a)
 
     def test_zombie_stepped_down_b_active(self):
         log_b = open(self.b.log_path, errors="replace").read()
