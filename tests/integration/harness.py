@@ -744,6 +744,16 @@ def support(event_id, t, typ, ticket_id, channel, **kw):
     return r
 
 
+def kafka_committed(bootstrap, group, tps):
+    """{(topic, partition): offset} the consumer group committed in Kafka."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = c.committed([TopicPartition(t, p) for (t, p) in tps], timeout=10)
+        return {(x.topic, x.partition): x.offset for x in got}
+    finally:
+        c.close()
+
+
 def gauges(r, ns):
     return r.hgetall(f"sp:{{{ns}}}:gauges")
 

@@ -16,19 +16,7 @@ Seed: SP_FAULT_SEED (default 9201)."""
 
 import time
 
-from confluent_kafka import Consumer, TopicPartition
-
 import harness as H
-
-
-def kafka_committed(bootstrap, group, tps):
-    c = H.Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                    "enable.auto.commit": False})
-    try:
-        got = c.committed([TopicPartition(t, p) for (t, p) in tps], timeout=10)
-        return {(x.topic, x.partition): x.offset for x in got}
-    finally:
-        c.close()
 
 
 class FaultRedisUnreachable(H.FaultCase):
@@ -58,10 +46,10 @@ class FaultRedisUnreachable(H.FaultCase):
                 length = rng.uniform(2.0, 5.0)
             t0 = time.monotonic()
             time.sleep(1.0)  # a Kafka commit already under way may still land
-            k_before = kafka_committed(bs, "sp-fault", tps)
+            k_before = H.kafka_committed(bs, "sp-fault", tps)
             cls.produce_next()  # traffic keeps coming while Redis is away
             time.sleep(max(0.0, length - (time.monotonic() - t0)))
-            k_after = kafka_committed(bs, "sp-fault", tps)
+            k_after = H.kafka_committed(bs, "sp-fault", tps)
             p.assert_alive()
             if kind == "frozen":
                 H.resume(cls.redis)

@@ -13,22 +13,11 @@ Seed: SP_FAULT_SEED (default 9601)."""
 
 import time
 
-from confluent_kafka import TopicPartition
 
 import harness as H
 
 STOPS = 3
 SHUTDOWN_TIMEOUT_S = 5.0
-
-
-def kafka_committed(bootstrap, group, tps):
-    c = H.Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                    "enable.auto.commit": False})
-    try:
-        got = c.committed([TopicPartition(t, p) for (t, p) in tps], timeout=10)
-        return {(x.topic, x.partition): x.offset for x in got}
-    finally:
-        c.close()
 
 
 class FaultSigterm(H.FaultCase):
@@ -54,7 +43,7 @@ class FaultSigterm(H.FaultCase):
             rc = p.terminate(30)
             took = time.monotonic() - t0
             after = H.offsets_of(cls.redis.client, cls.NS)
-            kafka = kafka_committed(cls.broker.bootstrap, "sp-fault", sorted(after))
+            kafka = H.kafka_committed(cls.broker.bootstrap, "sp-fault", sorted(after))
             cls.stops.append({"rc": rc, "seconds": round(took, 2),
                               "committed_at_signal": sum(at_signal.values()),
                               "committed_after": sum(after.values()),
