@@ -15,30 +15,15 @@
 
 #include "tests/fuzz/fuzz_common.h"
 
-static sp_decoder_t *dec;
-static sp_arena_t *arena;
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* At exit, before LeakSanitizer's check: a live decoder holds avro-c
- * values whose strings LSan cannot see a pointer to (reported as leaks at
- * exit although sp_decoder_destroy frees them all). */
-static void cleanup(void) {
-    sp_decoder_destroy(dec);
-    sp_arena_destroy(arena);
-    dec = NULL, arena = NULL;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    atexit(cleanup);
-    dec = fuzz_decoder();
+    fuzz_decoder_setup();
     /* writer schemas that differ from the readers (see tests/fuzz/schemas) */
-    fuzz_add_schema(dec, 100, SP_STREAM_CLICKSTREAM, "clickstream_every_type.avsc");
-    fuzz_add_schema(dec, 101, SP_STREAM_CHECKOUT, "checkout_no_amount.avsc");
-    arena = sp_arena_new(1 << 16);
-    if (!arena) abort();
+    fuzz_add_schema(fuzz_dec, 100, SP_STREAM_CLICKSTREAM, "clickstream_every_type.avsc");
+    fuzz_add_schema(fuzz_dec, 101, SP_STREAM_CHECKOUT, "checkout_no_amount.avsc");
     return 0;
 }
 
@@ -63,12 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sp_stream_t st = (sp_stream_t)(data[0] & 3);
     data++, size--;
 
-    sp_decoder_use_avro_c(dec, 0);
-    rc = sp_decoder_decode(dec, st, SP_FORMAT_AVRO, data, size, FUZZ_NOW_MS, arena, &ev, &reason,
-                           why, sizeof(why));
-    sp_decoder_use_avro_c(dec, 1);
-    ref_rc = sp_decoder_decode(dec, st, SP_FORMAT_AVRO, data, size, FUZZ_NOW_MS, arena, &ref,
-                               &ref_reason, ref_why, sizeof(ref_why));
+    sp_decoder_use_avro_c(fuzz_dec, 0);
+    rc = sp_decoder_decode(fuzz_dec, st, SP_FORMAT_AVRO, data, size, FUZZ_NOW_MS, fuzz_arena, &ev,
+                           &reason, why, sizeof(why));
+    sp_decoder_use_avro_c(fuzz_dec, 1);
+    ref_rc = sp_decoder_decode(fuzz_dec, st, SP_FORMAT_AVRO, data, size, FUZZ_NOW_MS, fuzz_arena,
+                               &ref, &ref_reason, ref_why, sizeof(ref_why));
     if (rc != SP_OK && rc != SP_ERR_POISON) {
         fprintf(stderr, "decode returned %d\n", rc);
         abort();
@@ -79,6 +64,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 (int)reason, rc ? why : "", ref_rc, (int)ref_reason, ref_rc ? ref_why : "");
         abort();
     }
-    sp_arena_reset(arena);
+    sp_arena_reset(fuzz_arena);
     return 0;
 }

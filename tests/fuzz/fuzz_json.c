@@ -9,27 +9,12 @@
 
 #include "tests/fuzz/fuzz_common.h"
 
-static sp_decoder_t *dec;
-static sp_arena_t *arena;
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* At exit, before LeakSanitizer's check: a live decoder holds avro-c
- * values whose strings LSan cannot see a pointer to (reported as leaks at
- * exit although sp_decoder_destroy frees them all). */
-static void cleanup(void) {
-    sp_decoder_destroy(dec);
-    sp_arena_destroy(arena);
-    dec = NULL, arena = NULL;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    atexit(cleanup);
-    dec = fuzz_decoder();
-    arena = sp_arena_new(1 << 16);
-    if (!arena) abort();
+    fuzz_decoder_setup();
     return 0;
 }
 
@@ -42,8 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     sp_stream_t st = (sp_stream_t)(data[0] & 3);
     data++, size--;
-    rc = sp_decoder_decode(dec, st, SP_FORMAT_JSON, data, size, FUZZ_NOW_MS, arena, &ev, &reason,
-                           why, sizeof(why));
+    rc = sp_decoder_decode(fuzz_dec, st, SP_FORMAT_JSON, data, size, FUZZ_NOW_MS, fuzz_arena, &ev,
+                           &reason, why, sizeof(why));
     if (rc != SP_OK && rc != SP_ERR_POISON) {
         fprintf(stderr, "decode returned %d\n", rc);
         abort();
@@ -53,6 +38,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fprintf(stderr, "decoded an event of another stream or type\n");
         abort();
     }
-    sp_arena_reset(arena);
+    sp_arena_reset(fuzz_arena);
     return 0;
 }
