@@ -23,7 +23,11 @@
  * connection is re-opened with backoff, and every assigned partition seeks
  * back to the offset stored in Redis. Redis is the checkpoint; Kafka's
  * committed offsets are also committed after each Redis commit, for lag
- * tools only.
+ * tools only. A rebalance (callbacks run inside the poll) drops the messages
+ * that poll returned and points every partition back at our position: the
+ * batch consume of librdkafka 2.0 can return messages fetched before it.
+ * Offsets that jump ahead of a partition's position are counted
+ * (offset_gaps), never silently taken for replays.
  *
  * The recent event-id set (dedup) is checkpointed too: each commit appends
  * the batch's admitted event-id hashes (8 bytes each) to
@@ -127,6 +131,10 @@ typedef struct run {
     int standby;        /* waiting for the lease */
     int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
+    int rebalanced;       /* a rebalance callback ran since the last batch */
+    int64_t h_gaps;       /* offset gaps seen (health offset_gaps) */
+    int64_t gap_log_mono; /* last time a gap was logged */
+    int64_t gaps_unlogged;
 } run_t;
 
 /* ---- partitions ---------------------------------------------------- */
@@ -340,6 +348,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     run_t *r = opaque;
     int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     drain_commit(r);
+    r->rebalanced = 1;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         r->total_parts = count_partitions(r);
         load_positions(r, parts);
@@ -507,9 +516,70 @@ static void renew_lease(run_t *r) {
 
 /* ---- reset --------------------------------------------------------- */
 
+/* Point the fetcher of every partition we hold at our position: the next
+ * offset to process, or where a partition with no checkpoint starts. A seek
+ * also outdates whatever the fetcher had queued before it. */
+static int seek_positions(run_t *r) {
+    if (r->npos == 0) return SP_OK;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->npos);
+    for (int i = 0; i < r->npos; i++)
+        rd_kafka_topic_partition_list_add(l, r->topic_names[r->pos[i].topic_idx],
+                                          r->pos[i].partition)->offset =
+            r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
+    int rc = SP_OK;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, 10000);
+    if (e) {
+        sp_log(SP_LOG_WARN, "seek: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        rc = SP_ERR_IO;
+    }
+    for (int i = 0; rc == SP_OK && i < l->cnt; i++)
+        if (l->elems[i].err) {
+            sp_log(SP_LOG_WARN, "seek %s/%d: %s", l->elems[i].topic, (int)l->elems[i].partition,
+                   rd_kafka_err2str(l->elems[i].err));
+            rc = SP_ERR_IO;
+        }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+/* A rebalance ran inside the poll that returned msgs. librdkafka 2.0's
+ * batch consume can hand over messages fetched before it (for a partition
+ * assigned again, from beyond the position just loaded from Redis), and its
+ * fetcher may go on from where those left off. So the whole batch is
+ * dropped -- nothing of it was processed -- and every partition is pointed
+ * back at our position. */
+static void after_rebalance(run_t *r, rd_kafka_message_t **msgs, int n) {
+    int skips = 0; /* partitions whose messages here would have skipped offsets */
+    int64_t *at = n > 0 ? malloc(((size_t)r->npos + 1) * sizeof(*at)) : NULL;
+    for (int i = 0; at && i < r->npos; i++) at[i] = r->pos[i].next;
+    for (int i = 0; i < n; i++) {
+        rd_kafka_message_t *m = msgs[i];
+        int ti = m->err ? -1 : topic_index(r, rd_kafka_topic_name(m->rkt));
+        pos_t *ps = ti >= 0 ? pos_find(r, ti, m->partition) : NULL;
+        if (at && ps) {
+            int64_t *a = &at[ps - r->pos];
+            if (*a == INT64_MIN) { /* counted already */
+            } else if (*a >= 0 && m->offset > *a) {
+                skips++;
+                *a = INT64_MIN;
+            } else if (m->offset >= *a) {
+                *a = m->offset + 1;
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    free(at);
+    r->rebalanced = 0;
+    if (n > 0)
+        sp_log(SP_LOG_INFO, "rebalanced during a poll: %d message(s) dropped (%d partition(s) would have "
+                            "skipped offsets), fetching again from our positions", n, skips);
+    if (seek_positions(r) != SP_OK) r->need_reset = 1;
+}
+
 static void do_reset(run_t *r) {
     char err[512];
-    rd_kafka_topic_partition_list_t *parts = NULL, *seek = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
     int64_t backoff = 100;
     int ok = 0;
 
@@ -555,25 +625,12 @@ static void do_reset(run_t *r) {
     r->npos = 0;
     if (parts->cnt > 0) {
         if (load_positions(r, parts) != SP_OK) goto out;
-        /* Every partition goes back: to its Redis offset, or where a
-         * partition with no checkpoint starts. */
-        seek = rd_kafka_topic_partition_list_copy(parts);
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, seek, 10000);
-        if (e) {
-            sp_log(SP_LOG_WARN, "seek: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-            goto out;
-        }
-        for (int i = 0; i < seek->cnt; i++)
-            if (seek->elems[i].err) {
-                sp_log(SP_LOG_WARN, "seek %s/%d: %s", seek->elems[i].topic,
-                       (int)seek->elems[i].partition, rd_kafka_err2str(seek->elems[i].err));
-                goto out;
-            }
+        /* Every partition goes back to its Redis offset. */
+        if (seek_positions(r) != SP_OK) goto out;
     }
+    r->rebalanced = 0;
     ok = 1;
 out:
-    if (seek) rd_kafka_topic_partition_list_destroy(seek);
     if (parts) rd_kafka_topic_partition_list_destroy(parts);
     if (ok) {
         r->need_reset = 0;
@@ -634,7 +691,8 @@ static void add_health(run_t *r, sp_commit_t *c) {
     if (r->h_decoded) sp_commit_health(c, "decoded", r->h_decoded);
     if (r->h_late) sp_commit_health(c, "late_events", r->h_late);
     if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
-    r->h_decoded = r->h_late = r->h_dup = 0;
+    if (r->h_gaps) sp_commit_health(c, "offset_gaps", r->h_gaps);
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = 0;
     if (r->h_redis_reconnects) sp_commit_health(c, "redis_reconnects", r->h_redis_reconnects);
     if (r->h_redis_down_ms) sp_commit_health(c, "redis_reconnect_ms", r->h_redis_down_ms);
     r->h_redis_inflight[0] += r->h_redis_reconnects;
@@ -645,8 +703,24 @@ static void add_health(run_t *r, sp_commit_t *c) {
 static void clear_batch_health(run_t *r) {
     memset(r->h_consumed, 0, sizeof(r->h_consumed));
     memset(r->h_dlq, 0, sizeof(r->h_dlq));
-    r->h_decoded = r->h_late = r->h_dup = 0;
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = 0;
     r->dlq_in_batch = 0;
+}
+
+/* The broker skipped offsets: normal where transaction markers or
+ * compaction leave holes, a sign of trouble anywhere else. Counted in health
+ * offset_gaps, logged at most once a minute. */
+static void offset_gap(run_t *r, const pos_t *ps, int64_t offset) {
+    r->h_gaps++;
+    r->gaps_unlogged++;
+    int64_t now = sp_clock_mono_ms();
+    if (r->gap_log_mono && now - r->gap_log_mono < 60000) return;
+    char field[300];
+    pos_field(r, ps, field, sizeof(field));
+    sp_log(SP_LOG_WARN, "offset gap: %s went from %lld to %lld (%lld gap(s) since the last report)",
+           field, (long long)ps->next, (long long)offset, (long long)r->gaps_unlogged);
+    r->gap_log_mono = now;
+    r->gaps_unlogged = 0;
 }
 
 static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
@@ -670,7 +744,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (ps->next < 0 && ps->committed < 0) ps->committed = -1;
+        if (ps->next >= 0 && m->offset > ps->next) offset_gap(r, ps, m->offset);
         ps->next = m->offset + 1;
         ps->touched = 1;
         r->h_consumed[ti]++;
@@ -1084,6 +1158,10 @@ int sp_run_main(int argc, char **argv) {
         if (r.need_reset) {
             for (int i = 0; i < n; i++) rd_kafka_message_destroy(r.msgs[i]);
             do_reset(&r);
+            continue;
+        }
+        if (r.rebalanced) {
+            after_rebalance(&r, r.msgs, n < 0 ? 0 : n);
             continue;
         }
         process_batch(&r, r.msgs, n < 0 ? 0 : n);

@@ -45,8 +45,12 @@ class FaultZombie(H.FaultCase):
         t0 = time.monotonic()
         frozen_at = cls.committed()
         cls.produce_next()
-        # B takes over: lease expired, A's group session timed out, B commits
-        cls.wait_committed(frozen_at + 1, 60, [b])
+        # B takes over: lease expired, A's group session timed out, B commits.
+        # (Not just "committed moved": a commit A sent before the freeze may
+        # land after frozen_at was read.)
+        H.wait_until(lambda: "taken: active" in open(b.log_path, errors="replace").read(),
+                     60, 0.1, "B taking the lease")
+        cls.wait_committed(cls.committed() + 1, 60, [b])
         cls.takeover_s = time.monotonic() - t0
         time.sleep(rng.uniform(0.0, 1.0))
         cls.b_committed = cls.committed()
