@@ -77,6 +77,24 @@ typedef struct pos {
     int touched;       /* in the batch being built */
 } pos_t;
 
+/* A log line at most once a minute, saying how many it stands for. */
+typedef struct ratelog {
+    int64_t last_mono;
+    int64_t pending;
+} ratelog_t;
+
+/* Count one occurrence; 1 if it should be logged now (then *n is how many
+ * since the last line, this one included). */
+static int ratelog_due(ratelog_t *rl, int64_t *n) {
+    int64_t now = sp_clock_mono_ms();
+    rl->pending++;
+    if (rl->last_mono && now - rl->last_mono < 60000) return 0;
+    *n = rl->pending;
+    rl->last_mono = now;
+    rl->pending = 0;
+    return 1;
+}
+
 typedef struct run {
     sp_config_t *cfg;
     rd_kafka_t *rk;  /* consumer */
@@ -133,8 +151,7 @@ typedef struct run {
     int dlq_in_batch;
     int rebalanced;       /* a rebalance callback ran since the last batch */
     int64_t h_gaps;       /* offset gaps seen (health offset_gaps) */
-    int64_t gap_log_mono; /* last time a gap was logged */
-    int64_t gaps_unlogged;
+    ratelog_t gap_log, late_log;
 } run_t;
 
 /* ---- partitions ---------------------------------------------------- */
@@ -711,16 +728,28 @@ static void clear_batch_health(run_t *r) {
  * compaction leave holes, a sign of trouble anywhere else. Counted in health
  * offset_gaps, logged at most once a minute. */
 static void offset_gap(run_t *r, const pos_t *ps, int64_t offset) {
+    int64_t n;
     r->h_gaps++;
-    r->gaps_unlogged++;
-    int64_t now = sp_clock_mono_ms();
-    if (r->gap_log_mono && now - r->gap_log_mono < 60000) return;
+    if (!ratelog_due(&r->gap_log, &n)) return;
     char field[300];
     pos_field(r, ps, field, sizeof(field));
     sp_log(SP_LOG_WARN, "offset gap: %s went from %lld to %lld (%lld gap(s) since the last report)",
-           field, (long long)ps->next, (long long)offset, (long long)r->gaps_unlogged);
-    r->gap_log_mono = now;
-    r->gaps_unlogged = 0;
+           field, (long long)ps->next, (long long)offset, (long long)n);
+}
+
+/* A late event (its window is final): the figures that say why, at most
+ * once a minute. */
+static void late_event(run_t *r, const pos_t *ps, const rd_kafka_message_t *m, int64_t et) {
+    int64_t n;
+    if (!ratelog_due(&r->late_log, &n)) return;
+    char field[300];
+    pos_field(r, ps, field, sizeof(field));
+    sp_log(SP_LOG_INFO,
+           "late event: %s@%lld, event time %lld, watermark %lld, the partition's max event time "
+           "%lld (%lld late event(s) since the last report)",
+           field, (long long)m->offset, (long long)et, (long long)sp_engine_watermark(r->eng),
+           (long long)sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition),
+           (long long)n);
 }
 
 static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
@@ -761,6 +790,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             r->h_decoded++;
             if (sp_engine_admit(r->eng, ev) == SP_ERR_LATE) {
                 r->h_late++;
+                late_event(r, ps, m, ev->i[SP_I_EVENT_TIME]);
                 dead_letter(r, m, SP_DLQ_LATE, "window already closed");
             } else {
                 sp_str_t id = ev->s[SP_S_EVENT_ID];
