@@ -10,18 +10,11 @@ test_alerts_e2e) raise their alert end to end, read back with kcat:
 Each runs its own broker, Redis and pipeline, JSON alerts."""
 
 import json
-import subprocess
 
 import harness as H
 
 M = 60_000
 HR = 60 * M
-
-
-def kcat_alerts(bootstrap):
-    p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", H.TOPIC_ALERTS, "-e", "-q", "-f",
-                        "%s\n"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    return [json.loads(x) for x in p.stdout.decode().splitlines() if x.strip()]
 
 
 class Scenario(H.SPTestCase):
@@ -63,7 +56,7 @@ class Scenario(H.SPTestCase):
             return (mark is not None and int(mark) >= H.floor_to(last, HR)
                     and r.hlen(f"sp:{{{cls.NS}}}:alerts:outbox") == 0)
         H.wait_until(settled, 60, 0.25, "every window evaluated, outbox drained")
-        cls.alerts = kcat_alerts(cls.broker.bootstrap)
+        cls.alerts = [a for _, a in H.kcat_json_alerts(cls.broker.bootstrap)]
         cls.term_rc = pipe.terminate(20)
         print("alerts:", json.dumps([(a["state"], a["dimension"],
                                       (a["window_start"] - start) / HR, a["summary"])
