@@ -1414,14 +1414,57 @@ class HandmadeAlerts(SPTestCase):
                 out += [(ru["name"], dim) + x for x in rule_lifecycle(ru, vals, cls.M)]
         return sorted(out, key=str)
 
-    @staticmethod
-    def observed(alerts):
-        """Sorted [(rule, dimension, state, window_start, alert window)] of
-        JSON alerts, the alert window read from the alert_id (checked
-        against the fingerprint and state)."""
-        out = []
-        for a in alerts:
-            fp, state, w = a["alert_id"].split(":")
-            assert (fp, state) == (a["fingerprint"], a["state"]), a
-            out.append((a["rule"], a["dimension"], a["state"], a["window_start"], int(w)))
-        return sorted(out, key=str)
+
+def alert_transitions(alerts):
+    """Sorted [(rule, dimension, state, window_start, alert window)] of JSON
+    alerts, the alert window read from the alert_id (checked against the
+    fingerprint and state)."""
+    out = []
+    for a in alerts:
+        fp, state, w = a["alert_id"].split(":")
+        assert (fp, state) == (a["fingerprint"], a["state"]), a
+        out.append((a["rule"], a["dimension"], a["state"], a["window_start"], int(w)))
+    return sorted(out, key=str)
+
+
+def rule_window_value(rule, h, dim, sample_field=None):
+    """The value of a rule's metric in the window hash h for the dimension
+    dim ("carrier=dhl"; "" overall), as docs/ALERTS.md defines it, or None
+    when the window decides nothing: a ratio absent (denominator 0), a
+    `<hist>_mean` without count, a sample below min_samples. The sample is
+    the field sample_field (a ratio's denominator), the histogram's count,
+    or the counter itself."""
+    field = rule["metric"].split(".", 1)[1]
+    sfx = f"|{dim}" if dim else ""
+    if field.endswith("_mean"):
+        base = field[:-len("_mean")]
+        n = float(h.get(f"{base}_count{sfx}", 0))
+        if n <= 0:
+            return None
+        v = float(h.get(f"{base}_sum{sfx}", 0)) / n
+    else:
+        raw = h.get(field + sfx)
+        if raw is None:
+            return None
+        v = float(raw)
+        n = float(h.get(sample_field + sfx, 0)) if sample_field else v
+    return v if n >= rule.get("min_samples", 0) else None
+
+
+def expected_alerts_of_windows(rule, windows, window_ms, sample_field=None):
+    """Sorted [(rule, dimension, state, window_start, alert window)] that an
+    above-rule must emit for the closed windows {start: hash} (consecutive),
+    per dimension value of its `by` (or overall), from rule_window_value and
+    rule_lifecycle."""
+    field = rule["metric"].split(".", 1)[1]
+    scan = field[:-len("_mean")] + "_count" if field.endswith("_mean") else field
+    by = rule.get("by") or []
+    dims = {""} if not by else {
+        k.split("|", 1)[1] for h in windows.values() for k in h
+        if k.startswith(scan + "|") and k.split("|", 1)[1].split("=")[0] in by}
+    out = []
+    for dim in sorted(dims):
+        vals = [(s, rule_window_value(rule, windows[s], dim, sample_field))
+                for s in sorted(windows)]
+        out += [(rule["name"], dim or None) + x for x in rule_lifecycle(rule, vals, window_ms)]
+    return sorted(out, key=str)

@@ -65,7 +65,7 @@ class Outage(H.HandmadeAlerts):
         self.assertEqual(self.down, [(want, 0)] * 2)
 
     def test_every_alert_once_after_the_outage(self):
-        got = self.observed([a for _, a in self.msgs])
+        got = H.alert_transitions([a for _, a in self.msgs])
         self.assertEqual(got, self.expected(len(self.PLAN)))
         for key, a in self.msgs:
             self.assertEqual(key, a["fingerprint"])
