@@ -560,6 +560,10 @@ void sp_alerter_destroy(sp_alerter_t *al, sp_store_t *st, int timeout_ms) {
         rd_kafka_poll(al->rk, 20);
         ob_pump(al);
     }
+    /* what is still out stays in the outbox: purged, so that its delivery
+     * reports come (and free their ids) before the producer goes */
+    rd_kafka_purge(al->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(al->rk, 1000);
     if (st) { /* what was acknowledged leaves the outbox now */
         const char *acked[256];
         int na = 0;
