@@ -1255,8 +1255,8 @@ def rule_lifecycle(rule, values, window_ms):
     windows (value None: no decision). Returns [(state, window_start,
     alert_window)], alert_window being the window in the alert_id (the one
     that fired, for FIRING and its repeats; the resolving one for RESOLVED).
-    Only `above`, `resolve_below`, `for` and `repeat_every` (in window
-    multiples of window_ms) are modelled."""
+    Only `above`, `resolve_below`, `for` and `repeat_every` (event time:
+    window ends) are modelled."""
     above = rule["above"]
     resolve = rule.get("resolve_below", above)
     need = rule.get("for", 1)
