@@ -25,6 +25,7 @@ typedef struct outbox {
     char alert_id[128]; /* the outbox field: "<alert_id>@<window_start>" (a
                          * repeat has its alert's id, in a later window) */
     char fingerprint[32];
+    int64_t window_start; /* of the message (after '@'): the outbox's order */
     char *json; /* the alert as stored */
     int inflight;
     int acked;
@@ -43,8 +44,9 @@ struct sp_alerter {
 
     astate_t *st;
     int nst, capst;
-    outbox_t *ob;
+    outbox_t *ob; /* in window order (see ob_pump) */
     int nob, capob;
+    const char **heads; /* ob_pump's fingerprints seen, capob of them */
     sp_alerter_stats_t stats;
     int reload; /* a write failed: the in-memory state is ahead of Redis */
 };
@@ -114,15 +116,61 @@ static int ob_add(sp_alerter_t *al, const char *id, const char *fp, const char *
         outbox_t *n = realloc(al->ob, (size_t)nc * sizeof(*n));
         if (!n) return -1;
         al->ob = n;
+        const char **h = realloc(al->heads, (size_t)nc * sizeof(*h));
+        if (!h) return -1;
+        al->heads = h;
         al->capob = nc;
     }
     outbox_t *o = &al->ob[al->nob];
     memset(o, 0, sizeof(*o));
     snprintf(o->alert_id, sizeof(o->alert_id), "%s", id);
     snprintf(o->fingerprint, sizeof(o->fingerprint), "%s", fp);
+    const char *at = strrchr(id, '@');
+    o->window_start = at ? strtoll(at + 1, NULL, 10) : 0;
     if (!(o->json = strdup(json))) return -1;
     al->nob++;
     return 0;
+}
+
+static int ob_cmp(const void *a, const void *b) {
+    const outbox_t *x = a, *y = b;
+    if (x->window_start != y->window_start) return x->window_start < y->window_start ? -1 : 1;
+    return strcmp(x->alert_id, y->alert_id);
+}
+
+/* The outbox as read from Redis (hash order) into window order. */
+static void ob_sort(sp_alerter_t *al) {
+    if (al->nob > 1) qsort(al->ob, (size_t)al->nob, sizeof(*al->ob), ob_cmp);
+}
+
+/* Produce what is due, oldest first, one message per alert series
+ * (fingerprint) at a time: a series' next message waits until the broker
+ * acknowledged the one before it. So the messages of a series reach its
+ * partition in the order of their windows, whatever failed and was retried,
+ * or was produced again at a start (the outbox is kept in window order:
+ * sorted when read, appended as evaluated, removals keep the order). */
+static void ob_pump(sp_alerter_t *al) {
+    int64_t now = sp_clock_mono_ms();
+    int nh = 0;
+    for (int i = 0; i < al->nob; i++) {
+        outbox_t *o = &al->ob[i];
+        if (o->acked) continue;
+        int later = 0; /* an older message of its series is not acknowledged */
+        for (int k = 0; k < nh && !later; k++)
+            later = !strcmp(al->heads[k], o->fingerprint);
+        if (later) continue;
+        al->heads[nh++] = o->fingerprint;
+        if (o->inflight || (o->retry_at && now < o->retry_at)) continue;
+        o->retry_at = 0;
+        produce(al, o);
+    }
+}
+
+static int ob_inflight(const sp_alerter_t *al) {
+    int n = 0;
+    for (int i = 0; i < al->nob; i++)
+        n += al->ob[i].inflight;
+    return n;
 }
 
 /* ---- state --------------------------------------------------------------- */
@@ -237,7 +285,8 @@ int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *e
     int rc = sp_store_hgetall(st, keys, 2, load_state_cb, al, errstr, errstr_size);
     if (rc != SP_OK) return rc;
     if (al->nob) sp_log(SP_LOG_INFO, "alerts: %d in the outbox, producing them again", al->nob);
-    for (int i = 0; i < al->nob; i++) produce(al, &al->ob[i]);
+    ob_sort(al);
+    ob_pump(al);
     return SP_OK;
 }
 
@@ -414,7 +463,7 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
                                    errstr_size)) != SP_OK)
             return rc;
         al->reload = 0;
-        for (int i = 0; full && i < al->nob; i++) produce(al, &al->ob[i]);
+        if (full) ob_sort(al); /* produced again below */
     }
 
     /* 1. acknowledged alerts leave the outbox */
@@ -425,14 +474,16 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
     if (na) {
         sp_hwrite_t w = {al->outbox_key, 1, na, acked, NULL};
         if ((rc = sp_store_hwrite(st, &w, 1, errstr, errstr_size)) != SP_OK) return rc;
-        for (int i = al->nob - 1; i >= 0; i--) {
-            int gone = 0;
-            for (int k = 0; k < na && !gone; k++) gone = acked[k] == al->ob[i].alert_id;
-            if (!gone) continue;
-            al->stats.emitted++;
-            free(al->ob[i].json);
-            al->ob[i] = al->ob[--al->nob]; /* from the top: what moves down is kept */
+        int kept = 0, seen = 0; /* the first na acknowledged ones are gone; order kept */
+        for (int i = 0; i < al->nob; i++) {
+            if (al->ob[i].acked && seen++ < na) {
+                al->stats.emitted++;
+                free(al->ob[i].json);
+                continue;
+            }
+            al->ob[kept++] = al->ob[i];
         }
+        al->nob = kept;
     }
 
     /* 2. closed windows not evaluated yet */
@@ -479,7 +530,6 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
                 rc = SP_ERR_NOMEM;
                 break;
             }
-            produce(al, ob_find(al, outbox.f[i]));
         }
     }
     wb_free(&state);
@@ -490,13 +540,8 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
         return rc;
     }
 
-    /* 3. retries */
-    int64_t now = sp_clock_mono_ms();
-    for (int i = 0; i < al->nob; i++)
-        if (!al->ob[i].inflight && !al->ob[i].acked && al->ob[i].retry_at && now >= al->ob[i].retry_at) {
-            al->ob[i].retry_at = 0;
-            produce(al, &al->ob[i]);
-        }
+    /* 3. what is due: new messages, retries, successors of acknowledged ones */
+    ob_pump(al);
     al->stats.pending = al->nob;
     return SP_OK;
 }
@@ -509,7 +554,16 @@ void sp_alerter_stats(const sp_alerter_t *al, sp_alerter_stats_t *out) {
 void sp_alerter_destroy(sp_alerter_t *al, sp_store_t *st, int timeout_ms) {
     char err[256];
     if (!al) return;
-    rd_kafka_flush(al->rk, timeout_ms);
+    /* until nothing is in flight: the acknowledged ones' successors too */
+    int64_t deadline = sp_clock_mono_ms() + timeout_ms;
+    while (ob_inflight(al) && sp_clock_mono_ms() < deadline) {
+        rd_kafka_poll(al->rk, 20);
+        ob_pump(al);
+    }
+    /* what is still out stays in the outbox: purged, so that its delivery
+     * reports come (and free their ids) before the producer goes */
+    rd_kafka_purge(al->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(al->rk, 1000);
     if (st) { /* what was acknowledged leaves the outbox now */
         const char *acked[256];
         int na = 0;
@@ -523,6 +577,7 @@ void sp_alerter_destroy(sp_alerter_t *al, sp_store_t *st, int timeout_ms) {
     rd_kafka_destroy(al->rk);
     for (int i = 0; i < al->nob; i++) free(al->ob[i].json);
     free(al->ob);
+    free(al->heads);
     free(al->st);
     free(al);
 }

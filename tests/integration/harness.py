@@ -898,16 +898,17 @@ def fault_config(path, ns, bootstrap, redis_port, group_id, batch_max=500, extra
                         idle_timeout="1h", extra=ext)
 
 
-def produce_sentinels(bootstrap, t_end, topics=INPUT_TOPICS):
+def produce_sentinels(bootstrap, t_end, topics=INPUT_TOPICS, prefix="fm-sentinel"):
     """One valid event at t_end in EVERY partition of the input topics, after
     the generated traffic: with idle_timeout long, the watermark of every run
     ends at exactly t_end - max_out_of_orderness, whatever its history, and
-    every window before t_end - 1h - lateness is final."""
+    every window before t_end - 1h - lateness is final. Calls that move the
+    watermark again need a prefix of their own (event ids are deduplicated)."""
     highs = high_watermarks(bootstrap, topics)
     s = Sender(bootstrap)
     promised = t_end + 3 * 86_400_000
     for (topic, p) in sorted(highs):
-        tag = f"fm-sentinel-{topic.rsplit('.', 1)[-1]}-{p}"
+        tag = f"{prefix}-{topic.rsplit('.', 1)[-1]}-{p}"
         if topic == TOPIC_CLICKSTREAM:
             v = encode("clickstream", click(tag, t_end, "PAGE_VIEW", f"{tag}-s", "web", "desktop",
                                             "US"))
@@ -1225,3 +1226,262 @@ class FaultCase(SPTestCase):
         for name, snap in (("reference", self.snap_ref), ("disturbed", self.snap)):
             self.assertNotIn("offset_gaps", snap["health_all"], name)
             self.assertNotIn("late_events", snap["health_all"], name)
+
+
+# ---------------------------------------------------------------------------
+# alerts (tests/integration/test_alerts_*.py)
+
+
+def kcat_alerts(bootstrap, topic=TOPIC_ALERTS):
+    """[(key, value)] of every message on the alert topic, read with kcat (an
+    independent consumer), values as text; [] when the topic is empty."""
+    p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f",
+                        "%k\t%s\n"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    out = []
+    for line in p.stdout.decode().splitlines():
+        if line.strip():
+            key, _, val = line.partition("\t")
+            out.append((key, val))
+    return out
+
+
+def kcat_json_alerts(bootstrap, topic=TOPIC_ALERTS):
+    """[(key, alert)] of a topic of JSON alerts (alerting.format: json)."""
+    return [(k, json.loads(v)) for k, v in kcat_alerts(bootstrap, topic)]
+
+
+def topic_size(bootstrap, topic):
+    """Messages on a topic (sum of its partitions' high watermarks; 0 when
+    the topic does not exist yet)."""
+    return sum(high_watermarks(bootstrap, [topic]).values())
+
+
+def outbox_len(r, ns):
+    return r.hlen(f"sp:{{{ns}}}:alerts:outbox")
+
+
+def alerts_evaluated_through(r, ns, rule):
+    """Start of the newest window the rule was evaluated on (None: none)."""
+    v = r.hget(f"sp:{{{ns}}}:alerts:state", rule)
+    return None if v is None else int(v)
+
+
+def rule_lifecycle(rule, values, window_ms):
+    """The alert messages docs/ALERTS.md defines for one series of an
+    above-rule: values = [(window_start, value)] of consecutive closed
+    windows (value None: no decision). Returns [(state, window_start,
+    alert_window)], alert_window being the window in the alert_id (the one
+    that fired, for FIRING and its repeats; the resolving one for RESOLVED).
+    Only `above`, `resolve_below`, `for` and `repeat_every` (event time:
+    window ends) are modelled."""
+    above = rule["above"]
+    resolve = rule.get("resolve_below", above)
+    need = rule.get("for", 1)
+    every = parse_duration_ms(rule.get("repeat_every", "1h"))
+    out, phase, count, fired, last_end = [], "inactive", 0, None, None
+    for start, v in values:
+        if v is None:
+            continue
+        end = start + window_ms
+        bad, good = v > above, v <= resolve
+        if phase != "firing":
+            if not bad:
+                phase, count = "inactive", 0
+                continue
+            count += 1
+            if count < need:
+                phase = "pending"
+                continue
+            phase, fired, last_end = "firing", start, end
+            out.append(("FIRING", start, start))
+        elif good:
+            out.append(("RESOLVED", start, start))
+            phase, count = "inactive", 0
+        elif every > 0 and end - last_end >= every:
+            last_end = end
+            out.append(("FIRING", start, fired))
+    return out
+
+
+def parse_duration_ms(d):
+    """"90s", "3m", "1h", "2d", "0s" -> milliseconds."""
+    unit = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", str(d).strip())
+    if not m:
+        raise ValueError(f"bad duration {d!r}")
+    return int(m.group(1)) * unit[m.group(2)]
+
+
+def rfc3339_ms(ms):
+    """Epoch ms as RFC 3339 UTC, whole seconds without a fraction."""
+    t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+    return t + ("Z" if ms % 1000 == 0 else f".{ms % 1000:03d}Z")
+
+
+class HandmadeAlerts(SPTestCase):
+    """Hand-made failed payments in consecutive 1-minute windows from T0 (an
+    hour boundary two hours ago), for alert rules on funnel.payments_failed
+    (a counter: its own sample, 0 when absent). PLAN[i] = {device: failed
+    payments in window i}. Windows close on event time only
+    (idle_timeout 1h): feed(lo, hi) produces windows [lo, hi) and then one
+    event in every partition of the input topics 70 s after window hi-1
+    ends, so windows < hi close and window hi stays open for the next feed.
+    The expected alerts come from the per-window counts and
+    rule_lifecycle()."""
+
+    NS = None
+    FORMAT = "json"
+    EXTRA = None  # more config
+    RULES = [
+        {"name": "payment_failures", "metric": "funnel.payments_failed", "window": "1m",
+         "above": 2, "resolve_below": 1, "repeat_every": "3m", "severity": "critical",
+         "labels": {"team": "payments"}, "summary": "card payments failing"},
+        {"name": "payment_failures_by_device", "metric": "funnel.payments_failed",
+         "window": "1m", "above": 2, "for": 2, "by": ["device"], "repeat_every": "0s"},
+    ]
+    # overall 1 1 4 4 3 2 5 3 4 1 0 2 1: payment_failures fires at window 2,
+    # is repeated at 5 (2: between the thresholds, 3 min after) and 8, and
+    # resolves at 9; by device: mobile fires at 3 (the 2nd bad window) and
+    # resolves at 4, desktop fires at 8 and resolves at 9
+    PLAN = [{"desktop": 1}, {"mobile": 1}, {"mobile": 3, "desktop": 1}, {"mobile": 4},
+            {"mobile": 2, "desktop": 1}, {"mobile": 1, "desktop": 1},
+            {"mobile": 3, "desktop": 2}, {"desktop": 3}, {"mobile": 1, "desktop": 3},
+            {"desktop": 1}, {}, {"mobile": 1, "desktop": 1}, {"desktop": 1}]
+
+    M = 60_000
+
+    @classmethod
+    def setup_env(cls):
+        cls.T0 = floor_to(now_ms() - 2 * 3_600_000, 3_600_000)
+        cls.redis = cls.track(Redis(cls.tmp)).start()
+        cls.broker = cls.track(ControlledBroker(cls.tmp)).start()
+        extra = {"alerts": cls.RULES, "alerting": {"format": cls.FORMAT}}
+        for k, v in (cls.EXTRA or {}).items():
+            extra[k] = {**extra.get(k, {}), **v} if isinstance(v, dict) else v
+        cls.cfg = write_config(f"{cls.tmp}/sp.yaml", cls.NS, cls.broker.bootstrap,
+                               cls.redis.port, sizes=("1m",), idle_timeout="1h", extra=extra)
+        cls.fed = 0
+
+    @classmethod
+    def wstart(cls, i):
+        return cls.T0 + i * cls.M
+
+    @classmethod
+    def feed(cls, hi):
+        """Windows [fed, hi) of PLAN, then the events that close them."""
+        snd = Sender(cls.broker.bootstrap)
+        for i in range(cls.fed, hi):
+            n = 0
+            for device, k in sorted(cls.PLAN[i].items()):
+                for j in range(k):
+                    n += 1
+                    t, sid = cls.wstart(i) + n * 1000, f"hm-s{i}-{device}-{j}"
+                    for typ in ("PAYMENT_SUBMITTED", "PAYMENT_FAILED"):
+                        ev = checkout(f"hm-{typ}-{i}-{device}-{j}", t, typ, sid, "web", device,
+                                      "US", amount_cents=1000,
+                                      failure_reason="card_declined"
+                                      if typ == "PAYMENT_FAILED" else None)
+                        snd.send(TOPIC_CHECKOUT, encode("checkout", ev), key=sid.encode())
+        snd.flush()
+        produce_sentinels(cls.broker.bootstrap, cls.wstart(hi) + 70_000, prefix=f"hm-tick{hi}")
+        cls.fed = hi
+
+    @classmethod
+    def wait_evaluated(cls, hi, pipe, timeout=60):
+        """Every rule evaluated windows < hi (and the pipeline caught up)."""
+        r = cls.redis.client
+
+        def done():
+            pipe.assert_alive()
+            return all((alerts_evaluated_through(r, cls.NS, ru["name"]) or -1) >= cls.wstart(hi - 1)
+                       for ru in cls.RULES)
+        wait_until(done, timeout, 0.2, f"windows < {hi} evaluated")
+
+    @classmethod
+    def wait_outbox_empty(cls, pipe, timeout=60):
+        def empty():
+            pipe.assert_alive()
+            return outbox_len(cls.redis.client, cls.NS) == 0
+        wait_until(empty, timeout, 0.2, "the outbox drained")
+
+    @classmethod
+    def series(cls, rule, hi):
+        """{dimension or None: [(window_start, value)]} of windows [0, hi)
+        for a rule on funnel.payments_failed: overall, or per device from
+        the first window the device had failures in (afterwards a window
+        without any counts 0)."""
+        if not rule.get("by"):
+            return {None: [(cls.wstart(i), sum(cls.PLAN[i].values())) for i in range(hi)]}
+        assert rule["by"] == ["device"]
+        out = {}
+        for i in range(hi):
+            for d in cls.PLAN[i]:
+                out.setdefault(f"device={d}", [])
+            for d, vals in out.items():
+                vals.append((cls.wstart(i), cls.PLAN[i].get(d.partition("=")[2], 0)))
+        return out
+
+    @classmethod
+    def expected(cls, hi):
+        """Sorted [(rule, dimension, state, window_start, alert window)] of
+        windows [0, hi)."""
+        out = []
+        for ru in cls.RULES:
+            for dim, vals in cls.series(ru, hi).items():
+                out += [(ru["name"], dim) + x for x in rule_lifecycle(ru, vals, cls.M)]
+        return sorted(out, key=str)
+
+
+def alert_transitions(alerts):
+    """Sorted [(rule, dimension, state, window_start, alert window)] of JSON
+    alerts, the alert window read from the alert_id (checked against the
+    fingerprint and state)."""
+    out = []
+    for a in alerts:
+        fp, state, w = a["alert_id"].split(":")
+        assert (fp, state) == (a["fingerprint"], a["state"]), a
+        out.append((a["rule"], a["dimension"], a["state"], a["window_start"], int(w)))
+    return sorted(out, key=str)
+
+
+def rule_window_value(rule, h, dim, sample_field=None):
+    """The value of a rule's metric in the window hash h for the dimension
+    dim ("carrier=dhl"; "" overall), as docs/ALERTS.md defines it, or None
+    when the window decides nothing: a ratio absent (denominator 0), a
+    `<hist>_mean` without count, a sample below min_samples. The sample is
+    the field sample_field (a ratio's denominator), the histogram's count,
+    or the counter itself."""
+    field = rule["metric"].split(".", 1)[1]
+    sfx = f"|{dim}" if dim else ""
+    if field.endswith("_mean"):
+        base = field[:-len("_mean")]
+        n = float(h.get(f"{base}_count{sfx}", 0))
+        if n <= 0:
+            return None
+        v = float(h.get(f"{base}_sum{sfx}", 0)) / n
+    else:
+        raw = h.get(field + sfx)
+        if raw is None:
+            return None
+        v = float(raw)
+        n = float(h.get(sample_field + sfx, 0)) if sample_field else v
+    return v if n >= rule.get("min_samples", 0) else None
+
+
+def expected_alerts_of_windows(rule, windows, window_ms, sample_field=None):
+    """Sorted [(rule, dimension, state, window_start, alert window)] that an
+    above-rule must emit for the closed windows {start: hash} (consecutive),
+    per dimension value of its `by` (or overall), from rule_window_value and
+    rule_lifecycle."""
+    field = rule["metric"].split(".", 1)[1]
+    scan = field[:-len("_mean")] + "_count" if field.endswith("_mean") else field
+    by = rule.get("by") or []
+    dims = {""} if not by else {
+        k.split("|", 1)[1] for h in windows.values() for k in h
+        if k.startswith(scan + "|") and k.split("|", 1)[1].split("=")[0] in by}
+    out = []
+    for dim in sorted(dims):
+        vals = [(s, rule_window_value(rule, windows[s], dim, sample_field))
+                for s in sorted(windows)]
+        out += [(rule["name"], dim or None) + x for x in rule_lifecycle(rule, vals, window_ms)]
+    return sorted(out, key=str)

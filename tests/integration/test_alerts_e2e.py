@@ -26,7 +26,6 @@ Expected, from the definitions (docs/ALERTS.md):
     pipeline on the same Redis emits nothing new (state in Redis)."""
 
 import json
-import subprocess
 import time
 
 import harness as H
@@ -43,17 +42,6 @@ RULES = [
      "above": 0.5, "min_samples": 10, "for": 2, "by": ["device"]},
     {"name": "no_orders", "metric": "funnel.orders", "window": "5m", "absent_for": "10m"},
 ]
-
-
-def kcat_messages(bootstrap, topic):
-    p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f",
-                        "%k\t%s\n"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    out = []
-    for line in p.stdout.decode().splitlines():
-        if line.strip():
-            key, _, val = line.partition("\t")
-            out.append((key, json.loads(val)))
-    return out
 
 
 class AlertsEndToEnd(H.SPTestCase):
@@ -85,13 +73,13 @@ class AlertsEndToEnd(H.SPTestCase):
             return r.hlen(f"sp:{{{NS}}}:alerts:outbox") == 0 and mark is not None and \
                 int(mark) >= start + 105 * M
         H.wait_until(settled, 60, 0.25, "windows after the traffic evaluated, outbox drained")
-        cls.msgs = kcat_messages(cls.broker.bootstrap, H.TOPIC_ALERTS)
+        cls.msgs = H.kcat_json_alerts(cls.broker.bootstrap)
         cls.term_rc = cls.pipe.terminate(20)
         # a restart on the same Redis: nothing new
         cls.pipe2 = cls.track(H.Pipeline(cls.tmp, cfg, name="pipeline2")).start()
         time.sleep(8)
         cls.pipe2.assert_alive()
-        cls.msgs_after = kcat_messages(cls.broker.bootstrap, H.TOPIC_ALERTS)
+        cls.msgs_after = H.kcat_json_alerts(cls.broker.bootstrap)
         cls.term_rc2 = cls.pipe2.terminate(20)
         print("alerts:", json.dumps([(m["rule"], m["state"], m["dimension"],
                                       (m["window_start"] - start) // M, m["summary"])
