@@ -26,8 +26,9 @@
  *    is the same alert again: same alert_id).
  *  - contributors (overall rules): every dimension value in the window's
  *    hash, scored by how much of the overall change it explains: share of
- *    the sample x distance of its own value from the reference (threshold
- *    or baseline) in the bad direction; the top ones are named. */
+ *    the sample x distance, in the bad direction, of its own value from the
+ *    rest of the window (ratios, means) or from the reference (counters,
+ *    percentiles); the top ones are named. */
 #include "aggregators/rules.h"
 
 #include <math.h>
@@ -597,9 +598,14 @@ static void fmt_num(double v, char *buf, size_t size) {
 }
 
 /* Contributors of an overall rule: dimension values of the window scored
- * by share x badness against ref. */
-static void contributors(const sp_rule_t *r, const sp_window_view_t *w, double ref, double total,
-                         sp_alert_t *a) {
+ * by share x badness. For a ratio or a mean (an average over its sample)
+ * the badness is the value's distance from the rest of the window (the
+ * overall without this value's sample): how far the overall would move if
+ * this value behaved like the others. So a value that holds the whole
+ * sample (every event is channel=web) explains nothing, and the device an
+ * incident hit stands out. For counters and percentiles, against ref. */
+static void contributors(const sp_rule_t *r, const sp_window_view_t *w, double ref,
+                         double overall, double total, sp_alert_t *a) {
     /* per value: the field itself; for a percentile or a mean, the value's
      * own mean (percentiles are kept overall only) */
     char scan[128];
@@ -611,6 +617,9 @@ static void contributors(const sp_rule_t *r, const sp_window_view_t *w, double r
     size_t fl = strlen(scan);
     a->ncontrib = 0;
     if (r->kind == SP_RULE_ABSENT || !(total > 0)) return;
+    char sample[128];
+    sample_of(r, sample, sizeof(sample));
+    int average = sample[0] && !is_percentile(r);
     double score[SP_ALERT_CONTRIB_MAX] = {0};
     for (int i = 0; i < w->n; i++) {
         const char *f = w->fields[i];
@@ -619,8 +628,13 @@ static void contributors(const sp_rule_t *r, const sp_window_view_t *w, double r
         if (!strchr(key, '=') || strlen(key) >= sizeof(a->contrib[0].dimension)) continue;
         double v;
         if (hl ? !get_mean(w, r->field, hl, key, &v) : !get_num(w, r->field, key, &v)) continue;
-        double n = sample_size(r, w, key, v), share = n / total;
-        double sc = share * badness(r, v, ref);
+        double n = sample_size(r, w, key, v), share = n / total, sc;
+        if (average) {
+            if (!(total - n > 0.5)) continue; /* the whole sample: no contrast */
+            sc = share * badness(r, v, (overall * total - v * n) / (total - n));
+        } else {
+            sc = share * badness(r, v, ref);
+        }
         if (!(sc > 0)) continue;
         int at = a->ncontrib;
         while (at > 0 && score[at - 1] < sc) at--;
@@ -703,7 +717,7 @@ static void message(const sp_rule_t *r, const char *key, const sp_window_view_t 
     a->emitted_at_ms = now_ms;
     a->nlabels = r->nlabels;
     memcpy(a->labels, r->labels, sizeof(a->labels));
-    if (!resolved && !*key && has_value) contributors(r, w, ref, n, a);
+    if (!resolved && !*key && has_value) contributors(r, w, ref, value, n, a);
     summary(r, key, a, ref, st->absent_ms);
 }
 

@@ -316,7 +316,8 @@ static void test_by_and_contributors(void **state) {
                         "sessions|channel=web=500 conversion_rate|channel=web=0.02 "
                         "sessions|channel=app=480 conversion_rate|channel=app=0.002 "
                         "sessions|channel=__other__=20 conversion_rate|channel=__other__=0.01 "
-                        "sessions|device=mobile=10 conversion_rate|device=mobile=0";
+                        "sessions|device=mobile=10 conversion_rate|device=mobile=0 "
+                        "sessions|country=DE=1000 conversion_rate|country=DE=0.011";
     sp_window_view_t *v = mkwin(&w, 5 * MIN, 0, pairs);
     int n = sp_rule_keys(&r, v, keys, 8);
     assert_int_equal(n, 3);
@@ -338,7 +339,9 @@ static void test_by_and_contributors(void **state) {
     assert_int_equal(a.sample_size, 480);
     assert_int_equal(a.ncontrib, 0); /* per-value alerts name no contributors */
 
-    /* overall: app explains most (48 % x 0.013), then __other__, device=mobile */
+    /* overall: app explains most (48 % x 0.0173, its distance from the rest
+     * of the window), then device=mobile, __other__; country=DE holds every
+     * session, so it explains nothing and is not named */
     r.nby = 0;
     sp_rule_state_init(&st);
     assert_int_equal(sp_rule_eval(&r, "", v, &st, 1, &a), 1);
