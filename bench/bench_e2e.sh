@@ -25,7 +25,7 @@
 # Why this shape: the data is produced once (producing dominates the set-up),
 # every run uses a fresh group and a flushed Redis, so runs are independent.
 # Every process started here is tracked by pid and stopped on exit (trap),
-# and the temp directory is removed.
+# and the temp directory is removed (bench_lib.sh).
 #
 # Usage: bench/bench_e2e.sh [BUILD_DIR] (default /tmp/build-bench)
 # Env: N (400000), RUNS (3), PARTS (16), RATE (50).
@@ -45,29 +45,8 @@ for b in "$SP" "$BARE" "$WAIT"; do
     [ -x "$b" ] || { echo "missing $b: build with cmake --build $BUILD" >&2; exit 2; }
 done
 
-TMP=$(mktemp -d /tmp/sp-bench-e2e.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
-    done
-    echo "no free port" >&2; exit 1
-}
+. "$REPO/bench/bench_lib.sh" # bench_init, bench_start_redis, bench_start_broker
+bench_init sp-bench-e2e
 
 stop_pid() { # pid: SIGTERM, wait up to 15 s, then SIGKILL
     local p=$1
@@ -84,20 +63,11 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "N=$N RUNS=$RUNS PARTS=$PARTS RATE=$RATE build=$BUILD"
 
 # ---- Redis ----
-RPORT=$(free_port)
-mkdir -p "$TMP/redis"
-redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no --dir "$TMP/redis" \
-    --logfile "$TMP/redis/redis.log" &
-PIDS+=($!)
-RCLI=(redis-cli -h 127.0.0.1 -p "$RPORT")
-for _ in $(seq 100); do "${RCLI[@]}" PING >/dev/null 2>&1 && break; sleep 0.05; done
+bench_start_redis
 
 # ---- broker ----
 cd "$REPO" # schemas/ relative to the repository
-"$SP" broker --partitions "$PARTS" --bootstrap-file "$TMP/bootstrap" >"$TMP/broker.out" 2>"$TMP/broker.err" &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$TMP/bootstrap" ] && break; sleep 0.1; done
-[ -s "$TMP/bootstrap" ] || { echo "broker did not start" >&2; cat "$TMP/broker.err" >&2; exit 1; }
+bench_start_broker "$SP" "$PARTS"
 
 # ---- produce once ----
 NOW_MS=$(($(date +%s) * 1000))
@@ -109,20 +79,8 @@ T1=$(date +%s.%N)
 echo "produced $N messages in $(echo "$T1 - $T0" | bc) s: $(tail -1 "$TMP/gen.err")"
 
 write_cfg() { # file group
-    cat >"$1" <<EOF
-namespace: store
-kafka:
-  bootstrap.servers: $(cat "$TMP/bootstrap")
-  group.id: $2
-  session.timeout.ms: 6000
-  heartbeat.interval.ms: 500
-redis:
-  host: 127.0.0.1
-  port: $RPORT
-schemas:
-  dir: $REPO/schemas
-embedded:
-  partitions: $PARTS
+    bench_write_config "$1" "$2" store "$PARTS"
+    cat >>"$1" <<EOF
 pipeline:
   batch_max: ${BATCH:-10000}
 log:
@@ -146,10 +104,10 @@ for i in $(seq "$RUNS"); do
     write_cfg "$TMP/cfg.$i.yaml" "bench-sp-$i-$$"
     "$WAIT" --port "$RPORT" --count "$N" --partitions "$PARTS" --timeout 300 >"$TMP/wait.$i" &
     WPID=$!
-    PIDS+=($WPID)
+    PIDS+=("$WPID")
     "$SP" run -c "$TMP/cfg.$i.yaml" >"$TMP/run.$i.out" 2>"$TMP/run.$i.err" &
     RPID=$!
-    PIDS+=($RPID)
+    PIDS+=("$RPID")
     wait "$WPID" || { echo "pipeline did not reach $N:" >&2; tail -20 "$TMP/run.$i.err" >&2; exit 1; }
     STATS=$("${RCLI[@]}" INFO commandstats | tr -d '\r')
     COMMITS=$("${RCLI[@]}" HGET 'sp:{store}:health' commits | tr -d '\r')
