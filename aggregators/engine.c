@@ -21,7 +21,7 @@
  *    want() creates a placeholder for keys not in memory; the run loop fetches
  *    them in one MGET and hands the values to fetched(). Entities changed in a
  *    batch are written in its commit; cold clean ones are evicted past
- *    state.cache_max.
+ *    state.cache_max, and any unused for state.cache_idle of event time.
  *  - Interned dimension values: small integer ids so a window's per-dimension
  *    tables compare ids, not strings. At most INTERN_MAX values; past that a
  *    value is counted as __other__ (id 0).
@@ -98,6 +98,7 @@ struct sp_engine {
     int npart, part_cap;
     int last_part;
     int64_t watermark; /* INT64_MIN until known */
+    int64_t use_et;    /* event time of the event being applied (INT64_MIN: none) */
     int64_t now_ms;    /* wall time of the last advance() */
 
     /* windows */
@@ -296,6 +297,7 @@ sp_engine_t *sp_engine_new(const sp_config_t *cfg, char *errstr, size_t errstr_s
         e->kind_prefix_len[k] = n > 0 ? (size_t)n : 0;
     }
     e->watermark = INT64_MIN;
+    e->use_et = INT64_MIN;
     e->icap = 1024;
     e->ihash = calloc(e->icap, sizeof(*e->ihash));
     e->iid = calloc(e->icap, sizeof(*e->iid));
@@ -379,7 +381,7 @@ void sp_engine_reset(sp_engine_t *e) {
     windows_clear(e);
     e->npart = 0;
     e->last_part = 0;
-    e->watermark = INT64_MIN;
+    e->watermark = e->use_et = INT64_MIN;
     for (int i = 0; i < SP_MAX_WINDOWS; i++) {
         for (int f = 0; f < NFAM; f++) e->final_start[f][i] = -1;
         e->latest_start[i] = e->latest_committed[i] = e->first_start[i] = -1;
@@ -455,7 +457,14 @@ static void lru_unlink(sp_engine_t *e, sp_entity_t *en) {
     en->lprev = en->lnext = NULL;
 }
 
+/* An entity is used now: at the event time of the event being applied, or
+ * at the watermark (a timer), whichever is later. */
+static void entity_used(sp_engine_t *e, sp_entity_t *en) {
+    en->used_wm = e->use_et > e->watermark ? e->use_et : e->watermark;
+}
+
 static void lru_push_front(sp_engine_t *e, sp_entity_t *en) {
+    entity_used(e, en);
     en->lprev = NULL;
     en->lnext = e->lru_head;
     if (e->lru_head) e->lru_head->lprev = en;
@@ -568,6 +577,8 @@ sp_entity_t *sp_engine_entity(sp_engine_t *e, int kind, sp_str_t id) {
     if (en && en != e->lru_head) {
         lru_unlink(e, en);
         lru_push_front(e, en);
+    } else if (en) {
+        entity_used(e, en);
     }
     return en;
 }
@@ -780,6 +791,7 @@ int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev) {
         ws[i] = win_get(e, i, sp_engine_window_start(e, i, t));
         if (!ws[i]) return SP_ERR_NOMEM;
     }
+    e->use_et = t;
     for (int f = 0; f < NFAM; f++) {
         void *fw[SP_MAX_WINDOWS];
         for (int i = 0; i < e->cfg->window_cnt; i++) {
@@ -788,13 +800,17 @@ int sp_engine_apply(sp_engine_t *e, const sp_event_t *ev) {
             if (!fw[i]) return SP_ERR_NOMEM;
         }
         int r = families[f]->apply(e, ev, fw);
-        if (r == SP_ERR_DUPLICATE) return r; /* a duplicate fact: no family counts it */
+        if (r == SP_ERR_DUPLICATE) { /* a duplicate fact: no family counts it */
+            e->use_et = INT64_MIN;
+            return r;
+        }
         if (r != SP_OK) rc = r;
     }
     for (int i = 0; i < e->cfg->window_cnt; i++) {
         ws[i]->dirty = 1;
         if (ws[i]->start > e->latest_start[i]) e->latest_start[i] = ws[i]->start;
     }
+    e->use_et = INT64_MIN;
     part_t *p = part_find(e, ev->topic_idx, ev->partition);
     if (p) {
         if (t > p->max_et) p->max_et = t;
@@ -825,7 +841,12 @@ void sp_engine_update_watermark(sp_engine_t *e, int64_t now_ms) {
         if (w < cand) cand = w;
     }
     if (e->npart > 0 && all_idle) cand = now_ms - cfg->max_out_of_orderness_ms;
-    if (e->npart > 0 && cand != INT64_MAX && cand > e->watermark) e->watermark = cand;
+    if (e->npart > 0 && cand != INT64_MAX && cand > e->watermark) {
+        if (e->watermark == INT64_MIN) /* the first one: entities used before it count from it */
+            for (sp_entity_t *en = e->lru_tail; en && en->used_wm == INT64_MIN; en = en->lprev)
+                en->used_wm = cand;
+        e->watermark = cand;
+    }
 }
 
 int sp_engine_close(sp_engine_t *e) {
@@ -1005,9 +1026,16 @@ int sp_engine_build_commit(sp_engine_t *e, sp_commit_t *c) {
     }
     e->nincr = 0;
 
-    /* Evict cold entities past the budget (all are clean now). */
+    /* Evict cold entities past the budget, and those unused for
+     * state.cache_idle of event time (all are clean now). The LRU list is
+     * in order of use, and the watermark never goes back, so the idle ones
+     * are at its tail. Their state stays in Redis: the next event or timer
+     * of one fetches it again. */
     while ((int64_t)e->nentities > cfg->state_cache_max && e->lru_tail)
         cache_remove(e, e->lru_tail);
+    if (e->watermark != INT64_MIN)
+        while (e->lru_tail && e->lru_tail->used_wm < e->watermark - cfg->state_cache_idle_ms)
+            cache_remove(e, e->lru_tail);
 
     if (e->watermark != INT64_MIN) sp_commit_gauge(c, "watermark_ms", e->watermark);
     sp_commit_gauge(c, "open_windows", sp_engine_open_windows(e));

@@ -35,6 +35,7 @@ typedef struct sp_entity {
     uint8_t deleted; /* to be removed from Redis */
     char *key;       /* full Redis key, NUL-terminated (points after data) */
     int64_t timer_at; /* timer score committed to Redis (-1: none) */
+    int64_t used_wm;  /* the watermark when last used (cache_idle) */
     _Alignas(8) unsigned char data[];
 } sp_entity_t;
 

@@ -221,6 +221,9 @@ static const opt_t opts[] = {
         "TTL of customer history in Redis (longer than metrics.retention.horizon)"),
     INT64("state.cache_max", state_cache_max, "1000000", 1, INT64_MAX,
           "entities kept in process memory (cold entries are evicted beyond this)"),
+    DUR("state.cache_idle", state_cache_idle_ms, "1h", 1,
+        "an entity not used for this long (event time: the watermark) leaves process memory; "
+        "its state stays in Redis"),
     INT("pipeline.batch_max", batch_max, "10000", 1, 10000000, "messages per batch"),
     DUR("pipeline.batch_timeout", batch_timeout_ms, "100ms", 1, "poll budget per batch"),
     DUR("pipeline.shutdown_timeout", shutdown_timeout_ms, "10s", 1,

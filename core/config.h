@@ -107,6 +107,7 @@ typedef struct sp_config {
     int64_t dedup_max_ids;
     int64_t state_ttl_ms;        /* entity state TTL in Redis (default 2d) */
     int64_t state_cache_max;     /* entities kept in process memory */
+    int64_t state_cache_idle_ms; /* evicted when unused this long (event time) */
     int64_t shipment_ttl_ms;     /* state.shipment_ttl (event time without news) */
     int64_t ticket_ttl_ms;       /* state.ticket_ttl */
     int64_t customer_ttl_ms;     /* state.customer_ttl */

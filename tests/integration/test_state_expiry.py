@@ -99,7 +99,8 @@ class StateExpiry(H.SPTestCase):
         cls.redis = cls.track(H.Redis(cls.tmp)).start()
         cls.broker = cls.track(H.Broker(cls.tmp, partitions=1)).start()
         extra = {
-            "state": {"ttl": "10m", "ticket_ttl": "1h", "shipment_ttl": "2h"},
+            "state": {"ttl": "10m", "ticket_ttl": "1h", "shipment_ttl": "2h",
+                      "cache_idle": "400d"},  # what is in memory is checked below
             "metrics": {"abandonment": {"abandon_after": "2m"}},
         }
         cfg = H.write_config(f"{cls.tmp}/sp.yaml", NS, cls.broker.bootstrap, cls.redis.port,

@@ -219,6 +219,46 @@ static void test_dimension_cap(void **state) {
     sp_clock_set_manual(-1);
 }
 
+/* state.cache_idle: entities unused for that long (event time) leave
+ * process memory; their state stays in Redis and comes back with their next
+ * event, so nothing is counted twice. */
+static void test_cache_idle(void **state) {
+    (void)state;
+    sp_config_t cfg;
+    char err[256];
+    cfg_for(&cfg, "idle");
+    cfg.state_cache_idle_ms = 10 * 60000;
+    sp_clock_set_manual(T0 + 3600000);
+    sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+    sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+    sp_engine_partition_add(e, 0, 0, -1, sp_clock_now_ms());
+    const char *g = "sp:{idle}:gauges", *f = "in_flight_entities|kind=session";
+    int64_t off = 0;
+
+    sp_event_t evs[2] = {
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0, "event_id=a1 session_id=s1 channel=web device=desktop country=US"),
+        mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0, "event_id=a2 session_id=s2 channel=web device=desktop country=US")};
+    batch(e, st, evs, 2, &off);
+    ASSERT_FIELD(g, f, "2");
+
+    /* 20 minutes later (watermark T0 + 20m - 5s): s1 and s2 are idle */
+    evs[0] = mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 20 * 60000,
+                "event_id=a3 session_id=s3 channel=web device=desktop country=US");
+    batch(e, st, evs, 1, &off);
+    ASSERT_FIELD(g, f, "1");
+
+    /* s1 again, within its session timeout: its state comes back from
+     * Redis, so it is not a new session */
+    evs[0] = mk(SP_STREAM_CLICKSTREAM, SP_T_PAGE_VIEW, T0 + 21 * 60000,
+                "event_id=a4 session_id=s1 channel=web device=desktop country=US");
+    batch(e, st, evs, 1, &off);
+    ASSERT_FIELD(g, f, "2");
+    ASSERT_FIELD("sp:{idle}:funnel:1h:1793527200000", "sessions", "3");
+    sp_engine_destroy(e);
+    sp_store_destroy(st);
+    sp_clock_set_manual(-1);
+}
+
 /* Day windows follow the store's zone: Europe/Warsaw has a 23-hour day on
  * 2026-03-29 and a 25-hour day on 2026-10-25. */
 static void test_timezone_days(void **state) {
@@ -290,6 +330,7 @@ int main(void) {
         cmocka_unit_test(test_funnel_by_hand),
         cmocka_unit_test(test_watermark_rules),
         cmocka_unit_test(test_dimension_cap),
+        cmocka_unit_test(test_cache_idle),
         cmocka_unit_test(test_timezone_days),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
