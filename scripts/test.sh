@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install, build and run every test: the normal build (unit + integration),
-# an ASan+UBSan build (unit + integration) and the libFuzzer targets (clang),
+# an ASan+UBSan build (unit + integration), the libFuzzer targets (clang),
 # each run over its seed corpus for SP_FUZZ_SECONDS (default 15 s; longer
-# runs: docs/RELIABILITY.md).
+# runs: docs/RELIABILITY.md), and ten short integration tests again with
+# every storepulse process under valgrind memcheck (normal build; the whole
+# integration suite under valgrind: SP_VG_TESTS=all bash scripts/valgrind.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -20,3 +22,7 @@ CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_FUZZ=ON
   -DSP_FUZZ_SECONDS="${SP_FUZZ_SECONDS:-15}" >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzzers
 (cd build-fuzz && ctest --output-on-failure -L fuzz -j1)
+
+# valgrind: no error, no definite or indirect leak in any storepulse process
+# of ten short integration tests (docs/RELIABILITY.md, "Valgrind"; ~5.5 min)
+bash scripts/valgrind.sh build

@@ -7,6 +7,14 @@ environment. The harness starts real processes: redis-server, the
 port and temporary directory, and always cleans them up (also on failure).
 
 Set SP_KEEP_TMP=1 to keep the temporary directories (logs, configs) after a run.
+
+Set SP_VALGRIND=1 to run every `storepulse` process the harness starts (run,
+broker, gen, alerts, import-orders, check-config) under valgrind memcheck,
+each with its log in <tmpdir>/valgrind/valgrind-<name>-<pid>.log and the
+suppressions of tests/valgrind.supp; at the end of each test class the class
+fails if a log reports an error or a definite or indirect leak (the log is
+printed). Every harness timeout is multiplied by SP_TIMEOUT_SCALE (default 1,
+and 5 under valgrind). See docs/RELIABILITY.md, "Valgrind".
 """
 
 import contextlib
@@ -55,6 +63,11 @@ INPUT_TOPICS = [TOPIC_CLICKSTREAM, TOPIC_CHECKOUT, TOPIC_SHIPMENTS, TOPIC_SUPPOR
 SCHEMA_IDS = {1: "clickstream", 2: "checkout", 3: "shipment", 4: "support"}
 STREAM_SCHEMA_ID = {v: k for k, v in SCHEMA_IDS.items()}
 
+# valgrind (SP_VALGRIND=1) and the timeout multiplier; unset: no change at all
+VALGRIND = os.environ.get("SP_VALGRIND", "") not in ("", "0")
+TIMEOUT_SCALE = float(os.environ.get("SP_TIMEOUT_SCALE") or (5 if VALGRIND else 1))
+VALGRIND_SUPP = os.path.join(SP_SRC, "tests", "valgrind.supp")
+
 SIZE_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 
 # ---------------------------------------------------------------------------
@@ -71,9 +84,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def scaled(timeout):
+    """A timeout of the harness, times SP_TIMEOUT_SCALE (None stays None)."""
+    return None if timeout is None else timeout * TIMEOUT_SCALE
+
+
 def wait_until(predicate, timeout, interval=0.2, desc="condition"):
     """Poll predicate() until it returns a truthy value; return that value.
-    Raises AssertionError naming desc (and the last exception) on timeout."""
+    Raises AssertionError naming desc (and the last exception) on timeout.
+    timeout is scaled by SP_TIMEOUT_SCALE."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -105,6 +125,95 @@ def floor_to(ms, size_ms):
 
 
 # ---------------------------------------------------------------------------
+# valgrind (SP_VALGRIND=1)
+
+_vg_dir = None  # where the current test class's valgrind logs go
+
+
+def valgrind_dir():
+    """The valgrind log directory of the current test class (SPTestCase.make_env
+    sets it; a process-wide one otherwise)."""
+    global _vg_dir
+    if _vg_dir is None:
+        _vg_dir = tempfile.mkdtemp(prefix="sp-it-valgrind-")
+    os.makedirs(_vg_dir, exist_ok=True)
+    return _vg_dir
+
+
+def sp_argv(argv, name=None):
+    """argv of a process to start: under SP_VALGRIND=1 a storepulse command
+    runs under valgrind memcheck, its log named for name (default: the
+    subcommand) and the pid. Anything else is returned unchanged."""
+    argv = list(argv)
+    if not VALGRIND or not argv or argv[0] != SP_BIN:
+        return argv
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name or (argv[1] if len(argv) > 1 else "sp"))
+    vg = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+          "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+          "--track-fds=no", "--num-callers=30",
+          f"--log-file={os.path.join(valgrind_dir(), f'valgrind-{name}-%p.log')}"]
+    if os.path.exists(VALGRIND_SUPP):
+        vg.append(f"--suppressions={VALGRIND_SUPP}")
+    return vg + argv
+
+
+def sp_run(argv, timeout=None, name=None, **kw):
+    """subprocess.run of a storepulse command (under valgrind if enabled;
+    timeout scaled by SP_TIMEOUT_SCALE)."""
+    return subprocess.run(sp_argv(argv, name), timeout=scaled(timeout), **kw)
+
+
+_VG_ERRORS = re.compile(r"ERROR SUMMARY: ([0-9,]+) errors")
+_VG_LOST = re.compile(r"(definitely|indirectly) lost: ([0-9,]+) bytes in ([0-9,]+) blocks")
+_VG_ERROR_KINDS = ("Invalid read", "Invalid write", "Invalid free", "Mismatched free",
+                   "Conditional jump or move depends", "Use of uninitialised value",
+                   "Syscall param", "Source and destination overlap", "Argument 'size'")
+
+
+def valgrind_problems(d):
+    """[(log path, reason)] for each valgrind log under d reporting an error
+    or a definite/indirect leak. A log with no summary (the process was
+    SIGKILLed) is judged by the errors it reported before it died."""
+    out = []
+    if not d or not os.path.isdir(d):
+        return out
+    for fn in sorted(os.listdir(d)):
+        if not (fn.startswith("valgrind-") and fn.endswith(".log")):
+            continue
+        path = os.path.join(d, fn)
+        with open(path, errors="replace") as f:
+            text = f.read()
+        reasons = []
+        m = _VG_ERRORS.search(text)
+        if m:
+            n = int(m.group(1).replace(",", ""))
+            if n:
+                reasons.append(f"{n} errors")
+        else:
+            kinds = sorted({k for k in _VG_ERROR_KINDS if f"== {k}" in text})
+            if kinds:
+                reasons.append("no summary (killed), reported " + ", ".join(kinds))
+        for kind, nbytes, blocks in _VG_LOST.findall(text):
+            if int(nbytes.replace(",", "")):
+                reasons.append(f"{kind} lost {nbytes} bytes in {blocks} blocks")
+        if reasons:
+            out.append((path, "; ".join(reasons)))
+    return out
+
+
+def valgrind_report(problems, max_chars=20000):
+    """The failure text: each bad log, whole (up to max_chars)."""
+    parts = []
+    for path, why in problems:
+        with open(path, errors="replace") as f:
+            text = f.read()
+        if len(text) > max_chars:
+            text = text[:max_chars] + f"\n... ({len(text) - max_chars} more characters)"
+        parts.append(f"===== {os.path.basename(path)}: {why}\n{text}")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------
 # processes
 
 
@@ -123,6 +232,7 @@ class _Proc:
         self.history = []  # (what, rc)
 
     def _spawn(self, argv, env=None):
+        argv = sp_argv(argv, self.name)
         logf = open(self.log_path, "ab")
         logf.write(f"\n===== start {time.strftime('%H:%M:%S')}: {' '.join(argv)}\n".encode())
         logf.flush()
@@ -149,7 +259,9 @@ class _Proc:
         self.history.append(("kill9", self.proc.returncode if self.proc else None))
 
     def terminate(self, timeout=20):
-        """SIGTERM and wait; returns the exit code (kills on timeout)."""
+        """SIGTERM and wait; returns the exit code (kills on timeout).
+        timeout is scaled by SP_TIMEOUT_SCALE."""
+        timeout = scaled(timeout)
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -360,8 +472,8 @@ def gen(cfg, bootstrap_file, count, seed, start_time, rate=None, duplicates=None
         argv += ["--format", fmt]
     argv += list(extra_args)
     t0 = time.monotonic()
-    p = subprocess.run(argv, cwd=SP_SRC, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=timeout)
+    p = sp_run(argv, cwd=SP_SRC, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+               timeout=timeout)
     out = p.stdout.decode("utf-8", "replace")
     if log_path:
         with open(log_path, "a") as f:
@@ -587,6 +699,7 @@ def health(r, ns):
 def consume_all(bootstrap, topic, timeout=30, min_count=0):
     """Every message of topic, from the beginning, up to the high watermarks
     seen when called (polls up to timeout for at least min_count)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         highs = {tp: hi for tp, hi in high_watermarks(bootstrap, [topic]).items()}
@@ -630,13 +743,13 @@ class SPTestCase(unittest.TestCase):
 
     @classmethod
     def make_env(cls):
+        global _vg_dir
         cls._stack = contextlib.ExitStack()
         cls.tmp = tempfile.mkdtemp(prefix=f"sp-it-{cls.__name__}-")
-        if not os.environ.get("SP_KEEP_TMP"):
-            cls._stack.callback(shutil.rmtree, cls.tmp, True)
-        else:
+        if os.environ.get("SP_KEEP_TMP"):
             print(f"keeping {cls.tmp}", flush=True)
         cls._procs = []
+        cls.vg_dir = _vg_dir = os.path.join(cls.tmp, "valgrind") if VALGRIND else None
 
     @classmethod
     def track(cls, proc):
@@ -645,11 +758,28 @@ class SPTestCase(unittest.TestCase):
         return proc
 
     @classmethod
-    def close_env(cls):
+    def close_env(cls, check=True):
+        """Stop every process, judge the valgrind logs (SP_VALGRIND=1), remove
+        the temp dir. With check, a valgrind error or leak fails the class
+        (raises); without (setUpClass already failed), it is only printed."""
+        global _vg_dir
         stack = getattr(cls, "_stack", None)
-        if stack is not None:
+        if stack is None:
+            return
+        cls._stack = None
+        report = ""
+        try:
             stack.close()
-            cls._stack = None
+        finally:
+            if VALGRIND:
+                report = valgrind_report(valgrind_problems(cls.vg_dir))
+                _vg_dir = None
+                if report and not check:
+                    print(report, file=sys.stderr, flush=True)
+            if not os.environ.get("SP_KEEP_TMP"):
+                shutil.rmtree(cls.tmp, True)
+        if report and check:
+            raise AssertionError(f"{cls.__name__}: valgrind reported errors or leaks:\n{report}")
 
     @classmethod
     def setUpClass(cls):
@@ -660,7 +790,7 @@ class SPTestCase(unittest.TestCase):
             cls.scenario()
         except BaseException:
             cls.dump_logs()
-            cls.close_env()
+            cls.close_env(check=False)
             raise
 
     @classmethod
@@ -704,6 +834,13 @@ def main():
     class_errors = sum(1 for t, _ in result.errors if not isinstance(t, unittest.TestCase))
     failed = len(bad_tests) + class_errors + len(result.unexpectedSuccesses)
     passed = result.testsRun - len(bad_tests) - len(result.skipped) - len(result.unexpectedSuccesses)
+    if VALGRIND and _vg_dir:  # storepulse started outside a test class's environment
+        problems = valgrind_problems(_vg_dir)
+        if problems:
+            print(valgrind_report(problems), file=sys.stderr, flush=True)
+            failed += 1
+        if not os.environ.get("SP_KEEP_TMP"):
+            shutil.rmtree(_vg_dir, True)
     print(f"{passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed or (result.testsRun == 0 and not class_errors) else 0)
 
@@ -1041,7 +1178,7 @@ def wait_settled(r, ns, highs, watermark, timeout=120, pipelines=(), quiet=2.0):
                              f"watermark_ms="
                              f"{r.hget(f'sp:{{{ns}}}:gauges', 'watermark_ms')}") from None
     last = None
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:  # no commit for `quiet` seconds
         alive()
         # (every commit writes gauges; the lease's renewal writes nothing else)

@@ -87,8 +87,8 @@ class AlertsCli(H.SPTestCase):
         argv = [H.SP_BIN, "alerts", "-c", self.cfg, "--bootstrap-file",
                 self.broker.bootstrap_file, "--from-beginning", "--count", "3",
                 "--timeout", "20s", *extra]
-        p = subprocess.run(argv, cwd=H.SP_SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=60)
+        p = H.sp_run(argv, cwd=H.SP_SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr.decode())
         return p.stdout.decode().splitlines(), p.stderr.decode()
 
@@ -120,8 +120,8 @@ class AlertsCli(H.SPTestCase):
     def test_timeout_without_count(self):
         argv = [H.SP_BIN, "alerts", "-c", self.cfg, "-b", self.broker.bootstrap,
                 "--timeout", "2s"]
-        p = subprocess.run(argv, cwd=H.SP_SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=60)
+        p = H.sp_run(argv, cwd=H.SP_SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr.decode())
         self.assertEqual(p.stdout, b"")  # from the end: nothing new
 

@@ -84,8 +84,8 @@ COHORTS = {
 
 
 def run_import(cfg, path, timeout=120):
-    p = subprocess.run([H.SP_BIN, "import-orders", "-c", cfg, path], cwd=H.SP_SRC,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    p = H.sp_run([H.SP_BIN, "import-orders", "-c", cfg, path], cwd=H.SP_SRC,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
@@ -143,8 +143,8 @@ class ImportOrders(H.SPTestCase):
                                                      "u30,2025-07-01T08:00:00+02:00"])
         cls.rc6, cls.out6, cls.err6 = run_import(cls.cfg, cls.good)
         cls.cohorts6 = cohorts(r, cls.NS)
-        p = subprocess.run([H.SP_BIN, "import-orders", "--help"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=30)
+        p = H.sp_run([H.SP_BIN, "import-orders", "--help"], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, timeout=30)
         cls.help_rc, cls.help = p.returncode, p.stdout.decode()
 
     def test_exit_status_bad_lines(self):

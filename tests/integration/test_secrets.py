@@ -92,8 +92,8 @@ class EnvPipeline(H.Pipeline):
 
 
 def run_cmd(argv, env, timeout=60):
-    p = subprocess.run(argv, cwd=H.SP_SRC, env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=timeout)
+    p = H.sp_run(argv, cwd=H.SP_SRC, env=env, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, timeout=timeout)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
