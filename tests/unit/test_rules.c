@@ -356,6 +356,21 @@ static void test_by_and_contributors(void **state) {
                         "of sessions), device=mobile (0, 1 % of sessions)");
 }
 
+/* The rules shipped in deploy/storepulse.yaml all load (run and
+ * check-config refuse a config whose rules do not). */
+static void test_shipped_rules(void **state) {
+    (void)state;
+    static sp_config_t cfg;
+    static sp_rules_t rules;
+    char err[512] = "";
+    if (access("deploy/storepulse.yaml", R_OK) != 0) skip();
+    sp_config_defaults(&cfg);
+    if (sp_config_load(&cfg, "deploy/storepulse.yaml", err, sizeof(err)) != SP_OK ||
+        sp_rules_load(&cfg, &rules, err, sizeof(err)) != SP_OK)
+        fail_msg("%s", err);
+    assert_int_equal(rules.n, 10);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
@@ -364,6 +379,7 @@ int main(void) {
         cmocka_unit_test(test_repeat_and_restart),
         cmocka_unit_test(test_baseline_and_absent),
         cmocka_unit_test(test_by_and_contributors),
+        cmocka_unit_test(test_shipped_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
