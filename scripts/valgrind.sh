@@ -21,14 +21,9 @@ build=${1:-build}
 # ones, SP_TIMEOUT_SCALE); the list and each one's time: docs/RELIABILITY.md.
 tests=${SP_VG_TESTS:-funnel_handmade|abandonment_handmade|delivery_handmade|retention_handmade|support_handmade|deadletter|import_orders|secrets|state_expiry|alerts_cli}
 
-skip=
-if [ "$tests" = all ]; then  # as scripts/test.sh: the two cases of the open loss stay out
-  tests='.*'
-  skip='it_test_fault_(zombie|broker)'
-fi
+[ "$tests" = all ] && tests='.*'
 
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed" >&2; exit 2; }
 [ -x "$build/storepulse" ] || { echo "valgrind.sh: no $build/storepulse (build first)" >&2; exit 2; }
 cd "$build"
-SP_VALGRIND=1 ctest --output-on-failure -j1 -L integration -R "^it_test_($tests)\$" \
-  ${skip:+-E "$skip"}
+SP_VALGRIND=1 ctest --output-on-failure -j1 -L integration -R "^it_test_($tests)\$"
