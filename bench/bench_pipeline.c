@@ -293,7 +293,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: bench_pipeline [--events N] [--runs R] [--rate EV_PER_S] [--batch B]\n"
                "                      [--partitions P] [--schemas DIR] [--streams S,S]\n"
                "defaults: 2000000 events, 5 runs, rate 50, batch 10000, 8 partitions, "
-               "schemas ./schemas, all four streams\n");
+               "schemas ./schemas, all four streams\n"
+               "env: SP_BENCH_CACHE_IDLE_OFF=1 keeps every entity in memory (no state.cache_idle)\n");
 }
 
 int main(int argc, char **argv) {
@@ -340,6 +341,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_pipeline: %s\n", err);
         return 2;
     }
+    if (getenv("SP_BENCH_CACHE_IDLE_OFF")) cfg.state_cache_idle_ms = INT64_MAX / 4;
 
     msgs_t m;
     memset(&m, 0, sizeof(m));
