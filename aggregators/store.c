@@ -24,11 +24,20 @@
  *        n_pub,   n_pub   x message
  *        n_app,   n_app   x (key, bytes, rotate_at): APPEND; past rotate_at
  *                 bytes the key is renamed to <key>:old
+ *        n_hincr, x (key, field, delta)  n_zadd, x (key, score, member)
+ *        n_zrem,  x (key, member)        n_hput, x (key, field, value): HSET
  *    The Lua script (SCRIPT) checks the fence before any write, then applies
  *    everything and returns how many Redis commands it ran. Repeated incr of
  *    one field in a section is summed in Lua. HMGET/HSET/HDEL argument lists
  *    are chunked (SP_LUA_CHUNK fields per call) because Lua 5.1's unpack()
  *    stops near 8000 values.
+ *  - sp_commit_hash_after computes, without I/O, what a hash holds after
+ *    the commit from what it holds before: the same arithmetic as the
+ *    script (Lua numbers are doubles, the same formats, the same quantile
+ *    rule). The alerts use it to evaluate a window in the commit that
+ *    closes it, so the outbox is written in that same atomic step. Lua
+ *    5.1's tonumber and string.format('%d') are mirrored by strtod and a
+ *    cast; test_store compares it with what Redis holds after the script.
  *  - Pipelining: *_send append with redisAppendCommandArgv and flush the
  *    output buffer; *_recv read replies in order. A small FIFO remembers the
  *    kind of every outstanding reply so a commit reply is never taken for a
@@ -57,6 +66,7 @@
 #include <errno.h>
 #include <hiredis.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,6 +287,9 @@ static const char SCRIPT[] =
     "for i = 1, nza do call('ZADD', A[p], A[p + 1], A[p + 2]); p = p + 3 end\n"
     "local nzr = tonumber(A[p]); p = p + 1\n"
     "for i = 1, nzr do call('ZREM', A[p], A[p + 1]); p = p + 2 end\n"
+    /* 10. HSET anywhere (alert state and outbox) */
+    "local nhp = tonumber(A[p]); p = p + 1\n"
+    "for i = 1, nhp do call('HSET', A[p], A[p + 1], A[p + 2]); p = p + 3 end\n"
     "return ncmd\n";
 
 #define SP_LUA_CHUNK 1000 /* must match CH in SCRIPT */
@@ -317,6 +330,7 @@ enum {
     SEC_HINCR,
     SEC_ZADD,
     SEC_ZREM,
+    SEC_HPUT,
     SEC__COUNT
 };
 
@@ -518,6 +532,12 @@ void sp_commit_hincr(sp_commit_t *c, const char *key, const char *field, int64_t
     push_i64(c, SEC_HINCR, delta);
 }
 
+void sp_commit_hput(sp_commit_t *c, const char *key, const char *field, const char *value) {
+    push_str(c, SEC_HPUT, key, strlen(key));
+    push_str(c, SEC_HPUT, field, strlen(field));
+    push_str(c, SEC_HPUT, value, strlen(value));
+}
+
 void sp_commit_zadd(sp_commit_t *c, const char *key, const char *member, size_t len,
                     int64_t score) {
     push_str(c, SEC_ZADD, key, strlen(key));
@@ -578,6 +598,11 @@ void sp_commit_publish(sp_commit_t *c, const char *message) {
     push_str(c, SEC_PUB, message, strlen(message));
 }
 
+/* A hash section with nothing in it is not sent (a family with no news). */
+static int hash_empty(const sp_hash_sec_t *h) {
+    return h->incr_hi == h->incr_lo && h->set_hi == h->set_lo && h->ratio_hi == h->ratio_lo;
+}
+
 static int64_t chunks(size_t n, size_t per) {
     return (int64_t)((n + per - 1) / per);
 }
@@ -604,9 +629,325 @@ int64_t sp_commit_command_estimate(const sp_commit_t *c) {
     n += (int64_t)c->sec[SEC_PUB].n;
     n += (int64_t)(c->sec[SEC_APPEND].n / 3) * 2;
     n += (int64_t)(c->sec[SEC_HINCR].n / 3) + (int64_t)(c->sec[SEC_ZADD].n / 3) +
-         (int64_t)(c->sec[SEC_ZREM].n / 2);
+         (int64_t)(c->sec[SEC_ZREM].n / 2) + (int64_t)(c->sec[SEC_HPUT].n / 3);
     return n;
 }
+
+/* ------------------------------------------------------------------ */
+/* a hash after the commit (what the script will write, without I/O)   */
+/* ------------------------------------------------------------------ */
+
+/* A hash being rewritten: fields and values (malloc'd; value NULL once
+ * deleted), found through an open-addressing index. */
+typedef struct hmap {
+    char **f, **v;
+    size_t n, cap;
+    size_t *slot; /* index + 1; 0 empty */
+    size_t nslot; /* power of two, > 2 n */
+} hmap_t;
+
+static uint64_t hm_hash(const char *s, size_t len) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static size_t *hm_slot(const hmap_t *m, const char *f, size_t len) {
+    size_t i = (size_t)hm_hash(f, len) & (m->nslot - 1);
+    for (;; i = (i + 1) & (m->nslot - 1)) {
+        size_t k = m->slot[i];
+        if (!k || (strlen(m->f[k - 1]) == len && !memcmp(m->f[k - 1], f, len))) return &m->slot[i];
+    }
+}
+
+static int hm_grow(hmap_t *m) {
+    if (m->n + 1 > m->cap) {
+        size_t nc = m->cap ? 2 * m->cap : 64;
+        char **nf = realloc(m->f, nc * sizeof(*nf));
+        if (!nf) return -1;
+        m->f = nf;
+        char **nv = realloc(m->v, nc * sizeof(*nv));
+        if (!nv) return -1;
+        m->v = nv;
+        m->cap = nc;
+    }
+    if (2 * (m->n + 1) < m->nslot) return 0;
+    size_t ns = m->nslot ? 2 * m->nslot : 128;
+    size_t *slot = calloc(ns, sizeof(*slot));
+    if (!slot) return -1;
+    free(m->slot);
+    m->slot = slot;
+    m->nslot = ns;
+    for (size_t i = 0; i < m->n; i++) *hm_slot(m, m->f[i], strlen(m->f[i])) = i + 1;
+    return 0;
+}
+
+/* The value of field f (NULL: absent). */
+static const char *hm_get(const hmap_t *m, const char *f, size_t len) {
+    if (!m->nslot) return NULL;
+    size_t k = *hm_slot(m, f, len);
+    return k ? m->v[k - 1] : NULL;
+}
+
+/* HSET (v) or HDEL (v NULL) of one field. */
+static int hm_put(hmap_t *m, const char *f, size_t flen, const char *v, size_t vlen) {
+    if (hm_grow(m)) return -1;
+    size_t *s = hm_slot(m, f, flen);
+    char *nv = NULL;
+    if (v && !(nv = malloc(vlen + 1))) return -1;
+    if (v) memcpy(nv, v, vlen), nv[vlen] = '\0';
+    if (*s) {
+        free(m->v[*s - 1]);
+        m->v[*s - 1] = nv;
+        return 0;
+    }
+    if (!v) return 0;
+    char *nf = malloc(flen + 1);
+    if (!nf) {
+        free(nv);
+        return -1;
+    }
+    memcpy(nf, f, flen), nf[flen] = '\0';
+    m->f[m->n] = nf;
+    m->v[m->n] = nv;
+    *s = ++m->n;
+    return 0;
+}
+
+static void hm_free(hmap_t *m) {
+    for (size_t i = 0; i < m->n; i++) free(m->f[i]), free(m->v[i]);
+    free(m->f);
+    free(m->v);
+    free(m->slot);
+}
+
+/* Lua 5.1's tonumber of a string (strtod, hex, surrounding blanks). */
+static int lua_tonumber(const char *s, double *out) {
+    char *end;
+    if (!s) return 0;
+    double d = strtod(s, &end);
+    if (end == s) return 0;
+    if (*end == 'x' || *end == 'X') d = (double)strtoul(s, &end, 16);
+    while (*end == ' ' || (*end >= '\t' && *end <= '\r')) end++;
+    if (*end) return 0;
+    *out = d;
+    return 1;
+}
+
+static double lua_num_or0(const char *s) {
+    double d = 0;
+    return lua_tonumber(s, &d) ? d : 0;
+}
+
+/* The script's num(): integral and exact as "%d", else "%.15g". */
+static int lua_fmt_num(char *buf, size_t size, double v) {
+    if (v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0)
+        return snprintf(buf, size, "%lld", (long long)v);
+    return snprintf(buf, size, "%.15g", v);
+}
+
+#define ARG(a) (c->arena + (a).off)
+
+/* Per field of one section: its new number (vals in the script). */
+typedef struct hval {
+    const char *f;
+    size_t len;
+    double v;
+    int incr; /* summed from incr entries (written) */
+} hval_t;
+
+static hval_t *hv_find(hval_t *v, size_t n, const char *f, size_t len) {
+    for (size_t i = n; i-- > 0;) /* small: a section's distinct fields */
+        if (v[i].len == len && !memcmp(v[i].f, f, len)) return &v[i];
+    return NULL;
+}
+
+typedef struct qbucket {
+    double v, c;
+} qbucket_t;
+
+static int qb_cmp(const void *a, const void *b) {
+    double x = ((const qbucket_t *)a)->v, y = ((const qbucket_t *)b)->v;
+    return x < y ? -1 : x > y;
+}
+
+/* The script's quantile(): nearest rank over the buckets "<name>:b<i>". */
+static int hm_quantile(const hmap_t *m, const char *name, double q, double *out) {
+    const double G = 1.01 / 0.99;
+    size_t pl = strlen(name), nb = 0;
+    double n = 0;
+    qbucket_t *b = malloc((m->n + 1) * sizeof(*b));
+    if (!b) return -1;
+    for (size_t i = 0; i < m->n; i++) {
+        const char *f = m->f[i];
+        if (!m->v[i] || strncmp(f, name, pl) || f[pl] != ':' || f[pl + 1] != 'b') continue;
+        const char *sfx = f + pl + 2;
+        double c = lua_num_or0(m->v[i]), x, v;
+        if (!strcmp(sfx, "z")) v = 0;
+        else if (lua_tonumber(sfx, &x)) v = 2 * pow(G, x) / (G + 1);
+        else continue;
+        if (c > 0) b[nb].v = v, b[nb].c = c, nb++, n += c;
+    }
+    int found = 0;
+    if (n != 0) {
+        qsort(b, nb, sizeof(*b), qb_cmp);
+        double rank = ceil(q * n), acc = 0;
+        if (rank < 1) rank = 1;
+        *out = b[nb - 1].v;
+        for (size_t i = 0; i < nb; i++) {
+            acc += b[i].c;
+            if (acc >= rank) {
+                *out = b[i].v;
+                break;
+            }
+        }
+        found = 1;
+    }
+    free(b);
+    return found;
+}
+
+/* Step 4 of the script for one section of hash m. */
+static int hm_apply_section(hmap_t *m, const sp_commit_t *c, const sp_hash_sec_t *h) {
+    const sp_argvec_t *inc = &c->sec[SEC_INCR], *set = &c->sec[SEC_SET], *rat = &c->sec[SEC_RATIO];
+    size_t cap = (h->incr_hi - h->incr_lo) / 2 + (h->ratio_hi - h->ratio_lo) / 2 + 1, nv = 0;
+    hval_t *vals = malloc(cap * sizeof(*vals));
+    char buf[64];
+    int rc = -1;
+    if (!vals) return -1;
+    /* incr: summed, added to the value before (all read before any write) */
+    for (size_t i = h->incr_lo; i < h->incr_hi; i += 2) {
+        const char *f = ARG(inc->v[i]);
+        size_t len = inc->v[i].len;
+        hval_t *x = hv_find(vals, nv, f, len);
+        double d = lua_num_or0(ARG(inc->v[i + 1]));
+        if (x) x->v += d; /* the deltas summed first, as the script does */
+        else vals[nv++] = (hval_t){f, len, d, 1};
+    }
+    for (size_t i = 0; i < nv; i++)
+        vals[i].v = lua_num_or0(hm_get(m, vals[i].f, vals[i].len)) + vals[i].v;
+    /* the ratios' inputs not incremented: as they were */
+    for (size_t i = h->ratio_lo; i < h->ratio_hi; i += 4) {
+        if (*ARG(rat->v[i + 1]) == 'q') continue;
+        for (int j = 2; j <= 3; j++) {
+            const char *f = ARG(rat->v[i + j]);
+            size_t len = rat->v[i + j].len;
+            if (!hv_find(vals, nv, f, len))
+                vals[nv++] = (hval_t){f, len, lua_num_or0(hm_get(m, f, len)), 0};
+        }
+    }
+    for (size_t i = 0; i < nv; i++) {
+        if (!vals[i].incr) continue;
+        int n = lua_fmt_num(buf, sizeof(buf), vals[i].v);
+        if (hm_put(m, vals[i].f, vals[i].len, buf, (size_t)n)) goto out;
+    }
+    for (size_t i = h->set_lo; i < h->set_hi; i += 2) {
+        const char *f = ARG(set->v[i]);
+        size_t len = set->v[i].len;
+        hval_t *x = hv_find(vals, nv, f, len);
+        double d = lua_num_or0(ARG(set->v[i + 1]));
+        if (x) x->v = d;
+        if (hm_put(m, f, len, ARG(set->v[i + 1]), set->v[i + 1].len)) goto out;
+    }
+    /* ratios from the new numbers */
+    for (size_t i = h->ratio_lo; i < h->ratio_hi; i += 4) {
+        char kind = *ARG(rat->v[i + 1]);
+        if (kind == 'q') continue;
+        hval_t *a = hv_find(vals, nv, ARG(rat->v[i + 2]), rat->v[i + 2].len);
+        hval_t *b = hv_find(vals, nv, ARG(rat->v[i + 3]), rat->v[i + 3].len);
+        double nu = a ? a->v : 0, den = b ? b->v : 0;
+        int n = -1;
+        if (kind == 'f') den = nu + den;
+        if (den != 0) {
+            double x = nu / den;
+            if (kind == 'p') x = 100 * x;
+            if (kind == 'a') {
+                x = x >= 0 ? floor(x + 0.5) : -floor(-x + 0.5);
+                n = snprintf(buf, sizeof(buf), "%ld", (long)x);
+            } else {
+                n = snprintf(buf, sizeof(buf), "%.6g", x);
+            }
+        }
+        if (n >= 0 && hm_put(m, ARG(rat->v[i]), rat->v[i].len, buf, (size_t)n)) goto out;
+    }
+    /* then the HDEL of those with no denominator (after every HSET) */
+    for (size_t i = h->ratio_lo; i < h->ratio_hi; i += 4) {
+        char kind = *ARG(rat->v[i + 1]);
+        if (kind == 'q') continue;
+        hval_t *a = hv_find(vals, nv, ARG(rat->v[i + 2]), rat->v[i + 2].len);
+        hval_t *b = hv_find(vals, nv, ARG(rat->v[i + 3]), rat->v[i + 3].len);
+        double den = (b ? b->v : 0) + (kind == 'f' && a ? a->v : 0);
+        if (den == 0 && hm_put(m, ARG(rat->v[i]), rat->v[i].len, NULL, 0)) goto out;
+    }
+    /* quantiles: all from the hash as written so far, then written (vals
+     * reused: incr = the histogram was not empty) */
+    size_t nq = 0;
+    for (size_t i = h->ratio_lo; i < h->ratio_hi; i += 4) {
+        if (*ARG(rat->v[i + 1]) != 'q') continue;
+        double v = 0;
+        int got = hm_quantile(m, ARG(rat->v[i + 2]), lua_num_or0(ARG(rat->v[i + 3])), &v);
+        if (got < 0) goto out;
+        vals[nq++] = (hval_t){ARG(rat->v[i]), rat->v[i].len, v, got};
+    }
+    for (int del = 0; del < 2; del++) /* HSET, then HDEL */
+        for (size_t i = 0; i < nq; i++) {
+            if (vals[i].incr == del) continue;
+            int n = del ? 0 : snprintf(buf, sizeof(buf), "%.6g", vals[i].v);
+            if (hm_put(m, vals[i].f, vals[i].len, del ? NULL : buf, (size_t)n)) goto out;
+        }
+    rc = 0;
+out:
+    free(vals);
+    return rc;
+}
+
+int sp_commit_hash_after(const sp_commit_t *c, const char *key, int gauges,
+                         const char *const *fields, const char *const *values, int n,
+                         void (*cb)(void *opaque, const char *const *fields,
+                                    const char *const *values, int count),
+                         void *opaque) {
+    hmap_t m = {0};
+    int rc = -1;
+    size_t klen = strlen(key);
+    for (int i = 0; i < n; i++)
+        if (hm_put(&m, fields[i], strlen(fields[i]), values[i], strlen(values[i]))) goto out;
+    for (size_t i = 0; i < c->nhash; i++) /* 4. window hashes, in order */
+        if (!hash_empty(&c->hash[i]) && c->hash[i].key.len == klen &&
+            !memcmp(ARG(c->hash[i].key), key, klen) && hm_apply_section(&m, c, &c->hash[i]))
+            goto out;
+    const sp_argvec_t *g = &c->sec[SEC_GAUGE], *hi = &c->sec[SEC_HINCR];
+    for (size_t i = 0; gauges && i < g->n; i += 2) /* 6. gauges */
+        if (hm_put(&m, ARG(g->v[i]), g->v[i].len, ARG(g->v[i + 1]), g->v[i + 1].len)) goto out;
+    for (size_t i = 0; i < hi->n; i += 3) { /* 9. HINCRBY */
+        if (hi->v[i].len != klen || memcmp(ARG(hi->v[i]), key, klen)) continue;
+        char buf[32];
+        const char *cur = hm_get(&m, ARG(hi->v[i + 1]), hi->v[i + 1].len);
+        int64_t v = (cur ? strtoll(cur, NULL, 10) : 0) + strtoll(ARG(hi->v[i + 2]), NULL, 10);
+        size_t len = fmt_i64(buf, v);
+        if (hm_put(&m, ARG(hi->v[i + 1]), hi->v[i + 1].len, buf, len)) goto out;
+    }
+    const sp_argvec_t *hp = &c->sec[SEC_HPUT];
+    for (size_t i = 0; i < hp->n; i += 3) /* 10. HSET */
+        if (hp->v[i].len == klen && !memcmp(ARG(hp->v[i]), key, klen) &&
+            hm_put(&m, ARG(hp->v[i + 1]), hp->v[i + 1].len, ARG(hp->v[i + 2]), hp->v[i + 2].len))
+            goto out;
+    {
+        const char **f = malloc((2 * m.n + 1) * sizeof(*f));
+        if (!f) goto out;
+        size_t k = 0;
+        for (size_t i = 0; i < m.n; i++)
+            if (m.v[i]) k++;
+        for (size_t i = 0, j = 0; i < m.n; i++)
+            if (m.v[i]) f[j] = m.f[i], f[k + j] = m.v[i], j++;
+        cb(opaque, f, f + k, (int)k);
+        free(f);
+    }
+    rc = 0;
+out:
+    hm_free(&m);
+    return rc;
+}
+#undef ARG
 
 /* ------------------------------------------------------------------ */
 /* the connection                                                      */
@@ -1019,10 +1360,6 @@ static int argv_reserve(sp_store_t *st, size_t n) {
     return 0;
 }
 
-/* A hash section with nothing in it is not sent (a family with no news). */
-static int hash_empty(const sp_hash_sec_t *h) {
-    return h->incr_hi == h->incr_lo && h->set_hi == h->set_lo && h->ratio_hi == h->ratio_lo;
-}
 
 int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, size_t errstr_size) {
     int ret = usable(st, errstr, errstr_size);
@@ -1037,12 +1374,12 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         return SP_ERR_INVALID;
     }
 
-    /* counts: 12 sections + 3 per hash + the lease TTL, each at most 20
+    /* counts: 13 sections + 3 per hash + the lease TTL, each at most 20
      * digits + NUL */
     size_t nh = 0;
     for (size_t h = 0; h < c->nhash; h++)
         if (!hash_empty(&c->hash[h])) nh++;
-    size_t ncounts = 13 + 3 * nh;
+    size_t ncounts = 14 + 3 * nh;
     if (ncounts * 24 > st->nums_cap) {
         char *nb = realloc(st->nums, ncounts * 24);
         if (!nb) {
@@ -1052,7 +1389,7 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
         st->nums = nb;
         st->nums_cap = ncounts * 24;
     }
-    size_t argc = 5 + 2 + 12 + 5 * nh; /* + owner, lease TTL */
+    size_t argc = 5 + 2 + 13 + 5 * nh; /* + owner, lease TTL */
     for (int i = 0; i < SEC__COUNT; i++)
         argc += c->sec[i].n;
     if (argv_reserve(st, argc)) {
@@ -1116,6 +1453,8 @@ int sp_store_commit_send(sp_store_t *st, const sp_commit_t *c, char *errstr, siz
     ARG_SEC(SEC_ZADD);
     ARG_N(c->sec[SEC_ZREM].n / 2);
     ARG_SEC(SEC_ZREM);
+    ARG_N(c->sec[SEC_HPUT].n / 3);
+    ARG_SEC(SEC_HPUT);
 #undef ARG_S
 #undef ARG_A
 #undef ARG_N

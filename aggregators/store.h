@@ -22,7 +22,8 @@
  *  5. raises "max pointers" (SET key v if v > current: latest/final);
  *  6. HINCRBY health counters, HSET gauges;
  *  7. PUBLISHes the update message.
- *  8. HINCRBY on any key (gauges, cohort tables); ZADD / ZREM (timers).
+ *  8. HINCRBY on any key (gauges, cohort tables); ZADD / ZREM (timers);
+ *  9. HSET on any key (the alerts' state and outbox, sp_commit_hput).
  * Ratios: kind 'r' = num/den as "%.6g"; 'p' = 100 num/den; 'f' = num/(num +
  * den); 'a' = integer average, rounded half away from zero; 'q' = a
  * quantile of the histogram fields "<num>:b<i>" (hist.h), den = q as a
@@ -64,6 +65,8 @@ void sp_commit_incr_f(sp_commit_t *c, const char *field, size_t field_len, doubl
 void sp_commit_quantile(sp_commit_t *c, const char *field, const char *hist_name, double q);
 /* HINCRBY key field delta (any key of the namespace). */
 void sp_commit_hincr(sp_commit_t *c, const char *key, const char *field, int64_t delta);
+/* HSET key field value (any key of the namespace; alert state, outbox). */
+void sp_commit_hput(sp_commit_t *c, const char *key, const char *field, const char *value);
 /* Timers: ZADD key score member / ZREM key member. */
 void sp_commit_zadd(sp_commit_t *c, const char *key, const char *member, size_t len,
                     int64_t score);
@@ -79,6 +82,16 @@ void sp_commit_publish(sp_commit_t *c, const char *message);             /* sp:{
  * to "<key>:old" (replacing the older one): a bounded, two-generation log. */
 void sp_commit_append(sp_commit_t *c, const char *key, const void *bytes, size_t len,
                       int64_t rotate_at);
+/* What hash `key` holds once this commit is applied, given what it holds
+ * before (n fields and values, as HGETALL gives them): the script's
+ * arithmetic and formats exactly, no I/O. gauges: key is sp:{NS}:gauges
+ * (step 6 writes it). cb gets the result (count 0: empty). 0, or -1 out of
+ * memory (cb not called). */
+int sp_commit_hash_after(const sp_commit_t *c, const char *key, int gauges,
+                         const char *const *fields, const char *const *values, int n,
+                         void (*cb)(void *opaque, const char *const *fields,
+                                    const char *const *values, int count),
+                         void *opaque);
 /* Redis commands this commit will run inside the script (for stats). */
 int64_t sp_commit_command_estimate(const sp_commit_t *c);
 

@@ -646,6 +646,195 @@ static void test_too_large(void **state) {
     assert_field("sp:{store}:offsets", "clicks/0", "1");
 }
 
+/* ---- sp_commit_hash_after: the commit's effect on a hash, without I/O ---- */
+
+typedef struct kvset {
+    int n;
+    char **kv; /* "<field>\1<value>", sorted */
+} kvset_t;
+
+static int kv_cmp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void kv_fill(kvset_t *s, const char *const *f, const char *const *v, int n) {
+    s->n = n;
+    s->kv = calloc((size_t)n + 1, sizeof(char *));
+    assert_non_null(s->kv);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(f[i]) + strlen(v[i]) + 2;
+        s->kv[i] = malloc(len);
+        assert_non_null(s->kv[i]);
+        snprintf(s->kv[i], len, "%s\x01%s", f[i], v[i]);
+    }
+    qsort(s->kv, (size_t)n, sizeof(char *), kv_cmp);
+}
+
+static void kv_free(kvset_t *s) {
+    for (int i = 0; i < s->n; i++) free(s->kv[i]);
+    free(s->kv);
+}
+
+static void after_cb(void *opaque, const char *const *f, const char *const *v, int n) {
+    kv_fill(opaque, f, v, n);
+}
+
+/* HGETALL key through the checking connection. */
+static void hgetall(const char *key, kvset_t *out) {
+    redisReply *r = redisCommand(G.rc, "HGETALL %s", key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    int n = (int)r->elements / 2;
+    const char **f = calloc((size_t)n + 1, sizeof(char *)), **v = calloc((size_t)n + 1, sizeof(char *));
+    assert_true(f && v);
+    for (int i = 0; i < n; i++) {
+        f[i] = r->element[2 * i]->str;
+        v[i] = r->element[2 * i + 1]->str;
+    }
+    kv_fill(out, f, v, n);
+    free(f);
+    free(v);
+    freeReplyObject(r);
+}
+
+/* Predict every key of keys from its contents now and G.c, commit, and
+ * compare with what Redis holds. */
+static void commit_and_compare(const char *const *keys, int nkeys) {
+    kvset_t want[4];
+    assert_true(nkeys <= 4);
+    for (int k = 0; k < nkeys; k++) {
+        kvset_t before;
+        hgetall(keys[k], &before);
+        const char **f = calloc((size_t)before.n + 1, sizeof(char *));
+        const char **v = calloc((size_t)before.n + 1, sizeof(char *));
+        assert_true(f && v);
+        for (int i = 0; i < before.n; i++) { /* split "<f>\1<v>" */
+            char *eq = strchr(before.kv[i], '\x01');
+            *eq = '\0';
+            f[i] = before.kv[i];
+            v[i] = eq + 1;
+        }
+        memset(&want[k], 0, sizeof(want[k]));
+        assert_int_equal(sp_commit_hash_after(G.c, keys[k], strstr(keys[k], ":gauges") != NULL, f, v,
+                                              before.n, after_cb, &want[k]),
+                         0);
+        free(f);
+        free(v);
+        kv_free(&before);
+    }
+    assert_int_equal(commit(), SP_OK);
+    for (int k = 0; k < nkeys; k++) {
+        kvset_t got;
+        hgetall(keys[k], &got);
+        if (getenv("SP_DEBUG_AFTER")) {
+            for (int i = 0; i < got.n; i++) fprintf(stderr, "got  %s\n", got.kv[i]);
+            for (int i = 0; i < want[k].n; i++) fprintf(stderr, "want %s\n", want[k].kv[i]);
+        }
+        for (int i = 0, j = 0; i < got.n || j < want[k].n;) {
+            int c = i == got.n ? 1 : j == want[k].n ? -1 : strcmp(got.kv[i], want[k].kv[j]);
+            if (c < 0) fail_msg("%s: Redis has '%s', not predicted", keys[k], got.kv[i]);
+            if (c > 0) fail_msg("%s: predicted '%s', not in Redis", keys[k], want[k].kv[j]);
+            i++, j++;
+        }
+        kv_free(&got);
+        kv_free(&want[k]);
+    }
+}
+
+static void test_hash_after(void **state) {
+    (void)state;
+    const char *keys[] = {H1, "sp:{store}:gauges", "sp:{store}:alerts:outbox"};
+    freeReplyObject(redisCommand(G.rc, "HSET %s orders 312 visits 10000 stale 5 rt:b3 2 rt:bz 1 "
+                                       "text hello f 1.5",
+                                 H1));
+    freeReplyObject(redisCommand(G.rc, "HSET sp:{store}:gauges in_flight 7 open_windows 3"));
+    sp_commit_hash(G.c, H1, 0);
+    sp_commit_incr(G.c, "sessions", 8, 3);
+    sp_commit_incr(G.c, "sessions", 8, 4);
+    sp_commit_incr(G.c, "conversions", 11, 1);
+    sp_commit_incr_f(G.c, "f", 1, 0.1);
+    sp_commit_incr_f(G.c, "g", 1, 1.0 / 3);
+    sp_commit_incr(G.c, "rt:b5", 5, 3);
+    sp_commit_incr(G.c, "rt:b-2", 6, 1);
+    sp_commit_hset(G.c, "text", "bye");
+    sp_commit_ratio(G.c, "conversion_rate", 'r', "conversions", "sessions");
+    sp_commit_ratio(G.c, "conversion_pct", 'p', "conversions", "sessions");
+    sp_commit_ratio(G.c, "failed_share", 'f', "conversions", "sessions");
+    sp_commit_ratio(G.c, "avg", 'a', "visits", "sessions");
+    sp_commit_ratio(G.c, "stale", 'r', "orders", "nothing");
+    sp_commit_ratio(G.c, "text_ratio", 'r', "text", "orders");
+    sp_commit_quantile(G.c, "rt_p50", "rt", 0.5);
+    sp_commit_quantile(G.c, "rt_p90", "rt", 0.9);
+    sp_commit_quantile(G.c, "none_p90", "none", 0.9);
+    sp_commit_hash(G.c, "sp:{store}:funnel:1m:120000", 0); /* another key: not applied */
+    sp_commit_incr(G.c, "sessions", 8, 99);
+    sp_commit_hash(G.c, H1, 0); /* a second section of the same key, after */
+    sp_commit_incr(G.c, "sessions", 8, -7);
+    sp_commit_ratio(G.c, "conversion_rate", 'r', "conversions", "sessions");
+    sp_commit_gauge(G.c, "open_windows", 5);
+    sp_commit_gauge(G.c, "watermark_ms", 120000);
+    sp_commit_hincr(G.c, "sp:{store}:gauges", "in_flight", -2);
+    sp_commit_hincr(G.c, "sp:{store}:gauges", "new_one", 4);
+    sp_commit_hincr(G.c, "sp:{store}:other", "in_flight", 100);
+    sp_commit_hput(G.c, "sp:{store}:alerts:outbox", "a@1", "{\"x\":1}");
+    sp_commit_hput(G.c, "sp:{store}:alerts:outbox", "a@1", "{\"x\":2}");
+    commit_and_compare(keys, 3);
+    /* by hand, a few: sessions 3 + 4 - 7 = 0, so conversion_rate is gone */
+    assert_field(H1, "sessions", "0");
+    assert_field(H1, "conversion_rate", NULL);
+    assert_field(H1, "f", "1.6");
+    assert_field(H1, "text", "bye");
+    assert_field("sp:{store}:gauges", "in_flight", "5");
+    assert_field("sp:{store}:alerts:outbox", "a@1", "{\"x\":2}");
+}
+
+/* Random commits on one hash: the prediction is what Redis holds, every time. */
+static void test_hash_after_random(void **state) {
+    (void)state;
+    static const char *const fields[] = {"a", "b", "c", "d|x=1", "h:b1", "h:b7", "h:b-4", "h:bz"};
+    static const char kinds[] = {'r', 'p', 'f', 'a', 'q'};
+    const char *keys[] = {H1, "sp:{store}:gauges"};
+    unsigned seed = 12345;
+    for (int round = 0; round < 500; round++) {
+        sp_commit_reset(G.c);
+        int nsec = 1 + (int)(rand_r(&seed) % 2);
+        for (int s = 0; s < nsec; s++) {
+            sp_commit_hash(G.c, H1, 0);
+            int nops = 1 + (int)(rand_r(&seed) % 12);
+            for (int o = 0; o < nops; o++) {
+                const char *f = fields[rand_r(&seed) % 8];
+                char fn[32];
+                int what = (int)(rand_r(&seed) % 10);
+                if (getenv("SP_DEBUG_AFTER")) fprintf(stderr, "op s%d %s %d\n", s, f, what);
+                if (what < 4) {
+                    sp_commit_incr(G.c, f, strlen(f), (int64_t)(rand_r(&seed) % 21) - 6);
+                } else if (what < 5) {
+                    sp_commit_incr_f(G.c, f, strlen(f), (double)(rand_r(&seed) % 1000) / 7.0 - 30);
+                } else if (what < 6) {
+                    char v[32];
+                    snprintf(v, sizeof(v), "%d", (int)(rand_r(&seed) % 50) - 10);
+                    sp_commit_hset(G.c, f, v);
+                } else {
+                    char kind = kinds[rand_r(&seed) % 5];
+                    snprintf(fn, sizeof(fn), "ratio_%c%d", kind, (int)(rand_r(&seed) % 4));
+                    if (rand_r(&seed) % 6 == 0) /* over a counter or a histogram bucket */
+                        snprintf(fn, sizeof(fn), "%s", fields[rand_r(&seed) % 8]);
+                    if (getenv("SP_DEBUG_AFTER")) fprintf(stderr, "  ratio %s %c\n", fn, kind);
+                    if (kind == 'q')
+                        sp_commit_quantile(G.c, fn, "h", (double)(rand_r(&seed) % 101) / 100);
+                    else
+                        sp_commit_ratio(G.c, fn, kind, f, fields[rand_r(&seed) % 8]);
+                }
+            }
+        }
+        if (rand_r(&seed) % 3 == 0) {
+            sp_commit_gauge(G.c, "g1", (int64_t)(rand_r(&seed) % 100));
+            sp_commit_hincr(G.c, keys[1], "g2", (int64_t)(rand_r(&seed) % 9) - 4);
+        }
+        commit_and_compare(keys, 2);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ns, setup, teardown),
@@ -664,6 +853,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_db, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_after_random, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
