@@ -89,7 +89,7 @@ static int expect(const char *s, size_t len, size_t *pos, char ch) {
 int sp_import_parse_time(const char *s, size_t len, int64_t *out_ms, const char **why) {
     static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     size_t i = 0;
-    int y, mo, d, h, mi, sec = 0, ms = 0, off = 0;
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, ms = 0, off = 0;
 
     if (len == 0) {
         *why = "empty order_time";

@@ -14,7 +14,10 @@
  *      (a batch is committed only once its dead letters are safe);
  *   6. build and send this batch's commit (one EVALSHA: counters, entity
  *      state, pointers and the next offset of every partition involved,
- *      fenced on the stored offsets) without waiting for its reply.
+ *      fenced on the stored offsets) without waiting for its reply. The
+ *      alert rules evaluate the windows it makes final first (one HGETALL
+ *      round trip in a batch that closes windows a rule watches) and their
+ *      state and outbox entries go into the same commit.
  * So a batch costs two Redis round trips and consumption goes on while a
  * commit is in flight.
  *
@@ -35,7 +38,8 @@
  * dedup.max_ids, and a start or reset rebuilds the set from both. One extra
  * command per batch buys exact duplicate handling across crashes.
  *
- * Not here: scale-out re-keying (pipeline.instances: many), alerts, HTTP. */
+ * Not here: scale-out re-keying (pipeline.instances: many), the alert
+ * rules and their delivery (producers/alerter.c), HTTP. */
 #include "core/run.h"
 
 #include <errno.h>
@@ -203,6 +207,7 @@ static void drain_commit(run_t *r) {
         r->h_redis_down_ms += r->h_redis_inflight[1];
     }
     r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
+    sp_alerter_committed(r->al, rc == SP_OK);
     if (rc == SP_OK) {
         r->lease_mono = sp_clock_mono_ms(); /* the commit extended the lease */
         /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
@@ -836,10 +841,10 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         clear_batch_health(r);
         return; /* everything since the last good commit is replayed */
     }
-    /* Nothing is in flight on the connection now, and the windows closed
-     * by the confirmed commits are final in Redis: evaluate the rules. */
-    if (sp_alerter_step(r->al, r->st, r->eng, err, sizeof(err)) != SP_OK)
-        sp_log(SP_LOG_WARN, "alerts: %s (evaluated again next batch)", err);
+    /* Nothing is in flight on the connection now: acknowledged alerts
+     * leave the outbox. */
+    if (sp_alerter_step(r->al, r->st, err, sizeof(err)) != SP_OK)
+        sp_log(SP_LOG_WARN, "alerts: %s (tried again next batch)", err);
 
     sp_engine_set_now(r->eng, now);
     for (int i = 0; i < nev; i++) {
@@ -888,7 +893,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
 
     /* Nothing consumed: commit only to close windows, or (at most once a
      * second) to publish an advanced watermark. */
-    int any = nev > 0 || closed > 0 || fired > 0;
+    int any = nev > 0 || closed > 0 || fired > 0 || sp_alerter_due(r->al, r->eng);
     for (int i = 0; !any && i < r->npos; i++) any = r->pos[i].touched;
     if (!any && !(wm_moved && sp_clock_mono_ms() - r->commit_sent_mono >= 1000)) return;
 
@@ -921,7 +926,12 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         snprintf(msg, sizeof(msg), "{\"ns\":\"%s\",\"watermark_ms\":%lld,\"events\":%d}", r->cfg->ns,
                  (long long)sp_engine_watermark(r->eng), nev);
         sp_commit_publish(r->commit, msg);
-        if (sp_store_commit_send(r->st, r->commit, err, sizeof(err)) == SP_OK) {
+        /* The windows this commit makes final are evaluated now, and their
+         * alerts (state and outbox) ride in the same atomic commit. */
+        if (sp_alerter_prepare(r->al, r->st, r->eng, r->commit, err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "alerts: %s; replaying from Redis offsets", err);
+            r->need_reset = 2;
+        } else if (sp_store_commit_send(r->st, r->commit, err, sizeof(err)) == SP_OK) {
             r->commit_in_flight = 1;
             r->commit_sent_mono = sp_clock_mono_ms();
             r->wm_committed = sp_engine_watermark(r->eng);
@@ -929,6 +939,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             koff = NULL;
         } else {
             sp_log(SP_LOG_WARN, "commit not sent: %s", err);
+            sp_alerter_committed(r->al, 0);
             r->need_reset = 2;
         }
     }

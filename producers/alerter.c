@@ -15,6 +15,12 @@
 #define KEYS_MAX         256 /* keys (dimension values) per rule and window */
 #define RETRY_MS         5000
 
+/* Pending writes of one commit: fields and values (the newest wins). */
+typedef struct wbuf {
+    int n, cap;
+    char **f, **v;
+} wbuf_t;
+
 typedef struct astate {
     char field[64 + 1 + 160]; /* "<rule>|<key>" */
     int rule;
@@ -49,6 +55,9 @@ struct sp_alerter {
     const char **heads; /* ob_pump's fingerprints seen, capob of them */
     sp_alerter_stats_t stats;
     int reload; /* a write failed: the in-memory state is ahead of Redis */
+    /* what the commit in preparation writes (sp_alerter_prepare) */
+    int prepared;
+    wbuf_t pstate, poutbox, pfps; /* fps: outbox field -> fingerprint */
 };
 
 /* ---- delivery ------------------------------------------------------------ */
@@ -298,71 +307,44 @@ void sp_alerter_poll(sp_alerter_t *al) {
     if (al) rd_kafka_poll(al->rk, 0);
 }
 
-/* Windows of one rule to evaluate: (through, final], at most max. */
-static int windows_due(sp_alerter_t *al, int r, sp_engine_t *eng, int64_t *starts, int max) {
-    int f = al->fam[r], k = al->size_idx[r], n = 0;
+/* Windows of one rule to evaluate: from *first to the family's final
+ * window (through, final]; 0 if none. */
+static int windows_due(const sp_alerter_t *al, int r, sp_engine_t *eng, int64_t *first,
+                       int64_t *final) {
+    int f = al->fam[r], k = al->size_idx[r];
     if (f < 0 || k < 0) return 0;
-    int64_t final = sp_engine_family_final_start(eng, f, k);
-    if (final < 0) return 0;
-    if (al->through[r] < 0) {
-        /* First evaluation of the rule. A deployment that had closed no
-         * window at start (new, catching up): every window from the first.
-         * Otherwise (a rule added later): the closed windows that can
-         * matter to it now (its baseline and `for`, at least 12), not the
-         * history before them. */
-        const sp_rule_t *ru = &al->rules.r[r];
-        int back = ru->baseline + ru->for_windows + 1;
-        if (back < 12) back = 12;
-        int64_t first = sp_engine_first_start(eng, k), s = final;
-        if (al->fresh[r] && first >= 0 && first <= final) {
-            s = first;
-        } else {
-            for (int i = 1; first >= 0 && i < back && s > first; i++)
-                s = sp_engine_window_start(eng, k, s - 1);
-        }
-        for (; s <= final && n < max; s = sp_engine_window_end(eng, k, s)) starts[n++] = s;
-        return n;
+    int64_t fin = sp_engine_family_final_start(eng, f, k);
+    if (fin < 0) return 0;
+    *final = fin;
+    if (al->through[r] >= 0) {
+        *first = sp_engine_window_end(eng, k, al->through[r]);
+        return *first <= fin;
     }
-    for (int64_t s = sp_engine_window_end(eng, k, al->through[r]); s <= final && n < max;
-         s = sp_engine_window_end(eng, k, s))
-        starts[n++] = s;
-    return n;
+    /* First evaluation of the rule. A deployment that had closed no window
+     * at start (new, catching up): every window from the first. Otherwise
+     * (a rule added later): the closed windows that can matter to it now
+     * (its baseline and `for`, at least 12), not the history before them. */
+    const sp_rule_t *ru = &al->rules.r[r];
+    int back = ru->baseline + ru->for_windows + 1;
+    if (back < 12) back = 12;
+    int64_t start = sp_engine_first_start(eng, k), s = fin;
+    if (al->fresh[r] && start >= 0 && start <= fin) {
+        s = start;
+    } else {
+        for (int i = 1; start >= 0 && i < back && s > start; i++)
+            s = sp_engine_window_start(eng, k, s - 1);
+    }
+    *first = s;
+    return 1;
 }
 
-typedef struct fetched {
-    int n;
-    char **fields, **values;
-} fetched_t;
-
-static void fetch_cb(void *opaque, int idx, const char *const *f, const char *const *v, int n) {
-    fetched_t *w = &((fetched_t *)opaque)[idx];
-    w->fields = calloc((size_t)n + 1, sizeof(char *));
-    w->values = calloc((size_t)n + 1, sizeof(char *));
-    if (!w->fields || !w->values) return;
-    for (int i = 0; i < n; i++) {
-        w->fields[i] = strdup(f[i]);
-        w->values[i] = strdup(v[i]);
-        if (!w->fields[i] || !w->values[i]) return;
-        w->n = i + 1;
-    }
+int sp_alerter_due(const sp_alerter_t *al, sp_engine_t *eng) {
+    int64_t first, final;
+    for (int r = 0; al && r < al->rules.n; r++)
+        if (windows_due(al, r, eng, &first, &final)) return 1;
+    return 0;
 }
 
-static void fetched_free(fetched_t *w, int n) {
-    for (int i = 0; i < n; i++) {
-        for (int k = 0; k < w[i].n; k++) {
-            free(w[i].fields[k]);
-            free(w[i].values[k]);
-        }
-        free(w[i].fields);
-        free(w[i].values);
-    }
-}
-
-/* Pending writes of one step. */
-typedef struct wbuf {
-    int n, cap;
-    char **f, **v;
-} wbuf_t;
 
 static int wb_put(wbuf_t *b, const char *f, const char *v) {
     for (int i = 0; i < b->n; i++) /* the newest value of a field wins */
@@ -444,29 +426,30 @@ static int eval_window(sp_alerter_t *al, int r, const sp_window_view_t *w, wbuf_
     return SP_OK;
 }
 
-int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
-                    size_t errstr_size) {
+/* Back to what Redis holds (reload 2: the outbox too). */
+static int reload_state(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size) {
+    const char *keys[2] = {al->state_key, al->outbox_key};
+    int full = al->reload == 2;
+    al->nst = 0;
+    for (int r = 0; r < al->rules.n; r++) al->through[r] = -1;
+    if (full) {
+        for (int i = 0; i < al->nob; i++) free(al->ob[i].json);
+        al->nob = 0; /* reports of what was in flight find nothing */
+    }
+    int rc = sp_store_hgetall(st, keys, full ? 2 : 1, load_state_cb, al, errstr, errstr_size);
+    if (rc != SP_OK) return rc;
+    al->reload = 0;
+    if (full) ob_sort(al); /* produced again by the next pump */
+    return SP_OK;
+}
+
+int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size) {
     int rc = SP_OK;
     if (!al) return SP_OK;
     rd_kafka_poll(al->rk, 0);
+    if (al->reload && (rc = reload_state(al, st, errstr, errstr_size)) != SP_OK) return rc;
 
-    if (al->reload) { /* back to what Redis holds (2: the outbox too) */
-        const char *keys[2] = {al->state_key, al->outbox_key};
-        int full = al->reload == 2;
-        al->nst = 0;
-        for (int r = 0; r < al->rules.n; r++) al->through[r] = -1;
-        if (full) {
-            for (int i = 0; i < al->nob; i++) free(al->ob[i].json);
-            al->nob = 0; /* reports of what was in flight find nothing */
-        }
-        if ((rc = sp_store_hgetall(st, keys, full ? 2 : 1, load_state_cb, al, errstr,
-                                   errstr_size)) != SP_OK)
-            return rc;
-        al->reload = 0;
-        if (full) ob_sort(al); /* produced again below */
-    }
-
-    /* 1. acknowledged alerts leave the outbox */
+    /* acknowledged alerts leave the outbox */
     const char *acked[64];
     int na = 0;
     for (int i = 0; i < al->nob && na < 64; i++)
@@ -486,64 +469,118 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *er
         al->nob = kept;
     }
 
-    /* 2. closed windows not evaluated yet */
-    wbuf_t state = {0}, outbox = {0}, fps = {0};
-    for (int r = 0; r < al->rules.n && rc == SP_OK; r++) {
-        int64_t starts[WINDOWS_PER_STEP];
-        int nw = windows_due(al, r, eng, starts, WINDOWS_PER_STEP);
-        if (!nw) continue;
-        char keys[WINDOWS_PER_STEP][160];
-        const char *kp[WINDOWS_PER_STEP];
-        const sp_rule_t *rule = &al->rules.r[r];
-        for (int i = 0; i < nw; i++) {
-            if (!strcmp(rule->family, "gauges"))
-                snprintf(keys[i], sizeof(keys[i]), "%s:gauges", al->prefix);
-            else
-                snprintf(keys[i], sizeof(keys[i]), "%s:%s:%s:%lld", al->prefix, rule->family,
-                         rule->window, (long long)starts[i]);
-            kp[i] = keys[i];
-        }
-        fetched_t got[WINDOWS_PER_STEP];
-        memset(got, 0, sizeof(got));
-        rc = sp_store_hgetall(st, kp, nw, fetch_cb, got, errstr, errstr_size);
-        for (int i = 0; i < nw && rc == SP_OK; i++) {
-            sp_window_view_t v = {starts[i], sp_engine_window_end(eng, al->size_idx[r], starts[i]),
-                                  got[i].n, (const char *const *)got[i].fields,
-                                  (const char *const *)got[i].values};
-            rc = eval_window(al, r, &v, &state, &outbox, &fps);
-        }
-        fetched_free(got, nw);
-        if (rc != SP_OK) break;
-        char mark[32];
-        snprintf(mark, sizeof(mark), "%lld", (long long)starts[nw - 1]);
-        if (wb_put(&state, rule->name, mark)) rc = SP_ERR_NOMEM;
-        else al->through[r] = starts[nw - 1];
-    }
-    if (rc == SP_OK && state.n) {
-        sp_hwrite_t w[2] = {{al->state_key, 0, state.n, (const char *const *)state.f,
-                             (const char *const *)state.v},
-                            {al->outbox_key, 0, outbox.n, (const char *const *)outbox.f,
-                             (const char *const *)outbox.v}};
-        rc = sp_store_hwrite(st, w, 2, errstr, errstr_size);
-        for (int i = 0; rc == SP_OK && i < outbox.n; i++) {
-            if (ob_add(al, outbox.f[i], fps.v[i], outbox.v[i])) {
-                rc = SP_ERR_NOMEM;
-                break;
-            }
-        }
-    }
-    wb_free(&state);
-    wb_free(&outbox);
-    wb_free(&fps);
-    if (rc != SP_OK) {
-        al->reload = 1; /* nothing was written: re-read the state before going on */
-        return rc;
-    }
-
-    /* 3. what is due: new messages, retries, successors of acknowledged ones */
+    /* what is due: retries, successors of acknowledged ones */
     ob_pump(al);
     al->stats.pending = al->nob;
     return SP_OK;
+}
+
+/* One window being evaluated inside sp_store_hgetall's callback. */
+typedef struct eval_ctx {
+    sp_alerter_t *al;
+    sp_engine_t *eng;
+    const sp_commit_t *c;
+    int r, gauges;
+    const int64_t *starts;
+    const char *const *keys;
+    int idx, rc;
+} eval_ctx_t;
+
+static void eval_after_cb(void *opaque, const char *const *f, const char *const *v, int n) {
+    eval_ctx_t *x = opaque;
+    sp_alerter_t *al = x->al;
+    int64_t s = x->starts[x->idx];
+    sp_window_view_t w = {s, sp_engine_window_end(x->eng, al->size_idx[x->r], s), n, f, v};
+    x->rc = eval_window(al, x->r, &w, &al->pstate, &al->poutbox, &al->pfps);
+}
+
+static void eval_before_cb(void *opaque, int idx, const char *const *f, const char *const *v,
+                           int n) {
+    eval_ctx_t *x = opaque;
+    if (x->rc != SP_OK) return;
+    x->idx = idx;
+    x->rc = SP_ERR_NOMEM; /* unless the callback ran */
+    if (sp_commit_hash_after(x->c, x->keys[idx], x->gauges, f, v, n, eval_after_cb, x) != 0)
+        x->rc = SP_ERR_NOMEM;
+}
+
+static void pending_clear(sp_alerter_t *al) {
+    wb_free(&al->pstate);
+    wb_free(&al->poutbox);
+    wb_free(&al->pfps);
+    memset(&al->pstate, 0, sizeof(al->pstate));
+    memset(&al->poutbox, 0, sizeof(al->poutbox));
+    memset(&al->pfps, 0, sizeof(al->pfps));
+    al->prepared = 0;
+}
+
+int sp_alerter_prepare(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, sp_commit_t *c,
+                       char *errstr, size_t errstr_size) {
+    int rc = SP_OK;
+    if (!al) return SP_OK;
+    pending_clear(al);
+    if (al->reload && (rc = reload_state(al, st, errstr, errstr_size)) != SP_OK) return rc;
+    for (int r = 0; r < al->rules.n && rc == SP_OK; r++) {
+        int64_t first, final;
+        if (!windows_due(al, r, eng, &first, &final)) continue;
+        const sp_rule_t *rule = &al->rules.r[r];
+        int gauges = !strcmp(rule->family, "gauges");
+        int64_t s = first, last = -1;
+        while (s <= final && rc == SP_OK) { /* WINDOWS_PER_STEP per round trip */
+            int64_t starts[WINDOWS_PER_STEP];
+            char keys[WINDOWS_PER_STEP][160];
+            const char *kp[WINDOWS_PER_STEP];
+            int nw = 0;
+            for (; s <= final && nw < WINDOWS_PER_STEP; s = sp_engine_window_end(eng, al->size_idx[r], s)) {
+                if (gauges)
+                    snprintf(keys[nw], sizeof(keys[nw]), "%s:gauges", al->prefix);
+                else
+                    snprintf(keys[nw], sizeof(keys[nw]), "%s:%s:%s:%lld", al->prefix, rule->family,
+                             rule->window, (long long)s);
+                kp[nw] = keys[nw];
+                starts[nw++] = s;
+            }
+            eval_ctx_t x = {al, eng, c, r, gauges, starts, kp, 0, SP_OK};
+            rc = sp_store_hgetall(st, kp, nw, eval_before_cb, &x, errstr, errstr_size);
+            if (rc == SP_OK) rc = x.rc;
+            last = starts[nw - 1];
+        }
+        if (rc != SP_OK) break;
+        char mark[32];
+        snprintf(mark, sizeof(mark), "%lld", (long long)last);
+        if (wb_put(&al->pstate, rule->name, mark)) rc = SP_ERR_NOMEM;
+        else al->through[r] = last;
+    }
+    if (rc != SP_OK) { /* the in-memory state may be ahead: read it again */
+        pending_clear(al);
+        al->reload = 1;
+        return rc;
+    }
+    for (int i = 0; i < al->pstate.n; i++)
+        sp_commit_hput(c, al->state_key, al->pstate.f[i], al->pstate.v[i]);
+    for (int i = 0; i < al->poutbox.n; i++)
+        sp_commit_hput(c, al->outbox_key, al->poutbox.f[i], al->poutbox.v[i]);
+    al->prepared = 1;
+    return SP_OK;
+}
+
+void sp_alerter_committed(sp_alerter_t *al, int ok) {
+    if (!al || !al->prepared) return;
+    if (!ok) { /* Redis may or may not hold it (a lost reply): read it back */
+        pending_clear(al);
+        al->reload = 2;
+        return;
+    }
+    for (int i = 0; i < al->poutbox.n; i++) {
+        if (ob_add(al, al->poutbox.f[i], al->pfps.v[i], al->poutbox.v[i])) {
+            sp_log(SP_LOG_ERROR, "alerts: out of memory; reading the outbox again");
+            al->reload = 2;
+            break;
+        }
+    }
+    pending_clear(al);
+    ob_pump(al);
+    al->stats.pending = al->nob;
 }
 
 void sp_alerter_stats(const sp_alerter_t *al, sp_alerter_stats_t *out) {
@@ -579,5 +616,6 @@ void sp_alerter_destroy(sp_alerter_t *al, sp_store_t *st, int timeout_ms) {
     free(al->ob);
     free(al->heads);
     free(al->st);
+    pending_clear(al);
     free(al);
 }

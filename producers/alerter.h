@@ -8,18 +8,20 @@
  *    alert message (JSON), from the moment it is decided until the broker
  *    acknowledged it (a repeat of a firing alert has the alert's id and a
  *    later window).
- * A transition and its outbox entry are written in one MULTI/EXEC, right
- * after the commit that closed the window is confirmed; a crash in between
- * re-evaluates the window at the next start (the `<rule>` marker has not
- * moved), and evaluation is a pure function of the window and the state,
- * so the same alert_id comes out. The outbox is produced with an
+ * Transitions and their outbox entries are written in the same atomic
+ * commit (the script of store.h) as the window that caused them: before a
+ * commit is sent, every window it makes final is evaluated from what Redis
+ * holds and what the commit adds (sp_commit_hash_after), and the alert
+ * state, the `<rule>` marker and the outbox entries go into that commit.
+ * So a window is final in Redis exactly when its alerts are in the outbox:
+ * no crash can come between them. The outbox is produced with an
  * idempotent producer keyed by fingerprint; an entry leaves the outbox only
  * on a delivery report without error, so a broker outage delays alerts and
  * loses none (at least once, deduplicated by alert_id).
  *
  * Not here: the rules' semantics (aggregators/rules.c), the wire formats
- * (producers/alert.c). All Redis calls are blocking: call sp_alerter_step
- * only when no pipelined reply is outstanding. */
+ * (producers/alert.c). All its Redis calls are blocking: call them only
+ * when no pipelined reply is outstanding. */
 #ifndef SP_ALERTER_H
 #define SP_ALERTER_H
 
@@ -43,11 +45,28 @@ sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
 int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
                      size_t errstr_size);
 
-/* Clears acknowledged alerts from the outbox, evaluates the windows closed
- * since the last call (final pointers of eng), writes transitions and new
- * outbox entries atomically and produces them; retries failed ones. */
-int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *errstr,
-                    size_t errstr_size);
+/* Clears acknowledged alerts from the outbox (HDEL), produces what is due
+ * (retries, the successors of acknowledged messages). */
+int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errstr_size);
+
+/* Windows final in eng that the rules have not evaluated yet: the next
+ * commit should be sent even if nothing else changed. */
+int sp_alerter_due(const sp_alerter_t *al, sp_engine_t *eng);
+
+/* Before commit c is sent (eng's final pointers as c leaves them):
+ * evaluates every window not evaluated yet, with the contents Redis will
+ * hold after c, and adds the alert state, markers and outbox entries to
+ * c. Blocking reads (HGETALL of those windows, WINDOWS_PER_STEP per round
+ * trip): no pipelined reply may be outstanding. On error nothing was
+ * added to c: do not send it. */
+int sp_alerter_prepare(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, sp_commit_t *c,
+                       char *errstr, size_t errstr_size);
+
+/* The reply of the prepared commit: ok, its outbox entries are produced;
+ * not ok (or not sent), they are dropped and the state is read again from
+ * Redis before the next evaluation (a commit whose reply was lost may have
+ * been applied). No-op when nothing was prepared. */
+void sp_alerter_committed(sp_alerter_t *al, int ok);
 
 /* Another instance may have written alert state and outbox meanwhile (this
  * one was a standby): read both again before the next evaluation. */

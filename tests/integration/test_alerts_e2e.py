@@ -24,10 +24,19 @@ Expected, from the definitions (docs/ALERTS.md):
     and does not resolve;
   - every alert_id once; a message's key is its fingerprint;
   - the outbox is empty at the end (all acknowledged), and a restart of the
-    pipeline on the same Redis emits nothing new (state in Redis)."""
+    pipeline on the same Redis emits nothing new (state in Redis);
+  - the outbox is written in the same atomic commit as the window that
+    caused it: a second client samples Redis in a loop while the pipeline
+    runs (MULTI/EXEC: the funnel's 5m final pointer and every rule's
+    "newest window evaluated" marker), and in every sample each marker
+    equals the final pointer -- a window is never final without its
+    alerts decided and in the outbox."""
 
 import json
+import threading
 import time
+
+import redis as redis_py
 
 import harness as H
 
@@ -67,6 +76,9 @@ class AlertsEndToEnd(H.SPTestCase):
                           "--incident-start", f"+{OUTAGE_AT // M}m",
                           "--incident-duration", f"{OUTAGE_FOR // M}m"),
               log_path=f"{cls.tmp}/gen.log")
+        cls.samples, stop = [], threading.Event()
+        sampler = threading.Thread(target=cls.sample, args=(stop,), daemon=True)
+        sampler.start()
         cls.pipe = cls.track(H.Pipeline(cls.tmp, cfg)).start()
         r = cls.redis.client
         H.wait_caught_up(r, NS, cls.broker.bootstrap, timeout=120, pipeline=cls.pipe)
@@ -79,6 +91,8 @@ class AlertsEndToEnd(H.SPTestCase):
             return r.hlen(f"sp:{{{NS}}}:alerts:outbox") == 0 and mark is not None and \
                 int(mark) >= start + 105 * M
         H.wait_until(settled, 60, 0.25, "windows after the traffic evaluated, outbox drained")
+        stop.set()
+        sampler.join(10)
         cls.msgs = H.kcat_json_alerts(cls.broker.bootstrap)
         cls.term_rc = cls.pipe.terminate(20)
         # a restart on the same Redis: nothing new
@@ -90,6 +104,26 @@ class AlertsEndToEnd(H.SPTestCase):
         print("alerts:", json.dumps([(m["rule"], m["state"], m["dimension"],
                                       (m["window_start"] - start) // M, m["summary"])
                                      for _, m in cls.msgs], indent=1), flush=True)
+
+    @classmethod
+    def sample(cls, stop):
+        """(final pointer, markers) read atomically, as often as Redis answers."""
+        r = redis_py.Redis(host="127.0.0.1", port=cls.redis.port, decode_responses=True)
+        names = [ru["name"] for ru in RULES]
+        while not stop.is_set():
+            p = r.pipeline(transaction=True)
+            p.get(f"sp:{{{NS}}}:final:funnel:5m")
+            p.hmget(f"sp:{{{NS}}}:alerts:state", names)
+            final, marks = p.execute()
+            cls.samples.append((final, marks))
+        r.close()
+
+    def test_outbox_in_the_commit_that_closes_the_window(self):
+        finals = {f for f, _ in self.samples if f is not None}
+        # the sampler saw windows close (in catch-up, many per commit)
+        self.assertGreaterEqual(len(finals), 3, f"{len(self.samples)} samples")
+        bad = [(f, m) for f, m in self.samples if f is not None and m != [f] * len(RULES)]
+        self.assertEqual(bad[:5], [], f"{len(bad)} of {len(self.samples)} samples")
 
     def of(self, rule):
         return [m for _, m in self.msgs if m["rule"] == rule]
