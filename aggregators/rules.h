@@ -8,11 +8,12 @@
  * rules, and "where it hurts" (the dimension values that explain a change).
  *
  * What it does not own: reading windows from Redis, storing the alert
- * state, the outbox and the producer (the run loop does those; the state of
- * one alert is a short string, sp_rules_state_encode/decode), nor the wire
- * formats (producers/alert.h). Evaluation is a pure function of the rule,
- * the alert's state and the closed window: replaying a window gives the
- * same transitions and the same alert_id. */
+ * state, the outbox and the producer (producers/alerter.c does those; the
+ * state of one alert is a short string, sp_rules_state_encode/decode), nor
+ * the wire formats (producers/alert.h). The transitions and the alert_id
+ * are a pure function of the rule, the alert's state and the closed window
+ * (the wall clock only stamps the message's emitted time): replaying a
+ * window gives the same transitions and the same alert_id. */
 #ifndef SP_RULES_H
 #define SP_RULES_H
 

@@ -909,6 +909,7 @@ int sp_commit_hash_after(const sp_commit_t *c, const char *key, int gauges,
     hmap_t m = {0};
     int rc = -1;
     size_t klen = strlen(key);
+    if (c->err) return -1; /* sections may be cut short; never sent anyway */
     for (int i = 0; i < n; i++)
         if (hm_put(&m, fields[i], strlen(fields[i]), values[i], strlen(values[i]))) goto out;
     for (size_t i = 0; i < c->nhash; i++) /* 4. window hashes, in order */

@@ -22,8 +22,9 @@
  *  5. raises "max pointers" (SET key v if v > current: latest/final);
  *  6. HINCRBY health counters, HSET gauges;
  *  7. PUBLISHes the update message.
- *  8. HINCRBY on any key (gauges, cohort tables); ZADD / ZREM (timers);
- *  9. HSET on any key (the alerts' state and outbox, sp_commit_hput).
+ *  8. APPENDs (the recent event ids), rotated past a size;
+ *  9. HINCRBY on any key (gauges, cohort tables); ZADD / ZREM (timers);
+ * 10. HSET on any key (the alerts' state and outbox, sp_commit_hput).
  * Ratios: kind 'r' = num/den as "%.6g"; 'p' = 100 num/den; 'f' = num/(num +
  * den); 'a' = integer average, rounded half away from zero; 'q' = a
  * quantile of the histogram fields "<num>:b<i>" (hist.h), den = q as a
@@ -84,9 +85,11 @@ void sp_commit_append(sp_commit_t *c, const char *key, const void *bytes, size_t
                       int64_t rotate_at);
 /* What hash `key` holds once this commit is applied, given what it holds
  * before (n fields and values, as HGETALL gives them): the script's
- * arithmetic and formats exactly, no I/O. gauges: key is sp:{NS}:gauges
- * (step 6 writes it). cb gets the result (count 0: empty). 0, or -1 out of
- * memory (cb not called). */
+ * arithmetic and formats exactly (steps 4, 6, 9 and 10; the fields' order
+ * may differ from Redis'), no I/O. For window hashes and sp:{NS}:gauges
+ * (gauges 1: step 6 writes it), not for keys of the other steps. cb gets
+ * the result (count 0: empty). 0, or -1 out of memory or a commit too
+ * large to send (cb not called). */
 int sp_commit_hash_after(const sp_commit_t *c, const char *key, int gauges,
                          const char *const *fields, const char *const *values, int n,
                          void (*cb)(void *opaque, const char *const *fields,

@@ -16,10 +16,11 @@
  *      state, pointers and the next offset of every partition involved,
  *      fenced on the stored offsets) without waiting for its reply. The
  *      alert rules evaluate the windows it makes final first (one HGETALL
- *      round trip in a batch that closes windows a rule watches) and their
- *      state and outbox entries go into the same commit.
- * So a batch costs two Redis round trips and consumption goes on while a
- * commit is in flight.
+ *      round trip in a batch that closes windows a rule watches, per 256
+ *      windows) and their state and outbox entries go into the same commit.
+ * So a batch costs two Redis round trips (plus the timer reads and the
+ * alerts' reads when windows close) and consumption goes on while a commit
+ * is in flight.
  *
  * Recovery is one path: when a commit fails (Redis unreachable, fenced, a
  * dead letter not acknowledged) everything in memory is dropped, the
@@ -608,6 +609,7 @@ static void do_reset(run_t *r) {
     r->h_redis_reconnects += r->h_redis_inflight[0]; /* that commit is given up */
     r->h_redis_down_ms += r->h_redis_inflight[1];
     r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
+    if (r->commit_in_flight) sp_alerter_committed(r->al, 0); /* outcome unknown */
     r->commit_in_flight = 0;
     if (r->koff_in_flight) {
         rd_kafka_topic_partition_list_destroy(r->koff_in_flight);
@@ -928,10 +930,9 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         sp_commit_publish(r->commit, msg);
         /* The windows this commit makes final are evaluated now, and their
          * alerts (state and outbox) ride in the same atomic commit. */
-        if (sp_alerter_prepare(r->al, r->st, r->eng, r->commit, err, sizeof(err)) != SP_OK) {
-            sp_log(SP_LOG_WARN, "alerts: %s; replaying from Redis offsets", err);
-            r->need_reset = 2;
-        } else if (sp_store_commit_send(r->st, r->commit, err, sizeof(err)) == SP_OK) {
+        if (sp_alerter_prepare(r->al, r->st, r->eng, r->commit, err, sizeof(err)) != SP_OK)
+            sp_log(SP_LOG_WARN, "alerts: %s (those windows are evaluated by the next commit)", err);
+        if (sp_store_commit_send(r->st, r->commit, err, sizeof(err)) == SP_OK) {
             r->commit_in_flight = 1;
             r->commit_sent_mono = sp_clock_mono_ms();
             r->wm_committed = sp_engine_watermark(r->eng);

@@ -11,7 +11,7 @@
 #include "core/log.h"
 #include "producers/alert.h"
 
-#define WINDOWS_PER_STEP 64  /* closed windows evaluated per rule and step */
+#define WINDOWS_PER_TRIP 256 /* windows read per HGETALL round trip */
 #define KEYS_MAX         256 /* keys (dimension values) per rule and window */
 #define RETRY_MS         5000
 
@@ -367,7 +367,11 @@ static int wb_put(wbuf_t *b, const char *f, const char *v) {
     }
     b->f[b->n] = strdup(f);
     b->v[b->n] = strdup(v);
-    if (!b->f[b->n] || !b->v[b->n]) return -1;
+    if (!b->f[b->n] || !b->v[b->n]) {
+        free(b->f[b->n]);
+        free(b->v[b->n]);
+        return -1;
+    }
     b->n++;
     return 0;
 }
@@ -475,12 +479,12 @@ int sp_alerter_step(sp_alerter_t *al, sp_store_t *st, char *errstr, size_t errst
     return SP_OK;
 }
 
-/* One window being evaluated inside sp_store_hgetall's callback. */
+/* The windows of one HGETALL round trip, evaluated in its callback. */
 typedef struct eval_ctx {
     sp_alerter_t *al;
     sp_engine_t *eng;
     const sp_commit_t *c;
-    int r, gauges;
+    const int *rule;
     const int64_t *starts;
     const char *const *keys;
     int idx, rc;
@@ -489,9 +493,10 @@ typedef struct eval_ctx {
 static void eval_after_cb(void *opaque, const char *const *f, const char *const *v, int n) {
     eval_ctx_t *x = opaque;
     sp_alerter_t *al = x->al;
+    int r = x->rule[x->idx];
     int64_t s = x->starts[x->idx];
-    sp_window_view_t w = {s, sp_engine_window_end(x->eng, al->size_idx[x->r], s), n, f, v};
-    x->rc = eval_window(al, x->r, &w, &al->pstate, &al->poutbox, &al->pfps);
+    sp_window_view_t w = {s, sp_engine_window_end(x->eng, al->size_idx[r], s), n, f, v};
+    x->rc = eval_window(al, r, &w, &al->pstate, &al->poutbox, &al->pfps);
 }
 
 static void eval_before_cb(void *opaque, int idx, const char *const *f, const char *const *v,
@@ -500,7 +505,8 @@ static void eval_before_cb(void *opaque, int idx, const char *const *f, const ch
     if (x->rc != SP_OK) return;
     x->idx = idx;
     x->rc = SP_ERR_NOMEM; /* unless the callback ran */
-    if (sp_commit_hash_after(x->c, x->keys[idx], x->gauges, f, v, n, eval_after_cb, x) != 0)
+    int gauges = !strcmp(x->al->rules.r[x->rule[idx]].family, "gauges");
+    if (sp_commit_hash_after(x->c, x->keys[idx], gauges, f, v, n, eval_after_cb, x) != 0)
         x->rc = SP_ERR_NOMEM;
 }
 
@@ -518,40 +524,49 @@ int sp_alerter_prepare(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, sp_co
                        char *errstr, size_t errstr_size) {
     int rc = SP_OK;
     if (!al) return SP_OK;
+    if (al->prepared) al->reload = 2; /* an outcome never reported: trust Redis only */
     pending_clear(al);
     if (al->reload && (rc = reload_state(al, st, errstr, errstr_size)) != SP_OK) return rc;
-    for (int r = 0; r < al->rules.n && rc == SP_OK; r++) {
-        int64_t first, final;
-        if (!windows_due(al, r, eng, &first, &final)) continue;
-        const sp_rule_t *rule = &al->rules.r[r];
-        int gauges = !strcmp(rule->family, "gauges");
-        int64_t s = first, last = -1;
-        while (s <= final && rc == SP_OK) { /* WINDOWS_PER_STEP per round trip */
-            int64_t starts[WINDOWS_PER_STEP];
-            char keys[WINDOWS_PER_STEP][160];
-            const char *kp[WINDOWS_PER_STEP];
-            int nw = 0;
-            for (; s <= final && nw < WINDOWS_PER_STEP; s = sp_engine_window_end(eng, al->size_idx[r], s)) {
-                if (gauges)
-                    snprintf(keys[nw], sizeof(keys[nw]), "%s:gauges", al->prefix);
-                else
-                    snprintf(keys[nw], sizeof(keys[nw]), "%s:%s:%s:%lld", al->prefix, rule->family,
-                             rule->window, (long long)s);
-                kp[nw] = keys[nw];
-                starts[nw++] = s;
+    int64_t first[SP_RULES_MAX] = {0}, final[SP_RULES_MAX] = {0};
+    int due[SP_RULES_MAX], cr = 0;
+    for (int r = 0; r < al->rules.n; r++) due[r] = windows_due(al, r, eng, &first[r], &final[r]);
+    int64_t cs = al->rules.n ? first[0] : 0;
+    /* every rule's due windows, rule by rule in window order, read
+     * WINDOWS_PER_TRIP per round trip */
+    while (rc == SP_OK) {
+        static char keys[WINDOWS_PER_TRIP][160];
+        const char *kp[WINDOWS_PER_TRIP];
+        int rule[WINDOWS_PER_TRIP], nw = 0;
+        int64_t starts[WINDOWS_PER_TRIP];
+        while (nw < WINDOWS_PER_TRIP && cr < al->rules.n) {
+            if (!due[cr] || cs > final[cr]) {
+                if (++cr < al->rules.n) cs = first[cr];
+                continue;
             }
-            eval_ctx_t x = {al, eng, c, r, gauges, starts, kp, 0, SP_OK};
-            rc = sp_store_hgetall(st, kp, nw, eval_before_cb, &x, errstr, errstr_size);
-            if (rc == SP_OK) rc = x.rc;
-            last = starts[nw - 1];
+            const sp_rule_t *ru = &al->rules.r[cr];
+            if (!strcmp(ru->family, "gauges"))
+                snprintf(keys[nw], sizeof(keys[nw]), "%s:gauges", al->prefix);
+            else
+                snprintf(keys[nw], sizeof(keys[nw]), "%s:%s:%s:%lld", al->prefix, ru->family,
+                         ru->window, (long long)cs);
+            kp[nw] = keys[nw];
+            rule[nw] = cr;
+            starts[nw++] = cs;
+            cs = sp_engine_window_end(eng, al->size_idx[cr], cs);
         }
-        if (rc != SP_OK) break;
-        char mark[32];
-        snprintf(mark, sizeof(mark), "%lld", (long long)last);
-        if (wb_put(&al->pstate, rule->name, mark)) rc = SP_ERR_NOMEM;
-        else al->through[r] = last;
+        if (!nw) break;
+        eval_ctx_t x = {al, eng, c, rule, starts, kp, 0, SP_OK};
+        rc = sp_store_hgetall(st, kp, nw, eval_before_cb, &x, errstr, errstr_size);
+        if (rc == SP_OK) rc = x.rc;
     }
-    if (rc != SP_OK) { /* the in-memory state may be ahead: read it again */
+    for (int r = 0; r < al->rules.n && rc == SP_OK; r++) {
+        if (!due[r]) continue;
+        char mark[32];
+        snprintf(mark, sizeof(mark), "%lld", (long long)final[r]);
+        if (wb_put(&al->pstate, al->rules.r[r].name, mark)) rc = SP_ERR_NOMEM;
+        else al->through[r] = final[r];
+    }
+    if (rc != SP_OK) { /* nothing goes into c; the state may be ahead: read it again */
         pending_clear(al);
         al->reload = 1;
         return rc;
@@ -560,7 +575,7 @@ int sp_alerter_prepare(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, sp_co
         sp_commit_hput(c, al->state_key, al->pstate.f[i], al->pstate.v[i]);
     for (int i = 0; i < al->poutbox.n; i++)
         sp_commit_hput(c, al->outbox_key, al->poutbox.f[i], al->poutbox.v[i]);
-    al->prepared = 1;
+    al->prepared = al->pstate.n > 0; /* else nothing to hear back about */
     return SP_OK;
 }
 

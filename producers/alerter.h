@@ -56,7 +56,7 @@ int sp_alerter_due(const sp_alerter_t *al, sp_engine_t *eng);
 /* Before commit c is sent (eng's final pointers as c leaves them):
  * evaluates every window not evaluated yet, with the contents Redis will
  * hold after c, and adds the alert state, markers and outbox entries to
- * c. Blocking reads (HGETALL of those windows, WINDOWS_PER_STEP per round
+ * c. Blocking reads (HGETALL of those windows, 256 per round
  * trip): no pipelined reply may be outstanding. On error nothing was
  * added to c: do not send it. */
 int sp_alerter_prepare(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, sp_commit_t *c,
