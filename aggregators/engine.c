@@ -104,6 +104,7 @@ struct sp_engine {
     /* windows */
     win_t **open[SP_MAX_WINDOWS]; /* grows: bounded by event time limits */
     int nopen[SP_MAX_WINDOWS], capopen[SP_MAX_WINDOWS];
+    int open_hint[SP_MAX_WINDOWS][2]; /* indexes of the last windows found */
     int64_t final_start[NFAM][SP_MAX_WINDOWS]; /* -1 none */
     int64_t latest_start[SP_MAX_WINDOWS];
     int64_t latest_committed[SP_MAX_WINDOWS];
@@ -725,8 +726,20 @@ int64_t sp_engine_family_final_start(const sp_engine_t *e, int fam, int size_idx
 /* ---- windows ------------------------------------------------------- */
 
 static win_t *win_get(sp_engine_t *e, int size_idx, int64_t start) {
-    for (int j = 0; j < e->nopen[size_idx]; j++)
-        if (e->open[size_idx][j]->start == start) return e->open[size_idx][j];
+    /* Events come nearly in time order: the window of the one before, or
+     * the one before that (partitions a little apart), most of the time.
+     * Many windows are open while late families wait (delivery, retention),
+     * so a scan of all of them per event is what this spares. */
+    int *hint = e->open_hint[size_idx], n = e->nopen[size_idx];
+    win_t **open = e->open[size_idx];
+    for (int k = 0; k < 2; k++)
+        if (hint[k] < n && open[hint[k]]->start == start) return open[hint[k]];
+    for (int j = n - 1; j >= 0; j--)
+        if (open[j]->start == start) {
+            hint[1] = hint[0];
+            hint[0] = j;
+            return open[j];
+        }
     if (e->nopen[size_idx] == e->capopen[size_idx]) {
         int nc = e->capopen[size_idx] ? e->capopen[size_idx] * 2 : 16;
         win_t **no = realloc(e->open[size_idx], (size_t)nc * sizeof(*no));
@@ -742,6 +755,8 @@ static win_t *win_get(sp_engine_t *e, int size_idx, int64_t start) {
     for (int f = 0; f < NFAM; f++)
         if (e->final_start[f][size_idx] >= 0 && start <= e->final_start[f][size_idx])
             w->closed |= 1u << f;
+    e->open_hint[size_idx][1] = e->open_hint[size_idx][0];
+    e->open_hint[size_idx][0] = e->nopen[size_idx];
     e->open[size_idx][e->nopen[size_idx]++] = w;
     if (e->first_start[size_idx] < 0 || start < e->first_start[size_idx])
         e->first_start[size_idx] = start;
