@@ -195,11 +195,12 @@ __attribute__((noinline)) static int run_full(const sp_config_t *cfg, const opts
     sp_commit_t *c = sp_commit_new();
     sp_arena_t *arena = sp_arena_new(1 << 20);
     sp_event_t *evs = calloc((size_t)o->batch, sizeof(*evs));
+    uint64_t *evhash = malloc((size_t)o->batch * sizeof(*evhash));
     int np = SP_STREAM__COUNT * o->partitions; /* every stream has o->partitions */
     int64_t *committed = malloc((size_t)np * sizeof(*committed));
     int64_t *next = malloc((size_t)np * sizeof(*next));
     int rc = -1;
-    if (!dec || !eng || !dd || !c || !arena || !evs || !committed || !next) {
+    if (!dec || !eng || !dd || !c || !arena || !evs || !evhash || !committed || !next) {
         fprintf(stderr, "bench_pipeline: set-up: %s\n", dec && eng ? "out of memory" : err);
         goto out;
     }
@@ -239,13 +240,20 @@ __attribute__((noinline)) static int run_full(const sp_config_t *cfg, const opts
                 continue;
             }
             sp_str_t id = ev->s[SP_S_EVENT_ID];
-            if (sp_dedup_seen(dd, sp_hash64(id.p, id.len, 0x1d))) {
+            evhash[nev] = sp_hash64(id.p, id.len, 0x1d);
+            sp_dedup_prefetch(dd, evhash[nev]);
+            nev++;
+        }
+        int kept = 0; /* as the run loop: repeated ids once the batch is decoded */
+        for (int k = 0; k < nev; k++) {
+            if (sp_dedup_seen(dd, evhash[k])) {
                 h_dup++;
                 continue;
             }
-            sp_engine_want(eng, ev);
-            nev++;
+            if (kept != k) evs[kept] = evs[k];
+            sp_engine_want(eng, &evs[kept++]);
         }
+        nev = kept;
         /* Prefetch reply: every wanted entity is new (absent in Redis). */
         int nwant = sp_engine_want_count(eng);
         for (int k = 0; k < nwant; k++) sp_engine_fetched(eng, k, NULL, 0);
@@ -284,6 +292,7 @@ out:
     sp_commit_destroy(c);
     sp_arena_destroy(arena);
     free(evs);
+    free(evhash);
     free(committed);
     free(next);
     return rc;

@@ -107,7 +107,15 @@ int sp_dedup_seen(sp_dedup_t *dd, uint64_t hash) {
         dd->count++;
     }
     dd->table[i] = key;
+    /* The next insertion into a full set removes the oldest hash: its slot
+     * is known now, a random line of a large table, so it is fetched
+     * while the caller decodes the next event. */
+    if (dd->count == dd->max_ids) __builtin_prefetch(&dd->table[home(dd, dd->ring[dd->head])], 1);
     return 0;
+}
+
+void sp_dedup_prefetch(const sp_dedup_t *dd, uint64_t hash) {
+    if (dd && dd->max_ids) __builtin_prefetch(&dd->table[home(dd, hash ? hash : 1)]);
 }
 
 size_t sp_dedup_count(const sp_dedup_t *dd) { return dd ? dd->count : 0; }

@@ -21,6 +21,11 @@ void sp_dedup_destroy(sp_dedup_t *dd); /* NULL is a no-op */
  * evicting the oldest hash if the set is full, and returns 0. */
 int sp_dedup_seen(sp_dedup_t *dd, uint64_t hash);
 
+/* Start fetching the table line sp_dedup_seen(hash) will read first: call
+ * it for a batch's hashes, then sp_dedup_seen for each (the set is large
+ * and accessed at random, so each first read is a cache miss). */
+void sp_dedup_prefetch(const sp_dedup_t *dd, uint64_t hash);
+
 size_t sp_dedup_count(const sp_dedup_t *dd);  /* hashes held now */
 size_t sp_dedup_memory(const sp_dedup_t *dd); /* bytes allocated, fixed at creation */
 

@@ -120,6 +120,7 @@ typedef struct run {
     char wm_key[128];
     char dedup_key[128];
     unsigned char *idlog; /* event-id hashes admitted in this batch, 8 bytes each */
+    uint64_t *evhash;     /* event-id hash of each decoded event of the batch */
     size_t nidlog;
 
     char topic_names[MAX_TOPICS][256];
@@ -801,15 +802,9 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
                 dead_letter(r, m, SP_DLQ_LATE, "window already closed");
             } else {
                 sp_str_t id = ev->s[SP_S_EVENT_ID];
-                uint64_t h = sp_hash64(id.p, id.len, 0x1d);
-                if (sp_dedup_seen(r->dedup, h)) {
-                    r->h_dup++;
-                } else {
-                    for (int b = 0; b < 8; b++) r->idlog[r->nidlog * 8 + (size_t)b] = (unsigned char)(h >> (8 * b));
-                    r->nidlog++;
-                    sp_engine_want(r->eng, ev);
-                    nev++;
-                }
+                r->evhash[nev] = sp_hash64(id.p, id.len, 0x1d);
+                sp_dedup_prefetch(r->dedup, r->evhash[nev]);
+                nev++;
             }
         } else if (rc == SP_ERR_POISON) {
             dead_letter(r, m, reason, why);
@@ -819,6 +814,22 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         }
         rd_kafka_message_destroy(m);
     }
+    /* Repeated event ids are dropped once the whole batch is decoded: the
+     * recent-id table's lines were requested meanwhile (a random read of a
+     * large table per event, the costliest line of the batch otherwise). */
+    int kept = 0;
+    for (int k = 0; k < nev; k++) {
+        uint64_t h = r->evhash[k];
+        if (sp_dedup_seen(r->dedup, h)) {
+            r->h_dup++;
+            continue;
+        }
+        if (kept != k) r->evs[kept] = r->evs[k];
+        for (int b = 0; b < 8; b++) r->idlog[r->nidlog * 8 + (size_t)b] = (unsigned char)(h >> (8 * b));
+        r->nidlog++;
+        sp_engine_want(r->eng, &r->evs[kept++]);
+    }
+    nev = kept;
 
     /* Prefetch entity state, then collect the previous commit's reply. */
     int nwant = sp_engine_want_count(r->eng);
@@ -999,7 +1010,8 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     r->evs = calloc((size_t)cfg->batch_max, sizeof(*r->evs));
     r->msgs = calloc((size_t)cfg->batch_max, sizeof(*r->msgs));
     r->idlog = malloc((size_t)cfg->batch_max * 8);
-    if (!r->evs || !r->msgs || !r->idlog) goto oom;
+    r->evhash = malloc((size_t)cfg->batch_max * sizeof(*r->evhash));
+    if (!r->evs || !r->msgs || !r->idlog || !r->evhash) goto oom;
 
     for (int attempt = 0; !(r->st = sp_store_new(cfg, err, errsz)); attempt++) {
         if (stop_requested || attempt >= 50) return -1;
@@ -1099,6 +1111,7 @@ static void run_close(run_t *r) {
     sp_decoder_destroy(r->dec);
     sp_arena_destroy(r->arena);
     free(r->evs);
+    free(r->evhash);
     free(r->msgs);
     free(r->idlog);
     free(r->pos);
