@@ -671,7 +671,8 @@ static void kv_fill(kvset_t *s, const char *const *f, const char *const *v, int 
 }
 
 static void kv_free(kvset_t *s) {
-    for (int i = 0; i < s->n; i++) free(s->kv[i]);
+    for (int i = 0; i < s->n; i++)
+        free(s->kv[i]);
     free(s->kv);
 }
 
@@ -685,7 +686,8 @@ static void hgetall(const char *key, kvset_t *out) {
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     int n = (int)r->elements / 2;
-    const char **f = calloc((size_t)n + 1, sizeof(char *)), **v = calloc((size_t)n + 1, sizeof(char *));
+    const char **f = calloc((size_t)n + 1, sizeof(char *)),
+               **v = calloc((size_t)n + 1, sizeof(char *));
     assert_true(f && v);
     for (int i = 0; i < n; i++) {
         f[i] = r->element[2 * i]->str;
@@ -715,8 +717,8 @@ static void commit_and_compare(const char *const *keys, int nkeys) {
             v[i] = eq + 1;
         }
         memset(&want[k], 0, sizeof(want[k]));
-        assert_int_equal(sp_commit_hash_after(G.c, keys[k], strstr(keys[k], ":gauges") != NULL, f, v,
-                                              before.n, after_cb, &want[k]),
+        assert_int_equal(sp_commit_hash_after(G.c, keys[k], strstr(keys[k], ":gauges") != NULL, f,
+                                              v, before.n, after_cb, &want[k]),
                          0);
         free(f);
         free(v);
@@ -727,8 +729,10 @@ static void commit_and_compare(const char *const *keys, int nkeys) {
         kvset_t got;
         hgetall(keys[k], &got);
         if (getenv("SP_DEBUG_AFTER")) {
-            for (int i = 0; i < got.n; i++) fprintf(stderr, "got  %s\n", got.kv[i]);
-            for (int i = 0; i < want[k].n; i++) fprintf(stderr, "want %s\n", want[k].kv[i]);
+            for (int i = 0; i < got.n; i++)
+                fprintf(stderr, "got  %s\n", got.kv[i]);
+            for (int i = 0; i < want[k].n; i++)
+                fprintf(stderr, "want %s\n", want[k].kv[i]);
         }
         for (int i = 0, j = 0; i < got.n || j < want[k].n;) {
             int c = i == got.n ? 1 : j == want[k].n ? -1 : strcmp(got.kv[i], want[k].kv[j]);
@@ -744,8 +748,9 @@ static void commit_and_compare(const char *const *keys, int nkeys) {
 static void test_hash_after(void **state) {
     (void)state;
     const char *keys[] = {H1, "sp:{store}:gauges", "sp:{store}:alerts:outbox"};
-    freeReplyObject(redisCommand(G.rc, "HSET %s orders 312 visits 10000 stale 5 rt:b3 2 rt:bz 1 "
-                                       "text hello f 1.5",
+    freeReplyObject(redisCommand(G.rc,
+                                 "HSET %s orders 312 visits 10000 stale 5 rt:b3 2 rt:bz 1 "
+                                 "text hello f 1.5",
                                  H1));
     freeReplyObject(redisCommand(G.rc, "HSET sp:{store}:gauges in_flight 7 open_windows 3"));
     sp_commit_hash(G.c, H1, 0);
