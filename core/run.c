@@ -102,8 +102,8 @@ static int ratelog_due(ratelog_t *rl, int64_t *n) {
 
 typedef struct run {
     sp_config_t *cfg;
-    rd_kafka_t *rk;  /* consumer */
-    rd_kafka_t *dlq; /* dead-letter producer */
+    rd_kafka_t *rk;   /* consumer */
+    rd_kafka_t *dlq;  /* dead-letter producer */
     sp_alerter_t *al; /* alert rules, outbox and alert producer */
     sp_rules_t *rules;
     rd_kafka_queue_t *q;
@@ -155,10 +155,75 @@ typedef struct run {
     int standby;        /* waiting for the lease */
     int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
-    int rebalanced;       /* a rebalance callback ran since the last batch */
-    int64_t h_gaps;       /* offset gaps seen (health offset_gaps) */
+    int rebalanced; /* a rebalance callback ran since the last batch */
+    int64_t h_gaps; /* offset gaps seen (health offset_gaps) */
     ratelog_t gap_log, late_log;
+
+    unsigned not_ready;           /* SP_NR_* bits: why this instance is not doing its job */
+    unsigned not_ready_published; /* as last written to sp:{NS}:health (~0u: never) */
+    unsigned not_ready_logged;    /* as last logged (~0u: never) */
 } run_t;
+
+/* ---- readiness ----------------------------------------------------- *
+ *
+ * An instance is ready when it consumes and commits. Each cause that stops
+ * it is one bit; whoever detects a cause sets it and whoever sees it gone
+ * clears it. The set is published to sp:{NS}:health as `ready` (1/0) and
+ * `not_ready` (the causes' names, comma-separated; "" when ready) when it
+ * changes, outside the commit (a cause such as an unwritable dead-letter
+ * topic is exactly what keeps commits from happening), and logged. */
+enum {
+    SP_NR_STANDBY = 1u << 0,    /* waiting for the namespace lease */
+    SP_NR_REDIS = 1u << 1,      /* Redis unreachable or the commit failing */
+    SP_NR_DEADLETTER = 1u << 2, /* dead letters not acknowledged by the broker */
+    SP_NR_TOPIC = 1u << 3,      /* an input, dead-letter or alert topic missing */
+    SP_NR_OFFSETS = 1u << 4,    /* a partition's log is behind the stored offset */
+    SP_NR__COUNT_BITS = 5
+};
+
+static const char *const not_ready_names[SP_NR__COUNT_BITS] = {
+    "standby", "redis", "deadletter_unwritable", "topic_missing", "offsets_behind_checkpoint"};
+
+static void ready_set(run_t *r, unsigned bit, int on) {
+    if (on)
+        r->not_ready |= bit;
+    else
+        r->not_ready &= ~bit;
+}
+
+static void not_ready_text(unsigned bits, char *buf, size_t size) {
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < SP_NR__COUNT_BITS; i++)
+        if ((bits & (1u << i)) && o < size)
+            o += (size_t)snprintf(buf + o, size - o, "%s%s", o ? "," : "", not_ready_names[i]);
+}
+
+/* Log a change of readiness at once; write it to Redis when it differs
+ * from what Redis holds (only when nothing is in flight on the connection;
+ * tried again at the next turn if the write fails). */
+static void ready_publish(run_t *r) {
+    char why[256], err[256], key[128];
+    if (r->not_ready != r->not_ready_logged) {
+        not_ready_text(r->not_ready, why, sizeof(why));
+        if (r->not_ready)
+            sp_log(SP_LOG_WARN, "not ready: %s", why);
+        else if (r->not_ready_logged != ~0u)
+            sp_log(SP_LOG_INFO, "ready");
+        r->not_ready_logged = r->not_ready;
+    }
+    /* the health hash is the namespace's: a standby leaves it to the active one */
+    if (r->not_ready == r->not_ready_published || r->standby || !r->st ||
+        sp_store_pending(r->st) > 0)
+        return;
+    not_ready_text(r->not_ready, why, sizeof(why));
+    snprintf(key, sizeof(key), "%s:health", r->prefix);
+    const char *fields[] = {"ready", "not_ready"};
+    const char *values[] = {r->not_ready ? "0" : "1", why};
+    sp_hwrite_t w = {key, 0, 2, fields, values};
+    if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK)
+        r->not_ready_published = r->not_ready;
+}
 
 /* ---- partitions ---------------------------------------------------- */
 
@@ -210,6 +275,7 @@ static void drain_commit(run_t *r) {
     }
     r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     sp_alerter_committed(r->al, rc == SP_OK);
+    ready_set(r, SP_NR_REDIS, rc != SP_OK && rc != SP_ERR_FENCED);
     if (rc == SP_OK) {
         r->lease_mono = sp_clock_mono_ms(); /* the commit extended the lease */
         /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
@@ -219,7 +285,8 @@ static void drain_commit(run_t *r) {
         return;
     }
     if (koff) rd_kafka_topic_partition_list_destroy(koff);
-    sp_log(SP_LOG_WARN, "commit failed (%s): %s; replaying from Redis offsets", sp_err_str(rc), err);
+    sp_log(SP_LOG_WARN, "commit failed (%s): %s; replaying from Redis offsets", sp_err_str(rc),
+           err);
     r->need_reset = rc == SP_ERR_IO ? 2 : 1;
 }
 
@@ -270,7 +337,8 @@ static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
     }
 out:
     if (fields)
-        for (int i = 0; i < n; i++) free(fields[i]);
+        for (int i = 0; i < n; i++)
+            free(fields[i]);
     free(fields);
     free(next);
     free(maxet);
@@ -297,7 +365,8 @@ static int load_dedup(run_t *r) {
         }
         for (size_t i = 0; i + 8 <= len; i += 8) {
             uint64_t h = 0;
-            for (int b = 0; b < 8; b++) h |= (uint64_t)(unsigned char)buf[i + b] << (8 * b);
+            for (int b = 0; b < 8; b++)
+                h |= (uint64_t)(unsigned char)buf[i + b] << (8 * b);
             sp_dedup_seen(r->dedup, h);
         }
         free(buf);
@@ -318,9 +387,9 @@ static int fire_timers(run_t *r, int *fired) {
     int64_t upto = sp_engine_timers_due(r->eng);
     if (upto != INT64_MIN) {
         int64_t next;
-        int rc = sp_store_timers_due(r->st, sp_engine_timers_key(r->eng),
-                                     sp_engine_state_prefix(r->eng), upto, 5000, timer_cb, r->eng,
-                                     &next, err, sizeof(err));
+        int rc =
+            sp_store_timers_due(r->st, sp_engine_timers_key(r->eng), sp_engine_state_prefix(r->eng),
+                                upto, 5000, timer_cb, r->eng, &next, err, sizeof(err));
         if (rc != SP_OK) {
             sp_log(SP_LOG_WARN, "reading due timers failed: %s", err);
             return rc;
@@ -392,7 +461,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             pos_t *ps = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
             if (ps) *ps = r->pos[--r->npos];
             if (ti >= 0) sp_engine_partition_remove(r->eng, ti, parts->elems[i].partition);
-            sp_log(SP_LOG_INFO, "revoked %s/%d", parts->elems[i].topic, (int)parts->elems[i].partition);
+            sp_log(SP_LOG_INFO, "revoked %s/%d", parts->elems[i].topic,
+                   (int)parts->elems[i].partition);
         }
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
@@ -463,6 +533,7 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
 static int wait_for_lease(run_t *r) {
     char err[512], holder[96];
     int64_t logged = -1;
+    ready_set(r, SP_NR_STANDBY, 1);
     for (int attempt = 0; !stop_requested; attempt++) {
         int held = 0;
         if (sp_store_lease(r->st, 1, &held, holder, sizeof(holder), err, sizeof(err)) != SP_OK) {
@@ -474,6 +545,7 @@ static int wait_for_lease(run_t *r) {
         if (held) {
             r->lease_mono = sp_clock_mono_ms();
             r->standby = 0;
+            ready_set(r, SP_NR_STANDBY, 0);
             if (attempt > 0) sp_log(SP_LOG_INFO, "lease of namespace %s taken: active", r->cfg->ns);
             return 0;
         }
@@ -548,8 +620,8 @@ static int seek_positions(run_t *r) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->npos);
     for (int i = 0; i < r->npos; i++)
         rd_kafka_topic_partition_list_add(l, r->topic_names[r->pos[i].topic_idx],
-                                          r->pos[i].partition)->offset =
-            r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
+                                          r->pos[i].partition)
+            ->offset = r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
     int rc = SP_OK;
     rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, 10000);
     if (e) {
@@ -576,7 +648,8 @@ static int seek_positions(run_t *r) {
 static void after_rebalance(run_t *r, rd_kafka_message_t **msgs, int n) {
     int skips = 0; /* partitions whose messages here would have skipped offsets */
     int64_t *at = n > 0 ? malloc(((size_t)r->npos + 1) * sizeof(*at)) : NULL;
-    for (int i = 0; at && i < r->npos; i++) at[i] = r->pos[i].next;
+    for (int i = 0; at && i < r->npos; i++)
+        at[i] = r->pos[i].next;
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         int ti = m->err ? -1 : topic_index(r, rd_kafka_topic_name(m->rkt));
@@ -596,8 +669,10 @@ static void after_rebalance(run_t *r, rd_kafka_message_t **msgs, int n) {
     free(at);
     r->rebalanced = 0;
     if (n > 0)
-        sp_log(SP_LOG_INFO, "rebalanced during a poll: %d message(s) dropped (%d partition(s) would have "
-                            "skipped offsets), fetching again from our positions", n, skips);
+        sp_log(SP_LOG_INFO,
+               "rebalanced during a poll: %d message(s) dropped (%d partition(s) would have "
+               "skipped offsets), fetching again from our positions",
+               n, skips);
     if (seek_positions(r) != SP_OK) r->need_reset = 1;
 }
 
@@ -621,14 +696,18 @@ static void do_reset(run_t *r) {
         int64_t t0 = sp_clock_mono_ms();
         int rc = SP_ERR_IO;
         while (!stop_requested && (rc = sp_store_reconnect(r->st, err, sizeof(err))) != SP_OK) {
-            sp_log(SP_LOG_WARN, "Redis unreachable: %s (retrying in %lld ms)", err, (long long)backoff);
+            ready_set(r, SP_NR_REDIS, 1);
+            ready_publish(r); /* logged; Redis itself cannot hear it */
+            sp_log(SP_LOG_WARN, "Redis unreachable: %s (retrying in %lld ms)", err,
+                   (long long)backoff);
             usleep((useconds_t)backoff * 1000);
             if (backoff < 5000) backoff *= 2;
         }
         if (rc == SP_OK) {
             r->h_redis_reconnects++;
             r->h_redis_down_ms += sp_clock_mono_ms() - t0;
-            sp_log(SP_LOG_INFO, "Redis reconnected after %lld ms", (long long)(sp_clock_mono_ms() - t0));
+            sp_log(SP_LOG_INFO, "Redis reconnected after %lld ms",
+                   (long long)(sp_clock_mono_ms() - t0));
         }
     }
     if (r->owner[0] && !stop_requested) { /* still ours? else wait as a standby */
@@ -681,18 +760,22 @@ static void update_lags(run_t *r) {
     for (int i = 0; i < r->npos; i++) {
         pos_t *ps = &r->pos[i];
         int64_t lo = -1, hi = -1, lag = -1;
-        rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo, &hi);
+        rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo,
+                                       &hi);
         if (hi >= 0) {
             int64_t at = ps->next;
             if (at < 0) { /* nothing consumed yet: where the fetcher is */
                 rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
                 rd_kafka_topic_partition_list_add(l, r->topic_names[ps->topic_idx], ps->partition);
-                if (rd_kafka_position(r->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].offset >= 0)
+                if (rd_kafka_position(r->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                    l->elems[0].offset >= 0)
                     at = l->elems[0].offset;
                 rd_kafka_topic_partition_list_destroy(l);
             }
-            if (at >= 0) lag = hi - at;
-            else if (hi == lo) lag = 0; /* empty partition */
+            if (at >= 0)
+                lag = hi - at;
+            else if (hi == lo)
+                lag = 0; /* empty partition */
         }
         if (lag < 0 && lag != -1) lag = 0;
         sp_engine_partition_lag(r->eng, ps->topic_idx, ps->partition, lag);
@@ -825,7 +908,8 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             continue;
         }
         if (kept != k) r->evs[kept] = r->evs[k];
-        for (int b = 0; b < 8; b++) r->idlog[r->nidlog * 8 + (size_t)b] = (unsigned char)(h >> (8 * b));
+        for (int b = 0; b < 8; b++)
+            r->idlog[r->nidlog * 8 + (size_t)b] = (unsigned char)(h >> (8 * b));
         r->nidlog++;
         sp_engine_want(r->eng, &r->evs[kept++]);
     }
@@ -855,7 +939,8 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         return; /* everything since the last good commit is replayed */
     }
     /* Nothing is in flight on the connection now: acknowledged alerts
-     * leave the outbox. */
+     * leave the outbox, and a change of readiness is written. */
+    ready_publish(r);
     if (sp_alerter_step(r->al, r->st, err, sizeof(err)) != SP_OK)
         sp_log(SP_LOG_WARN, "alerts: %s (tried again next batch)", err);
 
@@ -895,6 +980,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     if (r->dlq_in_batch || r->dlq_failed) {
         rd_kafka_flush(r->dlq, 30000);
         if (rd_kafka_outq_len(r->dlq) > 0 || r->dlq_failed) {
+            ready_set(r, SP_NR_DEADLETTER, 1);
             sp_log(SP_LOG_WARN, "dead letters not acknowledged; replaying the batch");
             r->dlq_failed = 0;
             r->need_reset = 1;
@@ -902,12 +988,14 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             return;
         }
         r->dlq_in_batch = 0;
+        ready_set(r, SP_NR_DEADLETTER, 0);
     }
 
     /* Nothing consumed: commit only to close windows, or (at most once a
      * second) to publish an advanced watermark. */
     int any = nev > 0 || closed > 0 || fired > 0 || sp_alerter_due(r->al, r->eng);
-    for (int i = 0; !any && i < r->npos; i++) any = r->pos[i].touched;
+    for (int i = 0; !any && i < r->npos; i++)
+        any = r->pos[i].touched;
     if (!any && !(wm_moved && sp_clock_mono_ms() - r->commit_sent_mono >= 1000)) return;
 
     sp_commit_reset(r->commit);
@@ -921,8 +1009,8 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         pos_field(r, ps, field, sizeof(field));
         sp_commit_offset(r->commit, field, ps->committed, ps->next,
                          sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition));
-        rd_kafka_topic_partition_list_add(koff, r->topic_names[ps->topic_idx], ps->partition)->offset =
-            ps->next;
+        rd_kafka_topic_partition_list_add(koff, r->topic_names[ps->topic_idx], ps->partition)
+            ->offset = ps->next;
         ps->committed = ps->next;
         ps->touched = 0;
         noff++;
@@ -936,8 +1024,8 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     if (noff) sp_commit_health(r->commit, "commits", 1);
     {
         char msg[160];
-        snprintf(msg, sizeof(msg), "{\"ns\":\"%s\",\"watermark_ms\":%lld,\"events\":%d}", r->cfg->ns,
-                 (long long)sp_engine_watermark(r->eng), nev);
+        snprintf(msg, sizeof(msg), "{\"ns\":\"%s\",\"watermark_ms\":%lld,\"events\":%d}",
+                 r->cfg->ns, (long long)sp_engine_watermark(r->eng), nev);
         sp_commit_publish(r->commit, msg);
         /* The windows this commit makes final are evaluated now, and their
          * alerts (state and outbox) ride in the same atomic commit. */
@@ -964,11 +1052,11 @@ static rd_kafka_conf_t *kafka_conf(const sp_config_t *cfg, int consumer, char *e
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     for (int i = 0; i < cfg->kafka_cnt; i++) {
         const char *k = cfg->kafka[i].key;
-        if (!consumer && (!strcmp(k, "group.id") || !strncmp(k, "session.timeout", 15) ||
-                          !strncmp(k, "heartbeat", 9) || !strncmp(k, "auto.offset", 11) ||
-                          !strncmp(k, "partition.assignment", 20) || !strncmp(k, "enable.auto", 11) ||
-                          !strncmp(k, "max.poll", 8) || !strncmp(k, "queued.", 7) ||
-                          !strncmp(k, "fetch.", 6)))
+        if (!consumer &&
+            (!strcmp(k, "group.id") || !strncmp(k, "session.timeout", 15) ||
+             !strncmp(k, "heartbeat", 9) || !strncmp(k, "auto.offset", 11) ||
+             !strncmp(k, "partition.assignment", 20) || !strncmp(k, "enable.auto", 11) ||
+             !strncmp(k, "max.poll", 8) || !strncmp(k, "queued.", 7) || !strncmp(k, "fetch.", 6)))
             continue;
         if (rd_kafka_conf_set(kc, k, cfg->kafka[i].value, err, errsz) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(kc);
@@ -996,10 +1084,10 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     r->wm_committed = INT64_MIN;
     {
         const char *aor = sp_config_kafka_get(cfg, "auto.offset.reset");
-        r->reset_offset = aor && (!strcmp(aor, "latest") || !strcmp(aor, "largest") ||
-                                  !strcmp(aor, "end"))
-                              ? RD_KAFKA_OFFSET_END
-                              : RD_KAFKA_OFFSET_BEGINNING;
+        r->reset_offset =
+            aor && (!strcmp(aor, "latest") || !strcmp(aor, "largest") || !strcmp(aor, "end"))
+                ? RD_KAFKA_OFFSET_END
+                : RD_KAFKA_OFFSET_BEGINNING;
     }
 
     if (!(r->dec = sp_decoder_new(cfg, err, errsz))) return -1;
@@ -1129,12 +1217,11 @@ static void write_file_atomic(const char *path, const char *text) {
 }
 
 static void run_usage(FILE *out) {
-    fprintf(out,
-            "usage: storepulse run -c FILE [--embedded-kafka] [--bootstrap-file F]\n"
-            "  -c, --config FILE     configuration (YAML); see deploy/storepulse.yaml\n"
-            "  --embedded-kafka      start a librdkafka mock cluster in this process\n"
-            "  --bootstrap-file F    with --embedded-kafka: write its address to F\n"
-            "SIGTERM/SIGINT: finish the batch, commit, exit 0.\n");
+    fprintf(out, "usage: storepulse run -c FILE [--embedded-kafka] [--bootstrap-file F]\n"
+                 "  -c, --config FILE     configuration (YAML); see deploy/storepulse.yaml\n"
+                 "  --embedded-kafka      start a librdkafka mock cluster in this process\n"
+                 "  --bootstrap-file F    with --embedded-kafka: write its address to F\n"
+                 "SIGTERM/SIGINT: finish the batch, commit, exit 0.\n");
 }
 
 int sp_run_main(int argc, char **argv) {
@@ -1169,6 +1256,7 @@ int sp_run_main(int argc, char **argv) {
 
     memset(&r, 0, sizeof(r));
     r.cfg = &cfg;
+    r.not_ready_published = r.not_ready_logged = ~0u;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -1210,8 +1298,10 @@ int sp_run_main(int argc, char **argv) {
         if (r.broker) sp_broker_poll(r.broker, 0);
         rd_kafka_poll(r.dlq, 0);
         sp_alerter_poll(r.al);
+        ready_publish(&r);
         if (r.need_reset) {
-            for (int i = 0; i < n; i++) rd_kafka_message_destroy(r.msgs[i]);
+            for (int i = 0; i < n; i++)
+                rd_kafka_message_destroy(r.msgs[i]);
             do_reset(&r);
             continue;
         }
@@ -1245,7 +1335,8 @@ int sp_check_config_main(int argc, char **argv) {
         case 'c': path = optarg; break;
         case 'r': sp_config_print_reference(stdout); return 0;
         case 'h':
-            printf("usage: storepulse check-config -c FILE   validate, print resolved (secrets redacted)\n"
+            printf("usage: storepulse check-config -c FILE   validate, print resolved (secrets "
+                   "redacted)\n"
                    "       storepulse check-config --reference  print the option reference\n");
             return 0;
         default: return 2;
