@@ -386,7 +386,7 @@ static void broker_usage(FILE *out) {
           "Runs librdkafka's mock Kafka cluster (3 brokers on 127.0.0.1, in memory)\n"
           "with the configured topics created, until SIGTERM or SIGINT.\n"
           "\n"
-          "  -c, --config FILE       config file (topics.*, pipeline.partitions)\n"
+          "  -c, --config FILE       config file (topics.*, embedded.partitions)\n"
           "      --bootstrap-file F  also write the bootstrap address to F (atomically;\n"
           "                          removed again on a clean exit)\n"
           "      --partitions N      partitions per topic (overrides the config)\n"
