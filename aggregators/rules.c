@@ -1,6 +1,16 @@
 /* rules.c -- see rules.h. Alert rules read from the config file and
  * evaluated on closed windows.
  *
+ * Names (docs/ALERTS.md "Metrics"): a rule's metric and its `by` are
+ * checked at load against the families' catalogue (family.h: each family
+ * declares its fields and gauges in its own file; the engine its gauges),
+ * read through sp_engine_families(), never a list of its own here. The
+ * catalogue also gives the metric's kind and its sample size field. An
+ * unknown name is an error naming the closest valid one (edit distance
+ * with transpositions, within a third of the name's length), or the
+ * family that has it. A ratio rule without min_samples gets
+ * SP_RULE_RATIO_MIN_SAMPLES.
+ *
  * Semantics (docs/ALERTS.md):
  *  - value: the window hash field `<field>` (overall) or `<field>|<dim>=<v>`
  *    (per value with `by`). A ratio absent from the hash (denominator 0) is
@@ -428,12 +438,17 @@ static int resolve_metric(ld_t *ld, const sp_config_t *cfg, const yaml_node_t *m
                 bd = dist;
                 bf = g;
             }
-        if (close_enough(r->family, bd))
+        if (close_enough(r->family, bd) && cat_find(&c, bf, r->field, &mn))
             snprintf(hint, sizeof(hint), "; did you mean %s.%s?", cat_fam_name(&c, bf), r->field);
-        return fail(ld, mnode, r->name, "metric",
-                    "unknown family '%s' (funnel, abandonment, delivery, retention, support, "
-                    "gauges)%s",
-                    r->family, hint);
+        else if (close_enough(r->family, bd))
+            snprintf(hint, sizeof(hint), "; did you mean %s?", cat_fam_name(&c, bf));
+        char names[160];
+        size_t o = 0;
+        for (int g = 0; g <= c.nfam && o < sizeof(names); g++)
+            o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", g ? ", " : "",
+                                  cat_fam_name(&c, g));
+        return fail(ld, mnode, r->name, "metric", "unknown family '%s' (%s)%s", r->family, names,
+                    hint);
     }
     if (!name_ok(r->field) || strchr(r->field, '.')) {
         const char *bar = strchr(r->field, '|'), *eq = bar ? strchr(bar, '=') : NULL;

@@ -7,9 +7,11 @@
  * the baseline history of drop_vs_baseline rules, no-data (absent_for)
  * rules, and "where it hurts" (the dimension values that explain a change).
  *
- * What it does not own: reading windows from Redis, storing the alert
- * state, the outbox and the producer (producers/alerter.c does those; the
- * state of one alert is a short string, sp_rules_state_encode/decode), nor
+ * What it does not own: the names of the metrics (the families declare
+ * them, family.h; rules only check against them), reading windows from
+ * Redis, storing the alert state, the outbox and the producer
+ * (producers/alerter.c does those; the state of one alert is a short
+ * string, sp_rules_state_encode/decode), nor
  * the wire formats (producers/alert.h). The transitions and the alert_id
  * are a pure function of the rule, the alert's state and the closed window
  * (the wall clock only stamps the message's emitted time): replaying a

@@ -197,6 +197,9 @@ static void test_catalogue_errors(void **state) {
     expect_error("  - name: a\n    metric: funel.orders\n    above: 1\n",
                  ":5: rule 'a': key 'metric': unknown family 'funel' (funnel, abandonment, "
                  "delivery, retention, support, gauges); did you mean funnel.orders?");
+    expect_error("  - name: a\n    metric: suport.conversion_rate\n    below: 1\n",
+                 ":5: rule 'a': key 'metric': unknown family 'suport' (funnel, abandonment, "
+                 "delivery, retention, support, gauges); did you mean support?");
     expect_error("  - name: a\n    metric: funnel.xyzzy_total\n    above: 1\n",
                  "funnel.xyzzy_total: no such metric in family funnel (storepulse check-config "
                  "--metrics lists them)");
