@@ -91,14 +91,16 @@ typedef enum sp_metric_kind {
     SP_METRIC_GAUGE        /* a field of sp:{NS}:gauges, exact at every commit */
 } sp_metric_kind_t;
 
-#define SP_METRIC_OWN_DIMS_ONLY 1 /* not split by the family's dimensions */
-#define SP_METRIC_SPLIT_ONLY    2 /* only per value of `dims`, no overall field */
+#define SP_METRIC_SPLIT_ONLY 1 /* only per value of `dims`, no overall field */
 
 typedef struct sp_metric {
     const char *name; /* hash field; a duration: the histogram's name */
     sp_metric_kind_t kind;
     const char *sample; /* ratio: the counter of its sample size; "a+b": a sum */
-    const char *dims;   /* dimensions of its own, "currency", "kind" (NULL: none) */
+    /* Dimensions of its own, comma-separated ("currency"; gauges "kind"), NULL
+     * none. A window field is also split by the family's configured dimensions
+     * (dims_off; a percentile is not); a gauge only by its own. */
+    const char *dims;
     unsigned flags;     /* SP_METRIC_* */
 } sp_metric_t;
 

@@ -121,7 +121,7 @@ static void name_of(const cat_t *c, int f, const sp_metric_t *m, int j, mname_t 
     memset(out, 0, sizeof(*out));
     out->m = m;
     out->kind = SP_RULE_M_COUNTER;
-    out->per_dim = f < c->nfam && !(m->flags & SP_METRIC_OWN_DIMS_ONLY);
+    out->per_dim = f < c->nfam; /* gauges: only their own */
     out->overall = !(m->flags & SP_METRIC_SPLIT_ONLY);
     if (m->kind != SP_METRIC_DURATION) {
         snprintf(out->name, sizeof(out->name), "%s", m->name);

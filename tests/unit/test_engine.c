@@ -369,7 +369,7 @@ static void cat_add(int fam, const sp_metric_t *m, const sp_config_t *cfg) {
         c->written = !(n > 1 && j == 3);
         c->overall = !(m->flags & SP_METRIC_SPLIT_ONLY);
         size_t o = 0;
-        if (fam >= 0 && !(m->flags & SP_METRIC_OWN_DIMS_ONLY) && !(n > 1 && j < 3)) {
+        if (fam >= 0 && !(n > 1 && j < 3)) { /* percentiles: overall only */
             int nf;
             const sp_dims_t *d = sp_family_dims(sp_engine_families(&nf)[fam], cfg);
             for (int k = 0; k < d->cnt; k++)
