@@ -346,22 +346,22 @@ typedef struct catname {
 
 static int ncat;
 static catname_t cat[CAT_MAX];
-static const sp_metric_t *gauge_decl[CAT_MAX];
+static const sp_metric_t *decl[CAT_MAX]; /* the declaration of cat[k] */
 
 static void cat_add(int fam, const sp_metric_t *m, const sp_config_t *cfg) {
     static const char *const sfx[] = {"_p50", "_p90", "_p99", "_mean", "_count", "_sum"};
     int n = m->kind == SP_METRIC_DURATION ? 6 : 1;
     for (int k = 0; k < ncat; k++) /* in_flight: declared by three families, alike */
         if (fam < 0 && cat[k].fam < 0 && !strcmp(cat[k].name, m->name)) {
-            const sp_metric_t *o = gauge_decl[k];
+            const sp_metric_t *o = decl[k];
             if (o->kind != m->kind || o->flags != m->flags || !o->dims != !m->dims ||
                 (o->dims && strcmp(o->dims, m->dims)))
                 fail_msg("gauge %s: declared differently by two writers", m->name);
             return;
         }
     for (int j = 0; j < n; j++) {
-        gauge_decl[ncat] = m;
         assert_true(ncat < CAT_MAX);
+        decl[ncat] = m;
         catname_t *c = &cat[ncat++];
         memset(c, 0, sizeof(*c));
         snprintf(c->name, sizeof(c->name), "%s%s", m->name, n > 1 ? sfx[j] : "");
