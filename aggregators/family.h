@@ -101,7 +101,7 @@ typedef struct sp_metric {
      * none. A window field is also split by the family's configured dimensions
      * (dims_off; a percentile is not); a gauge only by its own. */
     const char *dims;
-    unsigned flags;     /* SP_METRIC_* */
+    unsigned flags; /* SP_METRIC_* */
 } sp_metric_t;
 
 typedef struct sp_family {
