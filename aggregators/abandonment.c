@@ -270,5 +270,37 @@ static void abandonment_emit(sp_engine_t *e, void *win, int closing, sp_commit_t
 
 static int64_t abandonment_delay(const sp_config_t *cfg) { return cfg->abandon_after_ms; }
 
-const sp_family_t sp_family_abandonment = {"abandonment",   sizeof(sp_fk_win_t), abandonment_want,
-                                           abandonment_apply, abandonment_emit,  abandonment_delay, sp_fk_release};
+/* The catalogue (family.h): fields[], ratios[] (sample: the decided ones)
+ * and gauge_of[]. */
+static const sp_metric_t metrics[] = {
+    {"carts", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"carts_converted", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"carts_abandoned", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"carts_pending", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"checkouts", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"checkouts_converted", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"checkouts_abandoned", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"checkouts_pending", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"cart_abandonment_rate", SP_METRIC_RATIO, "carts_abandoned+carts_converted", NULL, 0},
+    {"checkout_abandonment_rate", SP_METRIC_RATIO, "checkouts_abandoned+checkouts_converted", NULL,
+     0},
+};
+
+static const sp_metric_t gauges[] = {
+    {"in_flight", SP_METRIC_GAUGE, NULL, "kind", SP_METRIC_SPLIT_ONLY}, /* cart, checkout */
+};
+
+const sp_family_t sp_family_abandonment = {
+    .name = "abandonment",
+    .win_size = sizeof(sp_fk_win_t),
+    .metrics = metrics,
+    .nmetrics = (int)(sizeof(metrics) / sizeof(metrics[0])),
+    .gauges = gauges,
+    .ngauges = 1,
+    .dims_off = offsetof(sp_config_t, abandonment_dims),
+    .want = abandonment_want,
+    .apply = abandonment_apply,
+    .emit = abandonment_emit,
+    .close_delay = abandonment_delay,
+    .release = sp_fk_release,
+};

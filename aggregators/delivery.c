@@ -365,5 +365,36 @@ static void delivery_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c
     sp_fk_emit(e, &spec, win, closing, c);
 }
 
-const sp_family_t sp_family_delivery = {"delivery",     sizeof(sp_fk_win_t), delivery_want,
-                                        delivery_apply, delivery_emit,       NULL, sp_fk_release};
+/* The catalogue (family.h): fields[], ratios[], hists[] and gauge_names[]. */
+static const sp_metric_t metrics[] = {
+    {"delivered", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"delivered_late", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"dispatched", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"dispatch_sla_breaches", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"delivery_failed", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"returned", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"delivery_delay_rate", SP_METRIC_RATIO, "delivered", NULL, 0},
+    {"delay_minutes", SP_METRIC_DURATION, NULL, NULL, 0},
+    {"delivery_time_hours", SP_METRIC_DURATION, NULL, NULL, 0},
+    {"dispatch_latency_hours", SP_METRIC_DURATION, NULL, NULL, 0},
+};
+
+static const sp_metric_t gauges[] = {
+    {"overdue_in_flight", SP_METRIC_GAUGE, NULL, NULL, 0},
+    {"at_risk", SP_METRIC_GAUGE, NULL, NULL, 0},
+    {"in_flight", SP_METRIC_GAUGE, NULL, "kind", SP_METRIC_SPLIT_ONLY}, /* shipment */
+};
+
+const sp_family_t sp_family_delivery = {
+    .name = "delivery",
+    .win_size = sizeof(sp_fk_win_t),
+    .metrics = metrics,
+    .nmetrics = (int)(sizeof(metrics) / sizeof(metrics[0])),
+    .gauges = gauges,
+    .ngauges = (int)(sizeof(gauges) / sizeof(gauges[0])),
+    .dims_off = offsetof(sp_config_t, delivery_dims),
+    .want = delivery_want,
+    .apply = delivery_apply,
+    .emit = delivery_emit,
+    .release = sp_fk_release,
+};

@@ -47,6 +47,28 @@ static const sp_family_t *const families[SP_FAM__COUNT] = {
     &sp_family_funnel, &sp_family_abandonment, &sp_family_delivery, &sp_family_retention,
     &sp_family_support};
 #define NFAM SP_FAM__COUNT
+
+/* The gauges the engine writes in build_commit (the families declare
+ * theirs). */
+static const sp_metric_t engine_gauges[] = {
+    {"watermark_ms", SP_METRIC_GAUGE, NULL, NULL, 0},
+    {"open_windows", SP_METRIC_GAUGE, NULL, NULL, 0},
+    {"in_flight_entities", SP_METRIC_GAUGE, NULL, "kind", 0},
+};
+
+const sp_family_t *const *sp_engine_families(int *n) {
+    *n = NFAM;
+    return families;
+}
+
+const sp_metric_t *sp_engine_gauges(int *n) {
+    *n = (int)(sizeof(engine_gauges) / sizeof(engine_gauges[0]));
+    return engine_gauges;
+}
+
+const sp_dims_t *sp_family_dims(const sp_family_t *f, const sp_config_t *cfg) {
+    return (const sp_dims_t *)((const char *)cfg + f->dims_off);
+}
 #define ALL_FAMS ((1u << NFAM) - 1)
 
 static const sp_entity_kind_t *const kinds[SP_KIND__COUNT] = {

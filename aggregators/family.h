@@ -77,9 +77,42 @@ enum {
     SP_FAM__COUNT
 };
 
+/* The metric catalogue: what a family writes into its window hash (and
+ * into sp:{NS}:gauges), declared in the family's own file. Alert rules
+ * accept only these names (aggregators/rules.c), `check-config --metrics`
+ * prints them and docs/ALERTS.md lists them; a unit test (test_engine.c)
+ * runs traffic through every family and checks that each field written is
+ * catalogued and each catalogued field is written. */
+typedef enum sp_metric_kind {
+    SP_METRIC_COUNTER = 0, /* an integer count: absent = 0; its own sample */
+    SP_METRIC_RATIO,       /* recomputed from counters; absent when its sample is 0 */
+    SP_METRIC_DURATION,    /* histogram <name>: _count, _sum, _mean (computed by the
+                            * rules), per dimension value too; _p50 _p90 _p99 overall */
+    SP_METRIC_GAUGE        /* a field of sp:{NS}:gauges, exact at every commit */
+} sp_metric_kind_t;
+
+#define SP_METRIC_SPLIT_ONLY 1 /* only per value of `dims`, no overall field */
+
+typedef struct sp_metric {
+    const char *name; /* hash field; a duration: the histogram's name */
+    sp_metric_kind_t kind;
+    const char *sample; /* ratio: the counter of its sample size; "a+b": a sum */
+    /* Dimensions of its own, comma-separated ("currency"; gauges "kind"), NULL
+     * none. A window field is also split by the family's configured dimensions
+     * (dims_off; a percentile is not); a gauge only by its own. */
+    const char *dims;
+    unsigned flags; /* SP_METRIC_* */
+} sp_metric_t;
+
 typedef struct sp_family {
     const char *name; /* "funnel": keys sp:{NS}:funnel:<size>:<start> */
     size_t win_size;
+    /* The window hash fields it writes, and the gauges it adds to. */
+    const sp_metric_t *metrics;
+    int nmetrics;
+    const sp_metric_t *gauges;
+    int ngauges;
+    size_t dims_off; /* offsetof(sp_config_t, <family>_dims) */
     void (*want)(sp_engine_t *e, const sp_event_t *ev);
     /* wins[i]: this family's block in the window of size i holding ev. */
     int (*apply)(sp_engine_t *e, const sp_event_t *ev, void **wins);
@@ -98,6 +131,13 @@ extern const sp_entity_kind_t sp_kind_session, sp_kind_order, sp_kind_cart, sp_k
     sp_kind_ticket, sp_kind_customer;
 extern const sp_family_t sp_family_funnel, sp_family_abandonment, sp_family_delivery,
     sp_family_retention, sp_family_support;
+
+/* The families in engine order (SP_FAM__COUNT of them), and the gauges the
+ * engine itself writes (watermark_ms, open_windows, in_flight_entities). */
+const sp_family_t *const *sp_engine_families(int *n);
+const sp_metric_t *sp_engine_gauges(int *n);
+/* The configured dimensions of a family. */
+const sp_dims_t *sp_family_dims(const sp_family_t *f, const sp_config_t *cfg);
 
 /* Engine services for families. */
 const sp_config_t *sp_engine_cfg(const sp_engine_t *e);

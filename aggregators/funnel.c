@@ -22,6 +22,7 @@
  * Each window keeps, per dimension, a table of at most max_dimension_values
  * interned values (first come); the rest go to __other__. Deltas accumulate
  * in memory and are written per batch; emit() clears them. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,5 +468,33 @@ static void funnel_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c) 
     }
 }
 
-const sp_family_t sp_family_funnel = {"funnel", sizeof(fwin_t), funnel_want, funnel_apply,
-                                      funnel_emit, NULL, NULL};
+/* The catalogue (family.h): fnames[], ratios[] and the currency split. */
+static const sp_metric_t metrics[] = {
+    {"sessions", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"product_view_sessions", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"cart_sessions", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"checkout_sessions", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"order_sessions", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"orders", SP_METRIC_COUNTER, NULL, "currency", 0},
+    {"orders_store_currency", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"revenue_cents", SP_METRIC_COUNTER, NULL, "currency", 0},
+    {"payments_submitted", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"payments_failed", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"conversion_rate", SP_METRIC_RATIO, "sessions", NULL, 0},
+    {"view_to_cart_rate", SP_METRIC_RATIO, "product_view_sessions", NULL, 0},
+    {"cart_to_checkout_rate", SP_METRIC_RATIO, "cart_sessions", NULL, 0},
+    {"checkout_to_order_rate", SP_METRIC_RATIO, "checkout_sessions", NULL, 0},
+    {"payment_failure_rate", SP_METRIC_RATIO, "payments_submitted", NULL, 0},
+    {"aov_cents", SP_METRIC_RATIO, "orders_store_currency", NULL, 0},
+};
+
+const sp_family_t sp_family_funnel = {
+    .name = "funnel",
+    .win_size = sizeof(fwin_t),
+    .metrics = metrics,
+    .nmetrics = (int)(sizeof(metrics) / sizeof(metrics[0])),
+    .dims_off = offsetof(sp_config_t, funnel_dims),
+    .want = funnel_want,
+    .apply = funnel_apply,
+    .emit = funnel_emit,
+};

@@ -501,8 +501,27 @@ static void retention_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *
     sp_fk_emit(e, &spec, win, closing, c);
 }
 
-const sp_family_t sp_family_retention = {"retention",    sizeof(sp_fk_win_t), retention_want,
-                                         retention_apply, retention_emit,     NULL, sp_fk_release};
+/* The catalogue (family.h): fields[] and ratios[]. The cohort hashes are
+ * not window hashes: no rule reads them. */
+static const sp_metric_t metrics[] = {
+    {"ordering_customers", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"returning_customers", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"new_customers", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"guest_orders", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"repeat_purchase_rate", SP_METRIC_RATIO, "ordering_customers", NULL, 0},
+};
+
+const sp_family_t sp_family_retention = {
+    .name = "retention",
+    .win_size = sizeof(sp_fk_win_t),
+    .metrics = metrics,
+    .nmetrics = (int)(sizeof(metrics) / sizeof(metrics[0])),
+    .dims_off = offsetof(sp_config_t, retention_dims),
+    .want = retention_want,
+    .apply = retention_apply,
+    .emit = retention_emit,
+    .release = sp_fk_release,
+};
 
 /* ---- import-orders -------------------------------------------------- */
 

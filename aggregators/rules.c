@@ -1,6 +1,16 @@
 /* rules.c -- see rules.h. Alert rules read from the config file and
  * evaluated on closed windows.
  *
+ * Names (docs/ALERTS.md "Metrics"): a rule's metric and its `by` are
+ * checked at load against the families' catalogue (family.h: each family
+ * declares its fields and gauges in its own file; the engine its gauges),
+ * read through sp_engine_families(), never a list of its own here. The
+ * catalogue also gives the metric's kind and its sample size field. An
+ * unknown name is an error naming the closest valid one (edit distance
+ * with transpositions, within a third of the name's length), or the
+ * family that has it. A ratio rule without min_samples gets
+ * SP_RULE_RATIO_MIN_SAMPLES.
+ *
  * Semantics (docs/ALERTS.md):
  *  - value: the window hash field `<field>` (overall) or `<field>|<dim>=<v>`
  *    (per value with `by`). A ratio absent from the hash (denominator 0) is
@@ -38,72 +48,280 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "aggregators/family.h"
 #include "core/err.h"
 #include "core/event.h"
 
 /* ---- metric catalogue ---------------------------------------------------- */
 
-/* Ratios and their sample size (docs/METRICS.md): "a+b" adds two counters. */
-static const struct {
-    const char *family, *field, *sample;
-} ratios[] = {
-    {"funnel", "conversion_rate", "sessions"},
-    {"funnel", "view_to_cart_rate", "product_view_sessions"},
-    {"funnel", "cart_to_checkout_rate", "cart_sessions"},
-    {"funnel", "checkout_to_order_rate", "checkout_sessions"},
-    {"funnel", "payment_failure_rate", "payments_submitted"},
-    {"funnel", "aov_cents", "orders_store_currency"},
-    {"abandonment", "cart_abandonment_rate", "carts_abandoned+carts_converted"},
-    {"abandonment", "checkout_abandonment_rate", "checkouts_abandoned+checkouts_converted"},
-    {"delivery", "delivery_delay_rate", "delivered"},
-    {"retention", "repeat_purchase_rate", "ordering_customers"},
-    {"support", "reopen_rate", "tickets_resolved"},
-    {"support", "csat", "csat_responses"},
-    {"support", "nps", "nps_responses"},
-    {"support", "ces", "ces_responses"},
-    {"support", "bot_handoff_rate", "bot_tickets"},
-};
-#define NRATIOS ((int)(sizeof(ratios) / sizeof(ratios[0])))
+/* The catalogue is the families' own (family.h, each family's file): here
+ * it is only read. A family as the rules see it: the five window families
+ * through the engine's registry, then `gauges` (sp:{NS}:gauges, read when a
+ * window of the rule's size closes), whose fields are declared by whoever
+ * writes them -- the engine and the families. */
+#define CAT_GAUGES_MAX 32
 
-/* The families, and `gauges` (sp:{NS}:gauges, read when a window of the
- * rule's size closes). */
-static const char *const families[] = {"funnel",  "abandonment", "delivery",
-                                       "retention", "support",   "gauges"};
+typedef struct cat {
+    int nfam; /* window families; index nfam is `gauges` */
+    const sp_family_t *const *fam;
+    const sp_metric_t *gauge[CAT_GAUGES_MAX];
+    int ngauge;
+} cat_t;
 
-/* The sample field(s) of a metric: "" when the metric is its own sample. */
-static void sample_of(const sp_rule_t *r, char *out, size_t size) {
-    size_t n = strlen(r->field);
-    for (int i = 0; i < NRATIOS; i++)
-        if (!strcmp(ratios[i].family, r->family) && !strcmp(ratios[i].field, r->field)) {
-            snprintf(out, size, "%s", ratios[i].sample);
-            return;
+static void cat_add_gauges(cat_t *c, const sp_metric_t *m, int n) {
+    for (int i = 0; i < n; i++) {
+        int dup = 0;
+        for (int j = 0; j < c->ngauge; j++)
+            dup |= !strcmp(c->gauge[j]->name, m[i].name);
+        if (!dup && c->ngauge < CAT_GAUGES_MAX) c->gauge[c->ngauge++] = &m[i];
+    }
+}
+
+static void cat_init(cat_t *c) {
+    int n;
+    memset(c, 0, sizeof(*c));
+    c->fam = sp_engine_families(&c->nfam);
+    const sp_metric_t *g = sp_engine_gauges(&n);
+    cat_add_gauges(c, g, n);
+    for (int f = 0; f < c->nfam; f++)
+        cat_add_gauges(c, c->fam[f]->gauges, c->fam[f]->ngauges);
+}
+
+static const char *cat_fam_name(const cat_t *c, int f) {
+    return f < c->nfam ? c->fam[f]->name : "gauges";
+}
+
+static int cat_count(const cat_t *c, int f) {
+    return f < c->nfam ? c->fam[f]->nmetrics : c->ngauge;
+}
+
+static const sp_metric_t *cat_metric(const cat_t *c, int f, int i) {
+    return f < c->nfam ? &c->fam[f]->metrics[i] : c->gauge[i];
+}
+
+/* The names a rule may use for a catalogue entry: the field itself, or
+ * for a duration its six fields. */
+static const char *const dur_sfx[] = {"_p50", "_p90", "_p99", "_mean", "_count", "_sum"};
+#define NDUR ((int)(sizeof(dur_sfx) / sizeof(dur_sfx[0])))
+
+typedef struct mname {
+    char name[64];
+    sp_rule_metric_t kind;
+    char sample[128];
+    int per_dim; /* split by the family's configured dimensions */
+    int overall; /* an overall field exists */
+    const sp_metric_t *m;
+} mname_t;
+
+static int name_count(const sp_metric_t *m) {
+    return m->kind == SP_METRIC_DURATION ? NDUR : 1;
+}
+
+static void name_of(const cat_t *c, int f, const sp_metric_t *m, int j, mname_t *out) {
+    memset(out, 0, sizeof(*out));
+    out->m = m;
+    out->kind = SP_RULE_M_COUNTER;
+    out->per_dim = f < c->nfam; /* gauges: only their own */
+    out->overall = !(m->flags & SP_METRIC_SPLIT_ONLY);
+    if (m->kind != SP_METRIC_DURATION) {
+        snprintf(out->name, sizeof(out->name), "%s", m->name);
+        if (m->kind == SP_METRIC_RATIO) {
+            out->kind = SP_RULE_M_RATIO;
+            snprintf(out->sample, sizeof(out->sample), "%s", m->sample ? m->sample : "");
         }
-    if (n > 4 && r->field[n - 4] == '_' && r->field[n - 3] == 'p') { /* _p50 _p90 _p99 */
-        snprintf(out, size, "%.*s_count", (int)(n - 4), r->field);
         return;
     }
-    if (n > 5 && !strcmp(r->field + n - 5, "_mean")) {
-        snprintf(out, size, "%.*s_count", (int)(n - 5), r->field);
-        return;
+    snprintf(out->name, sizeof(out->name), "%s%s", m->name, dur_sfx[j]);
+    if (j < 3) {
+        out->kind = SP_RULE_M_PERCENTILE;
+        out->per_dim = 0; /* histograms are kept overall */
+    } else if (j == 3) {
+        out->kind = SP_RULE_M_MEAN;
     }
-    out[0] = '\0';
+    if (j <= 3) snprintf(out->sample, sizeof(out->sample), "%s_count", m->name);
+}
+
+/* Look a field up in family f; 1 found (*out filled). */
+static int cat_find(const cat_t *c, int f, const char *field, mname_t *out) {
+    for (int i = 0; i < cat_count(c, f); i++) {
+        const sp_metric_t *m = cat_metric(c, f, i);
+        for (int j = 0; j < name_count(m); j++) {
+            name_of(c, f, m, j, out);
+            if (!strcmp(out->name, field)) return 1;
+        }
+    }
+    return 0;
+}
+
+static int cat_family(const cat_t *c, const char *name, size_t len) {
+    for (int f = 0; f <= c->nfam; f++)
+        if (strlen(cat_fam_name(c, f)) == len && !memcmp(cat_fam_name(c, f), name, len)) return f;
+    return -1;
+}
+
+/* Optimal string alignment distance (Levenshtein + adjacent transpositions),
+ * of the first 63 characters. */
+static int edit_distance(const char *a, const char *b) {
+    int la = (int)strnlen(a, 63), lb = (int)strnlen(b, 63);
+    int d[64][64];
+    for (int i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (int j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (int i = 1; i <= la; i++)
+        for (int j = 1; j <= lb; j++) {
+            int cost = a[i - 1] != b[j - 1];
+            int v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb];
+}
+
+/* Close enough to suggest: a third of the name's length (at least 1). */
+static int close_enough(const char *typed, int dist) {
+    int lim = ((int)strlen(typed) + 2) / 3;
+    return dist <= (lim < 1 ? 1 : lim);
+}
+
+/* The closest field to `field` in family f (or any family when f < 0):
+ * distance, and family and name in *bf / bname. */
+static int cat_closest(const cat_t *c, int f, const char *field, int *bf, char *bname,
+                       size_t bsize) {
+    int best = 1 << 20;
+    for (int g = f < 0 ? 0 : f; g <= (f < 0 ? c->nfam : f); g++)
+        for (int i = 0; i < cat_count(c, g); i++) {
+            const sp_metric_t *m = cat_metric(c, g, i);
+            for (int j = 0; j < name_count(m); j++) {
+                mname_t mn;
+                name_of(c, g, m, j, &mn);
+                int dist = edit_distance(field, mn.name);
+                if (dist < best) {
+                    best = dist;
+                    *bf = g;
+                    snprintf(bname, bsize, "%s", mn.name);
+                }
+            }
+        }
+    return best;
+}
+
+/* The dimensions of a name under cfg, comma-separated, into buf. */
+static void dims_of(const cat_t *c, int f, const mname_t *mn, const sp_config_t *cfg, char *buf,
+                    size_t size) {
+    size_t o = 0;
+    buf[0] = '\0';
+    if (mn->per_dim) {
+        const sp_dims_t *d = sp_family_dims(c->fam[f], cfg);
+        for (int k = 0; k < d->cnt && o < size; k++)
+            o += (size_t)snprintf(buf + o, size - o, "%s%s", o ? ", " : "",
+                                  sp_str_field_names[d->f[k]]);
+    }
+    if (mn->m->dims && o < size) snprintf(buf + o, size - o, "%s%s", o ? ", " : "", mn->m->dims);
+}
+
+/* The configured dimensions of window family f, comma-separated. */
+static const char *fam_dims(const cat_t *c, int f, const sp_config_t *cfg, char *buf, size_t size) {
+    static const sp_metric_t plain = {0};
+    mname_t any = {.per_dim = 1, .m = &plain};
+    dims_of(c, f, &any, cfg, buf, size);
+    return buf;
+}
+
+/* Is dim one of the comma-separated list? */
+static int in_list(const char *list, const char *dim) {
+    size_t n = strlen(dim);
+    for (const char *p = list; *p;) {
+        const char *q = strchr(p, ',');
+        size_t l = q ? (size_t)(q - p) : strlen(p);
+        if (l == n && !memcmp(p, dim, n)) return 1;
+        if (!q) break;
+        p = q + 1;
+        while (*p == ' ')
+            p++;
+    }
+    return 0;
+}
+
+/* The closest entry of a comma-separated list. */
+static int list_closest(const char *list, const char *dim, char *out, size_t size) {
+    int best = 1 << 20;
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s", list);
+    for (char *save, *t = strtok_r(tmp, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int dist = edit_distance(dim, t);
+        if (dist < best) {
+            best = dist;
+            snprintf(out, size, "%s", t);
+        }
+    }
+    return best;
+}
+
+static const char *kind_word(const mname_t *mn) {
+    if (mn->m->kind == SP_METRIC_GAUGE) return "gauge";
+    switch (mn->kind) {
+    case SP_RULE_M_RATIO: return "ratio";
+    case SP_RULE_M_PERCENTILE: return "percentile";
+    case SP_RULE_M_MEAN: return "mean";
+    default: break;
+    }
+    if (mn->m->kind == SP_METRIC_DURATION)
+        return strstr(mn->name + strlen(mn->m->name), "_sum") ? "sum" : "count";
+    return "counter";
+}
+
+void sp_rules_print_metrics(const sp_config_t *cfg, FILE *out) {
+    cat_t c;
+    cat_init(&c);
+    fputs("| family | metric | kind | sample | dimensions (`by`) |\n"
+          "|---|---|---|---|---|\n",
+          out);
+    for (int f = 0; f <= c.nfam; f++)
+        for (int i = 0; i < cat_count(&c, f); i++) {
+            const sp_metric_t *m = cat_metric(&c, f, i);
+            for (int j = 0; j < name_count(m); j++) {
+                mname_t mn;
+                char dims[256], sample[160];
+                name_of(&c, f, m, j, &mn);
+                dims_of(&c, f, &mn, cfg, dims, sizeof(dims));
+                if (!mn.sample[0]) {
+                    snprintf(sample, sizeof(sample), "itself");
+                } else {
+                    char *plus = strchr(mn.sample, '+');
+                    if (plus)
+                        snprintf(sample, sizeof(sample), "`%.*s` + `%s`", (int)(plus - mn.sample),
+                                 mn.sample, plus + 1);
+                    else
+                        snprintf(sample, sizeof(sample), "`%s`", mn.sample);
+                }
+                fprintf(out, "| %s | `%s.%s` | %s | %s | %s%s |\n", cat_fam_name(&c, f),
+                        cat_fam_name(&c, f), mn.name, kind_word(&mn), sample,
+                        dims[0] ? dims : "(overall only)", mn.overall ? "" : " (per value only)");
+            }
+        }
 }
 
 static int is_percentile(const sp_rule_t *r) {
-    size_t n = strlen(r->field);
-    return n > 4 && r->field[n - 4] == '_' && r->field[n - 3] == 'p';
+    return r->mkind == SP_RULE_M_PERCENTILE;
 }
 
 static int is_mean(const sp_rule_t *r) {
-    size_t n = strlen(r->field);
-    return n > 5 && !strcmp(r->field + n - 5, "_mean");
+    return r->mkind == SP_RULE_M_MEAN;
+}
+
+/* The sample field(s) of a metric: "" when the metric is its own sample. */
+static void sample_of(const sp_rule_t *r, char *out, size_t size) {
+    snprintf(out, size, "%s", r->sample);
 }
 
 /* A counter: its own sample, 0 when absent from the hash. */
 static int is_counter(const sp_rule_t *r) {
-    char s[128];
-    sample_of(r, s, sizeof(s));
-    return !s[0];
+    return !r->sample[0];
 }
 
 /* ---- loading --------------------------------------------------------------- */
@@ -189,32 +407,118 @@ static int name_ok(const char *s) {
     return 1;
 }
 
+/* <family>.<field>: the syntax only; resolve_metric checks the names. */
 static int parse_metric(ld_t *ld, const yaml_node_t *n, sp_rule_t *r) {
     const char *s = scalar(n), *dot;
     if (!s || !(dot = strchr(s, '.')))
         return fail(ld, n, r->name, "metric", "expected <family>.<field>, e.g. funnel.conversion_rate");
     size_t fl = (size_t)(dot - s);
-    int known = 0;
-    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
-        known |= strlen(families[i]) == fl && !memcmp(families[i], s, fl);
-    if (!known)
-        return fail(ld, n, r->name, "metric",
-                    "unknown family '%.*s' (funnel, abandonment, delivery, retention, support, "
-                    "gauges)",
-                    (int)fl, s);
-    if (!name_ok(dot + 1) || strchr(dot + 1, '.') || strlen(dot + 1) >= sizeof(r->field))
-        return fail(ld, n, r->name, "metric", "bad field name '%s'", dot + 1);
+    if (fl >= sizeof(r->family) || strlen(dot + 1) >= sizeof(r->field))
+        return fail(ld, n, r->name, "metric", "'%s': name too long", s);
     snprintf(r->family, sizeof(r->family), "%.*s", (int)fl, s);
     snprintf(r->field, sizeof(r->field), "%s", dot + 1);
     snprintf(r->metric, sizeof(r->metric), "%s", s);
     return SP_OK;
 }
 
+/* The metric against the families' catalogue, and `by` against its
+ * dimensions under cfg. mnode: the metric's node; bynode[i]: by[i]'s. */
+static int resolve_metric(ld_t *ld, const sp_config_t *cfg, const yaml_node_t *mnode,
+                          yaml_node_t *const *bynode, sp_rule_t *r) {
+    cat_t c;
+    mname_t mn;
+    char best[64], dims[256], dims_g[256], hint[160] = "";
+    int bf = -1, f, dist;
+    cat_init(&c);
+
+    if ((f = cat_family(&c, r->family, strlen(r->family))) < 0) {
+        int bd = 1 << 20;
+        for (int g = 0; g <= c.nfam; g++)
+            if ((dist = edit_distance(r->family, cat_fam_name(&c, g))) < bd) {
+                bd = dist;
+                bf = g;
+            }
+        if (close_enough(r->family, bd) && cat_find(&c, bf, r->field, &mn))
+            snprintf(hint, sizeof(hint), "; did you mean %s.%s?", cat_fam_name(&c, bf), r->field);
+        else if (close_enough(r->family, bd))
+            snprintf(hint, sizeof(hint), "; did you mean %s?", cat_fam_name(&c, bf));
+        char names[160];
+        size_t o = 0;
+        for (int g = 0; g <= c.nfam && o < sizeof(names); g++)
+            o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", g ? ", " : "",
+                                  cat_fam_name(&c, g));
+        return fail(ld, mnode, r->name, "metric", "unknown family '%s' (%s)%s", r->family, names,
+                    hint);
+    }
+    if (!name_ok(r->field) || strchr(r->field, '.')) {
+        const char *bar = strchr(r->field, '|'), *eq = bar ? strchr(bar, '=') : NULL;
+        if (bar && eq)
+            return fail(ld, mnode, r->name, "metric",
+                        "'%s': a field per dimension value is not a metric; use metric: "
+                        "%s.%.*s with by: [%.*s]",
+                        r->metric, r->family, (int)(bar - r->field), r->field, (int)(eq - bar - 1),
+                        bar + 1);
+        return fail(ld, mnode, r->name, "metric", "bad field name '%s'", r->field);
+    }
+    if (!cat_find(&c, f, r->field, &mn)) {
+        /* another family's metric, a misspelling, or neither */
+        for (int g = 0; g <= c.nfam && !hint[0]; g++)
+            if (g != f && cat_find(&c, g, r->field, &mn))
+                snprintf(hint, sizeof(hint), "; did you mean %s.%s?", cat_fam_name(&c, g),
+                         r->field);
+        if (!hint[0] &&
+            close_enough(r->field, cat_closest(&c, f, r->field, &bf, best, sizeof(best))))
+            snprintf(hint, sizeof(hint), "; did you mean %s.%s?", cat_fam_name(&c, bf), best);
+        if (!hint[0] &&
+            close_enough(r->field, cat_closest(&c, -1, r->field, &bf, best, sizeof(best))))
+            snprintf(hint, sizeof(hint), "; did you mean %s.%s?", cat_fam_name(&c, bf), best);
+        if (!hint[0])
+            snprintf(hint, sizeof(hint), " (storepulse check-config --metrics lists them)");
+        return fail(ld, mnode, r->name, "metric", "%s: no such metric in family %s%s", r->metric,
+                    r->family, hint);
+    }
+    r->mkind = mn.kind;
+    snprintf(r->sample, sizeof(r->sample), "%s", mn.sample);
+
+    if (r->nby && mn.kind == SP_RULE_M_PERCENTILE)
+        return fail(ld, bynode[0], r->name, "by",
+                    "percentiles are kept overall only; per value use <histogram>_mean");
+    dims_of(&c, f, &mn, cfg, dims, sizeof(dims));
+    for (int i = 0; i < r->nby; i++) {
+        if (in_list(dims, r->by[i])) continue;
+        if (!dims[0])
+            return fail(ld, bynode[i], r->name, "by",
+                        "unknown dimension '%s': %s is kept overall only", r->by[i], r->metric);
+        if (close_enough(r->by[i], list_closest(dims, r->by[i], best, sizeof(best))))
+            snprintf(hint, sizeof(hint), "; did you mean %s?", best);
+        for (int g = 0; g < c.nfam && !hint[0]; g++)
+            if (g != f && in_list(fam_dims(&c, g, cfg, dims_g, sizeof(dims_g)), r->by[i]))
+                snprintf(hint, sizeof(hint), "; %s is a dimension of %s", r->by[i],
+                         cat_fam_name(&c, g));
+        if (!mn.per_dim)
+            return fail(ld, bynode[i], r->name, "by",
+                        "unknown dimension '%s' for %s: its dimensions are %s%s", r->by[i],
+                        r->metric, dims, hint);
+        /* the family's (configured), then the metric's own */
+        const char *fd = fam_dims(&c, f, cfg, dims_g, sizeof(dims_g));
+        return fail(ld, bynode[i], r->name, "by",
+                    "unknown dimension '%s' for %s: its dimensions are %s (metrics.%s.dimensions)"
+                    "%s%s%s",
+                    r->by[i], r->metric, fd[0] ? fd : "none", r->family, mn.m->dims ? " and " : "",
+                    mn.m->dims ? mn.m->dims : "", hint);
+    }
+    if (!mn.overall && !r->nby)
+        return fail(ld, mnode, r->name, "metric",
+                    "%s is kept per %s only (no overall field): add by: [%s]", r->metric, dims,
+                    dims);
+    return SP_OK;
+}
+
 static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rule_t *r, int idx) {
     int has_above = 0, has_below = 0, has_drop = 0, has_absent = 0, has_ra = 0, has_rb = 0;
-    int has_metric = 0, has_window = 0, has_baseline = 0;
+    int has_metric = 0, has_window = 0, has_baseline = 0, has_min = 0;
     double ra = 0, rb = 0;
-    yaml_node_t *win_node = map;
+    yaml_node_t *win_node = map, *metric_node = map, *by_node[SP_RULE_BY_MAX] = {0};
     int rc;
 
     memset(r, 0, sizeof(*r));
@@ -248,6 +552,7 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
         } else if (!strcmp(k, "metric")) {
             if ((rc = parse_metric(ld, v, r))) return rc;
             has_metric = 1;
+            metric_node = v;
         } else if (!strcmp(k, "window")) {
             if ((rc = get_dur(ld, v, r->name, k, &r->window_ms))) return rc;
             int ok = 0;
@@ -278,6 +583,7 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
             has_rb = 1;
         } else if (!strcmp(k, "min_samples")) {
             if ((rc = get_int(ld, v, r->name, k, 0, 2000000000L, &r->min_samples))) return rc;
+            has_min = 1;
         } else if (!strcmp(k, "for")) {
             if ((rc = get_int(ld, v, r->name, k, 1, 1000, &i64))) return rc;
             r->for_windows = (int)i64;
@@ -299,12 +605,12 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
                  it < v->data.sequence.items.top; it++) {
                 yaml_node_t *d = yaml_document_get_node(ld->doc, *it);
                 const char *s = scalar(d);
-                int known = 0;
-                for (int f = 0; s && f < SP_S__COUNT; f++) known |= !strcmp(sp_str_field_names[f], s);
-                if (!s || !known || strlen(s) >= sizeof(r->by[0]))
+                /* checked against the metric's dimensions in resolve_metric */
+                if (!s || !name_ok(s) || strlen(s) >= sizeof(r->by[0]))
                     return fail(ld, d, r->name, k, "unknown dimension '%s'", s ? s : "?");
                 if (r->nby == SP_RULE_BY_MAX)
                     return fail(ld, d, r->name, k, "at most %d dimensions", SP_RULE_BY_MAX);
+                by_node[r->nby] = d;
                 snprintf(r->by[r->nby++], sizeof(r->by[0]), "%s", s);
             }
         } else if (!strcmp(k, "labels")) {
@@ -330,6 +636,7 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
         }
     }
     if (!has_metric) return fail(ld, map, r->name, "metric", "missing");
+    if ((rc = resolve_metric(ld, cfg, metric_node, by_node, r))) return rc;
     if (has_above + has_below + has_drop + has_absent != 1)
         return fail(ld, map, r->name, NULL,
                     "exactly one of above, below, drop_vs_baseline, absent_for");
@@ -340,11 +647,10 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
     sp_duration_format(r->window_ms, r->window, sizeof(r->window));
     if (has_absent && r->absent_for_ms < r->window_ms)
         return fail(ld, win_node, r->name, "absent_for", "shorter than the window");
-    r->kind = has_above ? SP_RULE_ABOVE : has_below ? SP_RULE_BELOW : has_drop ? SP_RULE_DROP
-                                                                              : SP_RULE_ABSENT;
-    if (is_percentile(r) && r->nby)
-        return fail(ld, map, r->name, "by",
-                    "percentiles are kept overall only; per value use <histogram>_mean");
+    r->kind = has_above   ? SP_RULE_ABOVE
+              : has_below ? SP_RULE_BELOW
+              : has_drop  ? SP_RULE_DROP
+                          : SP_RULE_ABSENT;
     if (has_absent && r->nby)
         return fail(ld, map, r->name, "by", "absent_for is evaluated overall, not per value");
     if (has_ra && !(has_below || has_drop))
@@ -354,6 +660,9 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
     if (has_baseline && !has_drop)
         return fail(ld, map, r->name, "baseline", "only with drop_vs_baseline");
     if (has_drop && !has_baseline) r->baseline = 12;
+    /* a rate of a handful of samples is noise: 1 in 3 is 33 % */
+    if (!has_min && !has_absent && r->mkind == SP_RULE_M_RATIO)
+        r->min_samples = SP_RULE_RATIO_MIN_SAMPLES;
     r->resolve = has_above ? (has_rb ? rb : r->threshold)
                  : has_below ? (has_ra ? ra : r->threshold)
                              : (has_ra ? ra : NAN);

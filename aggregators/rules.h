@@ -7,9 +7,11 @@
  * the baseline history of drop_vs_baseline rules, no-data (absent_for)
  * rules, and "where it hurts" (the dimension values that explain a change).
  *
- * What it does not own: reading windows from Redis, storing the alert
- * state, the outbox and the producer (producers/alerter.c does those; the
- * state of one alert is a short string, sp_rules_state_encode/decode), nor
+ * What it does not own: the names of the metrics (the families declare
+ * them, family.h; rules only check against them), reading windows from
+ * Redis, storing the alert state, the outbox and the producer
+ * (producers/alerter.c does those; the state of one alert is a short
+ * string, sp_rules_state_encode/decode), nor
  * the wire formats (producers/alert.h). The transitions and the alert_id
  * are a pure function of the rule, the alert's state and the closed window
  * (the wall clock only stamps the message's emitted time): replaying a
@@ -19,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/config.h"
 #include "producers/alert.h"
@@ -29,12 +32,26 @@
 
 typedef enum { SP_RULE_ABOVE = 0, SP_RULE_BELOW, SP_RULE_DROP, SP_RULE_ABSENT } sp_rule_kind_t;
 
+/* What the rule's field is, from the families' catalogue (family.h). */
+typedef enum {
+    SP_RULE_M_COUNTER = 0, /* a counter, a gauge, a histogram's _count or _sum: absent = 0 */
+    SP_RULE_M_RATIO,       /* absent = no data */
+    SP_RULE_M_PERCENTILE,  /* <histogram>_p50/_p90/_p99, overall only */
+    SP_RULE_M_MEAN         /* <histogram>_mean = _sum / _count */
+} sp_rule_metric_t;
+
+/* min_samples of a ratio rule that sets none (docs/ALERTS.md): a rate of
+ * fewer samples decides nothing. */
+#define SP_RULE_RATIO_MIN_SAMPLES 100
+
 typedef struct sp_rule {
     char name[64];
     int line;         /* in the config file */
     char family[24];  /* "funnel" */
     char field[64];   /* "conversion_rate" */
     char metric[96];  /* "funnel.conversion_rate" */
+    sp_rule_metric_t mkind;
+    char sample[128]; /* the sample size field(s) ("a+b": a sum); "" = the value */
     char window[16];  /* "5m" */
     int64_t window_ms;
     sp_rule_kind_t kind;
@@ -59,9 +76,16 @@ typedef struct sp_rules {
 } sp_rules_t;
 
 /* Read the `alerts:` sequence of cfg->source (no file: no rules). Window
- * sizes must be among windows.sizes. Errors: "FILE:LINE: rule 'NAME': key
- * 'KEY': reason". */
+ * sizes must be among windows.sizes; the metric must be one the families
+ * write (their catalogue) and `by` one of its dimensions. Errors:
+ * "FILE:LINE: rule 'NAME': key 'KEY': reason", with the closest valid name
+ * when there is one. */
 int sp_rules_load(const sp_config_t *cfg, sp_rules_t *out, char *errstr, size_t errstr_size);
+
+/* The metric catalogue (every name a rule may use, its kind, its sample
+ * and its dimensions under cfg) as a markdown table: `check-config
+ * --metrics`, and docs/ALERTS.md with the default config. */
+void sp_rules_print_metrics(const sp_config_t *cfg, FILE *out);
 
 /* The state of one alert (a rule and, with `by`, one dimension value). */
 typedef enum { SP_PHASE_INACTIVE = 0, SP_PHASE_PENDING, SP_PHASE_FIRING } sp_phase_t;

@@ -449,5 +449,44 @@ static void support_emit(sp_engine_t *e, void *win, int closing, sp_commit_t *c)
     sp_fk_emit(e, &spec, win, closing, c);
 }
 
-const sp_family_t sp_family_support = {"support",     sizeof(sp_fk_win_t), support_want,
-                                       support_apply, support_emit,        NULL, sp_fk_release};
+/* The catalogue (family.h): fields[], ratios[], hists[] and GAUGE. */
+static const sp_metric_t metrics[] = {
+    {"tickets_opened", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"tickets_resolved", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"tickets_reopened", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"csat_responses", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"csat_satisfied", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"nps_responses", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"nps_promoters", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"nps_detractors", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"nps_net", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"ces_responses", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"ces_sum", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"bot_tickets", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"bot_handoffs", SP_METRIC_COUNTER, NULL, NULL, 0},
+    {"reopen_rate", SP_METRIC_RATIO, "tickets_resolved", NULL, 0},
+    {"csat", SP_METRIC_RATIO, "csat_responses", NULL, 0},
+    {"nps", SP_METRIC_RATIO, "nps_responses", NULL, 0},
+    {"ces", SP_METRIC_RATIO, "ces_responses", NULL, 0},
+    {"bot_handoff_rate", SP_METRIC_RATIO, "bot_tickets", NULL, 0},
+    {"frt_seconds", SP_METRIC_DURATION, NULL, NULL, 0},
+    {"resolution_seconds", SP_METRIC_DURATION, NULL, NULL, 0},
+};
+
+static const sp_metric_t gauges[] = {
+    {"in_flight", SP_METRIC_GAUGE, NULL, "kind", SP_METRIC_SPLIT_ONLY}, /* ticket */
+};
+
+const sp_family_t sp_family_support = {
+    .name = "support",
+    .win_size = sizeof(sp_fk_win_t),
+    .metrics = metrics,
+    .nmetrics = (int)(sizeof(metrics) / sizeof(metrics[0])),
+    .gauges = gauges,
+    .ngauges = 1,
+    .dims_off = offsetof(sp_config_t, support_dims),
+    .want = support_want,
+    .apply = support_apply,
+    .emit = support_emit,
+    .release = sp_fk_release,
+};

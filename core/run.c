@@ -1323,10 +1323,11 @@ out:
 int sp_check_config_main(int argc, char **argv) {
     static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                          {"reference", no_argument, 0, 'r'},
+                                         {"metrics", no_argument, 0, 'm'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *path = NULL;
-    int c;
+    int c, metrics = 0;
     char err[1024];
     static sp_config_t cfg;
     optind = 1;
@@ -1334,10 +1335,13 @@ int sp_check_config_main(int argc, char **argv) {
         switch (c) {
         case 'c': path = optarg; break;
         case 'r': sp_config_print_reference(stdout); return 0;
+        case 'm': metrics = 1; break;
         case 'h':
             printf("usage: storepulse check-config -c FILE   validate, print resolved (secrets "
                    "redacted)\n"
-                   "       storepulse check-config --reference  print the option reference\n");
+                   "       storepulse check-config --reference  print the option reference\n"
+                   "       storepulse check-config [-c FILE] --metrics  print the metrics alert "
+                   "rules can name\n");
             return 0;
         default: return 2;
         }
@@ -1347,6 +1351,7 @@ int sp_check_config_main(int argc, char **argv) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 2;
     }
+    if (metrics) return sp_rules_print_metrics(&cfg, stdout), 0;
     static sp_rules_t rules;
     if (sp_rules_load(&cfg, &rules, err, sizeof(err)) != SP_OK) {
         fprintf(stderr, "storepulse: %s\n", err);

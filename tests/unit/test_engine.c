@@ -3,6 +3,9 @@
  * and checked against figures computed by hand. */
 #include "tests/unit/engine_harness.h"
 
+#include "aggregators/family.h"
+#include "consumers/decode.h"
+#include "producers/gen.h"
 
 static void test_funnel_by_hand(void **state) {
     (void)state;
@@ -325,13 +328,268 @@ static void test_timezone_days(void **state) {
     sp_clock_set_manual(-1);
 }
 
+/* ---- the metric catalogue against what the families write --------------- */
+
+/* A name of the catalogue (family.h): a counter, ratio or gauge is its
+ * field; a duration is six (_mean is computed by the rules, never written).
+ * fam < 0: a gauge. */
+#define CAT_MAX 160
+typedef struct catname {
+    char name[64];
+    int fam;
+    int written;    /* a hash field of that name exists (not _mean) */
+    int overall;    /* expected overall */
+    char dims[128]; /* expected dimensions, comma-separated */
+    int seen_overall;
+    unsigned seen_dims; /* bit k: the k-th of dims seen */
+} catname_t;
+
+static int ncat;
+static catname_t cat[CAT_MAX];
+static const sp_metric_t *decl[CAT_MAX]; /* the declaration of cat[k] */
+
+static void cat_add(int fam, const sp_metric_t *m, const sp_config_t *cfg) {
+    static const char *const sfx[] = {"_p50", "_p90", "_p99", "_mean", "_count", "_sum"};
+    int n = m->kind == SP_METRIC_DURATION ? 6 : 1;
+    for (int k = 0; k < ncat; k++) /* in_flight: declared by three families, alike */
+        if (fam < 0 && cat[k].fam < 0 && !strcmp(cat[k].name, m->name)) {
+            const sp_metric_t *o = decl[k];
+            if (o->kind != m->kind || o->flags != m->flags || !o->dims != !m->dims ||
+                (o->dims && strcmp(o->dims, m->dims)))
+                fail_msg("gauge %s: declared differently by two writers", m->name);
+            return;
+        }
+    for (int j = 0; j < n; j++) {
+        assert_true(ncat < CAT_MAX);
+        decl[ncat] = m;
+        catname_t *c = &cat[ncat++];
+        memset(c, 0, sizeof(*c));
+        snprintf(c->name, sizeof(c->name), "%s%s", m->name, n > 1 ? sfx[j] : "");
+        c->fam = fam;
+        c->written = !(n > 1 && j == 3);
+        c->overall = !(m->flags & SP_METRIC_SPLIT_ONLY);
+        size_t o = 0;
+        if (fam >= 0 && !(n > 1 && j < 3)) { /* percentiles: overall only */
+            int nf;
+            const sp_dims_t *d = sp_family_dims(sp_engine_families(&nf)[fam], cfg);
+            for (int k = 0; k < d->cnt; k++)
+                o += (size_t)snprintf(c->dims + o, sizeof(c->dims) - o, "%s%s", o ? "," : "",
+                                      sp_str_field_names[d->f[k]]);
+        }
+        if (m->dims) snprintf(c->dims + o, sizeof(c->dims) - o, "%s%s", o ? "," : "", m->dims);
+    }
+}
+
+/* Index of dim in a comma-separated list; -1 if absent. */
+static int dim_index(const char *list, const char *dim, size_t len) {
+    int k = 0;
+    for (const char *p = list; *p; k++) {
+        const char *q = strchr(p, ',');
+        size_t l = q ? (size_t)(q - p) : strlen(p);
+        if (l == len && !memcmp(p, dim, len)) return k;
+        if (!q) break;
+        p = q + 1;
+    }
+    return -1;
+}
+
+/* One field of a hash of family fam (-1: gauges): it must be catalogued. */
+static void cat_check_field(int fam, const char *key, const char *field) {
+    char base[128];
+    const char *bar = strchr(field, '|');
+    size_t bl = bar ? (size_t)(bar - field) : strlen(field);
+    snprintf(base, sizeof(base), "%.*s", (int)bl, field);
+    if (fam >= 0 && !strcmp(base, "closed")) return; /* the store's: a final window */
+    char *colon = strchr(base, ':');
+    if (fam >= 0 && colon && !bar) { /* a histogram bucket <duration>:b<i> */
+        *colon = '\0';
+        strcat(base, "_count");
+    }
+    for (int k = 0; k < ncat; k++) {
+        catname_t *c = &cat[k];
+        if (c->fam != fam || strcmp(c->name, base)) continue;
+        if (colon) return;
+        if (!bar) {
+            if (!c->overall) fail_msg("%s: %s: catalogued per value only", key, field);
+            c->seen_overall = 1;
+            return;
+        }
+        const char *eq = strchr(bar + 1, '=');
+        int d = eq ? dim_index(c->dims, bar + 1, (size_t)(eq - bar - 1)) : -1;
+        if (d < 0) fail_msg("%s: %s: dimension not catalogued (%s)", key, field, c->dims);
+        c->seen_dims |= 1u << d;
+        return;
+    }
+    fail_msg("%s: field %s is not in the catalogue of %s", key, field,
+             fam >= 0 ? sp_engine_families(&(int){0})[fam]->name : "gauges");
+}
+
+static void cat_check_hash(int fam, const char *key) {
+    redisReply *r = redisCommand(rc, "HGETALL %s", key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        cat_check_field(fam, key, r->element[i]->str);
+    freeReplyObject(r);
+}
+
+/* Six hours of generated traffic of every stream (warm start: shipments and
+ * tickets already in flight), decoded and run through the engine into a
+ * real redis-server, then every window closed: each field of every window
+ * hash and of the gauges is in the writer's catalogue, and each catalogued
+ * name appears, overall and per dimension as catalogued. */
+static void test_catalogue_matches_writes(void **state) {
+    (void)state;
+    static sp_config_t cfg;
+    char err[512], why[256];
+    cfg_for(&cfg, "catalogue");
+    cfg.window_cnt = 2;
+    cfg.window_ms[0] = 300000;
+    cfg.window_ms[1] = 3600000;
+    for (int t = 0; t < SP_STREAM__COUNT; t++)
+        cfg.topics[t].format = SP_FORMAT_JSON;
+    const int64_t start = T0 - 6 * 3600000LL, span = 6 * 3600000LL;
+    sp_gen_opts_t go = {.seed = 18,
+                        .start_ms = start,
+                        .rate = 10,
+                        .format = SP_FORMAT_JSON,
+                        .warm_start = 1,
+                        .duration_ms = span};
+    sp_gen_t *g = sp_gen_new(&cfg, &go, err, sizeof(err));
+    if (!g) fail_msg("generator: %s", err);
+    sp_decoder_t *dec = sp_decoder_new(&cfg, err, sizeof(err));
+    if (!dec) fail_msg("decoder: %s", err);
+    sp_clock_set_manual(start);
+    sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+    assert_non_null(st);
+    sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+    assert_non_null(e);
+    for (int t = 0; t < SP_STREAM__COUNT; t++)
+        sp_engine_partition_add(e, t, 0, -1, start);
+    sp_arena_t *arena = sp_arena_new(1 << 20);
+    enum { BATCH = 4000 };
+    static sp_event_t evs[BATCH];
+    int64_t off = 0;
+    long total = 0;
+    for (int end = 0; !end;) {
+        int n = 0;
+        sp_arena_reset(arena);
+        while (n < BATCH) {
+            sp_stream_t s;
+            const void *key, *val;
+            size_t kl, vl;
+            int64_t et;
+            int grc = sp_gen_next(g, &s, &key, &kl, &val, &vl, &et);
+            assert_true(grc == 0 || grc == 1);
+            if (grc == 1) {
+                end = 1;
+                break;
+            }
+            sp_clock_set_manual(et + 1000);
+            sp_dlq_reason_t reason;
+            if (sp_decoder_decode(dec, s, SP_FORMAT_JSON, val, vl, et + 1000, arena, &evs[n],
+                                  &reason, why, sizeof(why)) != SP_OK)
+                fail_msg("decode: %s", why);
+            evs[n].topic_idx = (int)s;
+            if (sp_engine_admit(e, &evs[n]) == SP_OK) n++;
+        }
+        total += n;
+        for (int i = 0; i < n; i++)
+            sp_engine_want(e, &evs[i]);
+        const size_t *lens;
+        const char *const *keys = sp_engine_want_keys(e, &lens);
+        if (sp_engine_want_count(e) > 0) {
+            assert_int_equal(
+                sp_store_mget_send(st, keys, lens, sp_engine_want_count(e), err, sizeof(err)),
+                SP_OK);
+            assert_int_equal(sp_store_mget_recv(st, fetched, e, err, sizeof(err)), SP_OK);
+        }
+        for (int i = 0; i < n; i++)
+            sp_engine_apply(e, &evs[i]);
+        if (end) { /* traffic stops: a day later every window closes */
+            sp_clock_set_manual(sp_clock_now_ms() + 86400000LL);
+            for (int t = 0; t < SP_STREAM__COUNT; t++)
+                sp_engine_partition_lag(e, t, 0, 0);
+        }
+        for (int round = 0; round < (end ? 50 : 1); round++) {
+            sp_engine_update_watermark(e, sp_clock_now_ms());
+            if (sp_engine_timers_due(e) != INT64_MIN) {
+                int64_t next;
+                assert_int_equal(sp_store_timers_due(st, sp_engine_timers_key(e),
+                                                     sp_engine_state_prefix(e),
+                                                     sp_engine_timers_due(e), 5000, timer_fetched,
+                                                     e, &next, err, sizeof(err)),
+                                 SP_OK);
+                sp_engine_timers_next(e, next);
+            }
+            sp_engine_fire(e);
+            sp_engine_close(e);
+            sp_commit_t *c = sp_commit_new();
+            sp_engine_build_commit(e, c);
+            sp_commit_offset(c, "store.clickstream/0", off, off + n,
+                             sp_engine_partition_max_et(e, 0, 0));
+            off += n;
+            n = 0;
+            assert_int_equal(sp_store_commit_send(st, c, err, sizeof(err)), SP_OK);
+            assert_int_equal(sp_store_commit_recv(st, err, sizeof(err)), SP_OK);
+            sp_commit_destroy(c);
+        }
+    }
+    assert_true(total > 100000);
+
+    /* the catalogue, read as the rules read it */
+    int nf, ng;
+    const sp_family_t *const *fams = sp_engine_families(&nf);
+    const sp_metric_t *eg = sp_engine_gauges(&ng);
+    assert_int_equal(nf, SP_FAM__COUNT);
+    ncat = 0;
+    for (int f = 0; f < nf; f++) {
+        for (int i = 0; i < fams[f]->nmetrics; i++)
+            cat_add(f, &fams[f]->metrics[i], &cfg);
+        for (int i = 0; i < fams[f]->ngauges; i++)
+            cat_add(-1, &fams[f]->gauges[i], &cfg);
+    }
+    for (int i = 0; i < ng; i++)
+        cat_add(-1, &eg[i], &cfg);
+
+    int nwin = 0;
+    for (int f = 0; f < nf; f++) {
+        char pat[128];
+        snprintf(pat, sizeof(pat), "sp:{catalogue}:%s:*", fams[f]->name);
+        redisReply *r = redisCommand(rc, "KEYS %s", pat);
+        assert_non_null(r);
+        for (size_t i = 0; i < r->elements; i++, nwin++)
+            cat_check_hash(f, r->element[i]->str);
+        freeReplyObject(r);
+    }
+    assert_true(nwin > 5 * 72);
+    cat_check_hash(-1, "sp:{catalogue}:gauges");
+    for (int k = 0; k < ncat; k++) {
+        const catname_t *c = &cat[k];
+        const char *fn = c->fam >= 0 ? fams[c->fam]->name : "gauges";
+        if (!c->written) continue;
+        if (c->overall && !c->seen_overall)
+            fail_msg("%s.%s: catalogued, never written", fn, c->name);
+        int d = 0;
+        for (const char *p = c->dims; *p; d++) {
+            size_t l = strcspn(p, ",");
+            if (!(c->seen_dims & (1u << d)))
+                fail_msg("%s.%s: catalogued per %.*s, never written so", fn, c->name, (int)l, p);
+            p += l + (p[l] == ',');
+        }
+    }
+    sp_arena_destroy(arena);
+    sp_engine_destroy(e);
+    sp_store_destroy(st);
+    sp_decoder_destroy(dec);
+    sp_gen_destroy(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_funnel_by_hand),
-        cmocka_unit_test(test_watermark_rules),
-        cmocka_unit_test(test_dimension_cap),
-        cmocka_unit_test(test_cache_idle),
-        cmocka_unit_test(test_timezone_days),
+        cmocka_unit_test(test_funnel_by_hand), cmocka_unit_test(test_watermark_rules),
+        cmocka_unit_test(test_dimension_cap),  cmocka_unit_test(test_cache_idle),
+        cmocka_unit_test(test_timezone_days),  cmocka_unit_test(test_catalogue_matches_writes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

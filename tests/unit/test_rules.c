@@ -39,34 +39,34 @@ static int load(const char *yaml, sp_rules_t *rules, char *err, size_t errsz) {
     return rc;
 }
 
-static const char *GOOD =
-    "windows:\n"
-    "  sizes: [1m, 5m, 1h]\n"
-    "alerts:\n"
-    "  - name: conversion_drop\n"
-    "    metric: funnel.conversion_rate\n"
-    "    window: 5m\n"
-    "    below: 0.015\n"
-    "    resolve_above: 0.02\n"
-    "    min_samples: 200\n"
-    "    for: 2\n"
-    "    by: [channel]\n"
-    "    severity: critical\n"
-    "    labels: {team: growth}\n"
-    "  - name: checkout_collapse\n"
-    "    metric: funnel.checkout_to_order_rate\n"
-    "    window: 1m\n"
-    "    drop_vs_baseline: 0.5\n"
-    "    baseline: 3\n"
-    "  - name: no_orders\n"
-    "    metric: funnel.orders\n"
-    "    absent_for: 15m\n"
-    "    window: 5m\n"
-    "  - name: late_parcels\n"
-    "    metric: delivery.delay_minutes_p90\n"
-    "    window: 1h\n"
-    "    above: 120\n"
-    "    repeat_every: 2h\n";
+static const char *GOOD = "windows:\n"
+                          "  sizes: [1m, 5m, 1h]\n"
+                          "alerts:\n"
+                          "  - name: conversion_drop\n"
+                          "    metric: funnel.conversion_rate\n"
+                          "    window: 5m\n"
+                          "    below: 0.015\n"
+                          "    resolve_above: 0.02\n"
+                          "    min_samples: 200\n"
+                          "    for: 2\n"
+                          "    by: [channel]\n"
+                          "    severity: critical\n"
+                          "    labels: {team: growth}\n"
+                          "  - name: checkout_collapse\n"
+                          "    metric: funnel.checkout_to_order_rate\n"
+                          "    window: 1m\n"
+                          "    drop_vs_baseline: 0.5\n"
+                          "    baseline: 3\n"
+                          "    min_samples: 0\n" /* windows of 10 checkouts below */
+                          "  - name: no_orders\n"
+                          "    metric: funnel.orders\n"
+                          "    absent_for: 15m\n"
+                          "    window: 5m\n"
+                          "  - name: late_parcels\n"
+                          "    metric: delivery.delay_minutes_p90\n"
+                          "    window: 1h\n"
+                          "    above: 120\n"
+                          "    repeat_every: 2h\n";
 
 static void test_load(void **state) {
     (void)state;
@@ -145,7 +145,7 @@ static void test_load_errors(void **state) {
     expect_error("  name: a\n", "key 'alerts': expected a list of rules");
 }
 
-/* ---- evaluation ------------------------------------------------------------ */
+/* ---- evaluation helpers ---------------------------------------------------- */
 
 typedef struct win {
     sp_window_view_t v;
@@ -175,6 +175,234 @@ static sp_window_view_t *mkwin(win_t *w, int64_t size, int k, const char *pairs)
     w->v.values = w->val;
     return &w->v;
 }
+
+/* Names are checked against the families' catalogue (family.h): an unknown
+ * metric used to read as an always-0 counter, so a `below` rule fired on
+ * every window. */
+static void test_catalogue_errors(void **state) {
+    (void)state;
+    expect_error("  - name: a\n    metric: funnel.conversion_rte\n    below: 0.01\n",
+                 ":5: rule 'a': key 'metric': funnel.conversion_rte: no such metric in family "
+                 "funnel; did you mean funnel.conversion_rate?");
+    expect_error("  - name: a\n    metric: gauges.overdue_in_fligth\n    above: 10\n",
+                 ":5: rule 'a': key 'metric': gauges.overdue_in_fligth: no such metric in family "
+                 "gauges; did you mean gauges.overdue_in_flight?");
+    /* another family's metric */
+    expect_error("  - name: a\n    metric: delivery.conversion_rate\n    below: 0.01\n",
+                 ":5: rule 'a': key 'metric': delivery.conversion_rate: no such metric in family "
+                 "delivery; did you mean funnel.conversion_rate?");
+    /* misspelt and in another family */
+    expect_error("  - name: a\n    metric: support.delivery_dealy_rate\n    above: 0.1\n",
+                 "no such metric in family support; did you mean delivery.delivery_delay_rate?");
+    expect_error("  - name: a\n    metric: funel.orders\n    above: 1\n",
+                 ":5: rule 'a': key 'metric': unknown family 'funel' (funnel, abandonment, "
+                 "delivery, retention, support, gauges); did you mean funnel.orders?");
+    expect_error("  - name: a\n    metric: suport.conversion_rate\n    below: 1\n",
+                 ":5: rule 'a': key 'metric': unknown family 'suport' (funnel, abandonment, "
+                 "delivery, retention, support, gauges); did you mean support?");
+    expect_error("  - name: a\n    metric: funnel.xyzzy_total\n    above: 1\n",
+                 "funnel.xyzzy_total: no such metric in family funnel (storepulse check-config "
+                 "--metrics lists them)");
+    /* a histogram's fields: _p50/_p90/_p99/_mean/_count/_sum, nothing else */
+    expect_error("  - name: a\n    metric: delivery.delay_minutes_p95\n    above: 1\n",
+                 "no such metric in family delivery; did you mean delivery.delay_minutes_p90?");
+    expect_error("  - name: a\n    metric: delivery.delay_minutes\n    above: 1\n",
+                 "no such metric in family delivery");
+    /* the store's own field is no metric */
+    expect_error("  - name: a\n    metric: funnel.closed\n    above: 0\n",
+                 "no such metric in family funnel");
+    /* a field per value is chosen with `by` */
+    expect_error("  - name: a\n    metric: gauges.in_flight|kind=cart\n    above: 1\n",
+                 ":5: rule 'a': key 'metric': 'gauges.in_flight|kind=cart': a field per dimension "
+                 "value is not a metric; use metric: gauges.in_flight with by: [kind]");
+    expect_error("  - name: a\n    metric: gauges.in_flight\n    above: 1\n",
+                 ":5: rule 'a': key 'metric': gauges.in_flight is kept per kind only (no overall "
+                 "field): add by: [kind]");
+    /* `by`: one of the metric's dimensions */
+    expect_error("  - name: a\n    metric: funnel.conversion_rate\n    below: 0.01\n"
+                 "    by: [carrier]\n",
+                 ":7: rule 'a': key 'by': unknown dimension 'carrier' for funnel.conversion_rate: "
+                 "its dimensions are channel, device, country (metrics.funnel.dimensions); "
+                 "carrier is a dimension of delivery");
+    expect_error(
+        "  - name: a\n    metric: funnel.orders\n    above: 1\n    by: [channel, curency]\n",
+        ":7: rule 'a': key 'by': unknown dimension 'curency' for funnel.orders: its "
+        "dimensions are channel, device, country (metrics.funnel.dimensions) and "
+        "currency; did you mean currency?");
+    expect_error("  - name: a\n    metric: funnel.sessions\n    above: 1\n    by: [currency]\n",
+                 "unknown dimension 'currency' for funnel.sessions");
+    expect_error("  - name: a\n    metric: abandonment.carts\n    above: 1\n    by: [country]\n",
+                 ":7: rule 'a': key 'by': unknown dimension 'country' for abandonment.carts: its "
+                 "dimensions are channel, device (metrics.abandonment.dimensions)");
+    expect_error(
+        "  - name: a\n    metric: gauges.overdue_in_flight\n    above: 1\n    by: [carrier]\n",
+        ":7: rule 'a': key 'by': unknown dimension 'carrier': gauges.overdue_in_flight is "
+        "kept overall only");
+    expect_error("  - name: a\n    metric: gauges.in_flight\n    above: 1\n    by: [knd]\n",
+                 ":7: rule 'a': key 'by': unknown dimension 'knd' for gauges.in_flight: its "
+                 "dimensions are kind; did you mean kind?");
+    expect_error(
+        "  - name: a\n    metric: support.frt_seconds_p90\n    above: 1\n    by: [channel]\n",
+        ":7: rule 'a': key 'by': percentiles are kept overall only; per value use "
+        "<histogram>_mean");
+}
+
+/* What the catalogue allows loads; `by` follows the configured dimensions. */
+static void test_catalogue_valid(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512];
+    const char *ok =
+        "metrics:\n"
+        "  abandonment: {dimensions: [channel, country]}\n"
+        "alerts:\n"
+        "  - {name: a, metric: abandonment.carts, above: 1, by: [country]}\n"
+        "  - {name: b, metric: gauges.in_flight, above: 100, by: [kind]}\n"
+        "  - {name: c, metric: funnel.orders, above: 1, by: [currency, channel]}\n"
+        "  - {name: d, metric: delivery.delay_minutes_mean, above: 60, by: [carrier]}\n"
+        "  - {name: e, metric: gauges.in_flight_entities, above: 1000000}\n"
+        "  - {name: f, metric: support.resolution_seconds_count, above: 1}\n"
+        "  - {name: g, metric: gauges.watermark_ms, absent_for: 5m}\n";
+    if (load(ok, &rules, err, sizeof(err)) != SP_OK) fail_msg("%s", err);
+    assert_int_equal(rules.n, 7);
+    assert_int_equal(rules.r[3].mkind, SP_RULE_M_MEAN);
+    assert_string_equal(rules.r[3].sample, "delay_minutes_count");
+    assert_int_equal(rules.r[5].mkind, SP_RULE_M_COUNTER);
+    /* the family's dimensions come from the config: device is not one now */
+    const char *bad =
+        "metrics:\n"
+        "  abandonment: {dimensions: [channel, country]}\n"
+        "alerts:\n"
+        "  - {name: a, metric: abandonment.cart_abandonment_rate, above: 1, by: [device]}\n";
+    assert_int_equal(load(bad, &rules, err, sizeof(err)), SP_ERR_CONFIG);
+    if (!strstr(err, ":4: rule 'a': key 'by': unknown dimension 'device' for "
+                     "abandonment.cart_abandonment_rate: its dimensions are channel, country "
+                     "(metrics.abandonment.dimensions); device is a dimension of funnel"))
+        fail_msg("%s", err);
+}
+
+/* A ratio rule without min_samples decides nothing below 100 samples;
+ * explicit values and other kinds keep theirs. */
+static void test_default_min_samples(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512];
+    const char *yaml = "alerts:\n"
+                       "  - {name: conv, metric: funnel.conversion_rate, below: 0.015}\n"
+                       "  - {name: conv5, metric: funnel.conversion_rate, below: 0.015, "
+                       "min_samples: 5}\n"
+                       "  - {name: conv0, metric: funnel.conversion_rate, below: 0.015, "
+                       "min_samples: 0}\n"
+                       "  - {name: aband, metric: abandonment.cart_abandonment_rate, above: 0.9}\n"
+                       "  - {name: drop, metric: funnel.checkout_to_order_rate, "
+                       "drop_vs_baseline: 0.5}\n"
+                       "  - {name: fails, metric: funnel.payments_failed, above: 3}\n"
+                       "  - {name: p90, metric: delivery.delay_minutes_p90, above: 3}\n"
+                       "  - {name: over, metric: gauges.overdue_in_flight, above: 3}\n";
+    if (load(yaml, &rules, err, sizeof(err)) != SP_OK) fail_msg("%s", err);
+    assert_int_equal(rules.n, 8);
+    assert_int_equal(rules.r[0].min_samples, SP_RULE_RATIO_MIN_SAMPLES);
+    assert_int_equal(SP_RULE_RATIO_MIN_SAMPLES, 100); /* docs/ALERTS.md says 100 */
+    assert_int_equal(rules.r[1].min_samples, 5);
+    assert_int_equal(rules.r[2].min_samples, 0);
+    assert_int_equal(rules.r[3].min_samples, 100);
+    assert_string_equal(rules.r[3].sample, "carts_abandoned+carts_converted");
+    assert_int_equal(rules.r[4].min_samples, 100);
+    assert_int_equal(rules.r[5].min_samples, 0);
+    assert_int_equal(rules.r[6].min_samples, 0);
+    assert_int_equal(rules.r[7].min_samples, 0);
+
+    /* 3 sessions, none converted: no decision; 99 neither; 100 fires */
+    const sp_rule_t *r = &rules.r[0];
+    sp_rule_state_t st;
+    sp_alert_t a;
+    win_t w;
+    sp_rule_state_init(&st);
+    assert_int_equal(
+        sp_rule_eval(r, "", mkwin(&w, MIN, 0, "sessions=3 conversion_rate=0"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_INACTIVE);
+    assert_int_equal(
+        sp_rule_eval(r, "", mkwin(&w, MIN, 1, "sessions=99 conversion_rate=0"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_INACTIVE);
+    assert_int_equal(
+        sp_rule_eval(r, "", mkwin(&w, MIN, 2, "sessions=100 conversion_rate=0.01"), &st, 1, &a), 1);
+    assert_int_equal(a.sample_size, 100);
+    /* the abandonment rate's sample is abandoned + converted */
+    r = &rules.r[3];
+    sp_rule_state_init(&st);
+    assert_int_equal(sp_rule_eval(r, "",
+                                  mkwin(&w, MIN, 0,
+                                        "carts_abandoned=60 carts_converted=39 "
+                                        "cart_abandonment_rate=0.95"),
+                                  &st, 1, &a),
+                     0);
+    assert_int_equal(sp_rule_eval(r, "",
+                                  mkwin(&w, MIN, 1,
+                                        "carts_abandoned=95 carts_converted=5 "
+                                        "cart_abandonment_rate=0.95"),
+                                  &st, 1, &a),
+                     1);
+}
+
+static char *slurp(FILE *fp) {
+    size_t cap = 1 << 16, n = 0, k;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    while ((k = fread(buf + n, 1, cap - n - 1, fp)) > 0) {
+        n += k;
+        if (n + 1 == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* docs/ALERTS.md lists the catalogue as `check-config --metrics` prints it
+ * with the default config. */
+static void test_metrics_doc(void **state) {
+    (void)state;
+    static sp_config_t cfg;
+    const char *begin = "<!-- metrics: generated by `storepulse check-config --metrics`; do not "
+                        "edit by hand -->\n",
+               *end = "<!-- end of metrics -->\n";
+    FILE *fp = tmpfile(), *doc;
+    assert_non_null(fp);
+    sp_config_defaults(&cfg);
+    sp_rules_print_metrics(&cfg, fp);
+    rewind(fp);
+    char *gen = slurp(fp);
+    fclose(fp);
+    assert_non_null(strstr(gen, "| funnel | `funnel.conversion_rate` | ratio | `sessions` | "
+                                "channel, device, country |\n"));
+    assert_non_null(strstr(gen, "| abandonment | `abandonment.cart_abandonment_rate` | ratio | "
+                                "`carts_abandoned` + `carts_converted` | channel, device |\n"));
+    assert_non_null(strstr(gen, "| delivery | `delivery.delay_minutes_p90` | percentile | "
+                                "`delay_minutes_count` | (overall only) |\n"));
+    assert_non_null(strstr(gen, "| gauges | `gauges.overdue_in_flight` | gauge | itself | "
+                                "(overall only) |\n"));
+    assert_non_null(strstr(gen, "| gauges | `gauges.in_flight` | gauge | itself | kind (per value "
+                                "only) |\n"));
+    if (!(doc = fopen("docs/ALERTS.md", "r"))) {
+        free(gen);
+        skip();
+    }
+    char *text = slurp(doc);
+    fclose(doc);
+    char *a = strstr(text, begin), *b = a ? strstr(a, end) : NULL;
+    if (!a || !b) fail_msg("docs/ALERTS.md: no generated metrics section");
+    a += strlen(begin);
+    *b = '\0';
+    if (strcmp(a, gen) != 0)
+        fail_msg("docs/ALERTS.md's metrics differ from `storepulse check-config --metrics`: "
+                 "regenerate the section");
+    free(text);
+    free(gen);
+}
+
+/* ---- evaluation ------------------------------------------------------------ */
 
 static void test_threshold_for_hysteresis(void **state) {
     (void)state;
@@ -375,6 +603,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_catalogue_errors),
+        cmocka_unit_test(test_catalogue_valid),
+        cmocka_unit_test(test_default_min_samples),
+        cmocka_unit_test(test_metrics_doc),
         cmocka_unit_test(test_threshold_for_hysteresis),
         cmocka_unit_test(test_repeat_and_restart),
         cmocka_unit_test(test_baseline_and_absent),
