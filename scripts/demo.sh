@@ -11,10 +11,9 @@
 # librdkafka mock cluster in its own process, so the pipeline can be stopped
 # and started again against it), a redis-server, the pipeline
 # (`storepulse run`, namespace `store`), and live synthetic traffic at 100
-# events/s. Before the live traffic, 30 minutes of store history ending 10
-# minutes ago are produced, with a checkout outage on mobile from minute 10
-# to minute 20 of it; the alert rule payment_failure_spike fires on it and
-# resolves after it.
+# events/s. Before the live traffic, 30 minutes of store history ending now
+# are produced, with a checkout outage on mobile from 25 to 15 minutes ago;
+# the alert rule payment_failure_spike fires on it and resolves after it.
 #
 # Everything lives in $SP_DEMO_DIR (default /tmp/storepulse-demo): the
 # config (demo.yaml), the logs, the process ids, and `env`, which a shell
@@ -139,20 +138,20 @@ start pipeline "$DEMO/pipeline.log" "$SP" run -c "$DEMO/demo.yaml"
 echo "== embedded Kafka at $BS, Redis at 127.0.0.1:$PORT, namespace 'store'"
 
 NOW=$(($(date +%s) * 1000))
-echo "== producing 30 minutes of store history (seeded), ending 10 minutes ago, with a"
-echo "   checkout outage on mobile from minute 10 to minute 20 of it ..."
+echo "== producing 30 minutes of store history (seeded), ending now, with a checkout"
+echo "   outage on mobile from 25 to 15 minutes ago ..."
 "$SP" gen -c "$DEMO/demo.yaml" --seed 42 --rate 25 --duration 30m \
-  --start-time $((NOW - 2400 * 1000)) --speedup 0 --quiet \
-  --scenario checkout-outage --incident-start +10m --incident-duration 10m
+  --start-time $((NOW - 1800 * 1000)) --speedup 0 --quiet \
+  --scenario checkout-outage --incident-start +5m --incident-duration 10m
 echo "== live traffic: 100 events/s, in real time, until the demo is stopped"
 start traffic "$DEMO/traffic.log" "$SP" gen -c "$DEMO/demo.yaml" --seed 43 --rate 100 --warm-start --quiet
 
 R() { redis-cli -p "$PORT" "$@"; }
-# the history is consumed when the newest final 5m window is the one of
-# ten minutes ago or later
+# the history is consumed when the newest final 5m window is the one that
+# ended at least 5 minutes ago
 for _ in $(seq 600); do
   fin=$(R GET 'sp:{store}:final:funnel:5m')
-  [ -n "$fin" ] && [ "$fin" -ge $((NOW - 900 * 1000)) ] && break
+  [ -n "$fin" ] && [ "$fin" -ge $((NOW - 600 * 1000)) ] && break
   sleep 0.1
 done
 [ -n "$(R GET 'sp:{store}:final:funnel:5m')" ] || failed "the pipeline committed no window"
