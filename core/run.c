@@ -62,7 +62,9 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/kafka.h"
 #include "core/log.h"
+#include "core/startup.h"
 #include "producers/alerter.h"
 
 #define MAX_TOPICS SP_STREAM__COUNT
@@ -1048,24 +1050,6 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
 
 /* ---- set-up -------------------------------------------------------- */
 
-static rd_kafka_conf_t *kafka_conf(const sp_config_t *cfg, int consumer, char *err, size_t errsz) {
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    for (int i = 0; i < cfg->kafka_cnt; i++) {
-        const char *k = cfg->kafka[i].key;
-        if (!consumer &&
-            (!strcmp(k, "group.id") || !strncmp(k, "session.timeout", 15) ||
-             !strncmp(k, "heartbeat", 9) || !strncmp(k, "auto.offset", 11) ||
-             !strncmp(k, "partition.assignment", 20) || !strncmp(k, "enable.auto", 11) ||
-             !strncmp(k, "max.poll", 8) || !strncmp(k, "queued.", 7) || !strncmp(k, "fetch.", 6)))
-            continue;
-        if (rd_kafka_conf_set(kc, k, cfg->kafka[i].value, err, errsz) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(kc);
-            return NULL;
-        }
-    }
-    return kc;
-}
-
 static int setc(rd_kafka_conf_t *kc, const char *k, const char *v, char *err, size_t errsz) {
     return rd_kafka_conf_set(kc, k, v, err, errsz) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
@@ -1130,12 +1114,12 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     /* Alerts: rules, their state and the outbox (produced again at start). */
     if (!(r->rules = calloc(1, sizeof(*r->rules)))) goto oom;
     if (sp_rules_load(cfg, r->rules, err, errsz) != SP_OK) return -1;
-    rd_kafka_conf_t *ac = kafka_conf(cfg, 0, err, errsz);
+    rd_kafka_conf_t *ac = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
     if (sp_alerter_start(r->al, r->st, r->eng, err, errsz) != SP_OK) return -1;
 
     /* Dead-letter producer: idempotent, acks=all. */
-    rd_kafka_conf_t *pc = kafka_conf(cfg, 0, err, errsz);
+    rd_kafka_conf_t *pc = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!pc || setc(pc, "enable.idempotence", "true", err, errsz) ||
         setc(pc, "linger.ms", "5", err, errsz))
         return -1;
@@ -1144,7 +1128,7 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     if (!(r->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, errsz))) return -1;
 
     /* Consumer. */
-    rd_kafka_conf_t *kc = kafka_conf(cfg, 1, err, errsz);
+    rd_kafka_conf_t *kc = sp_kafka_conf_new(cfg, SP_KAFKA_CONSUMER, err, errsz);
     if (!kc) return -1;
     if (!sp_config_kafka_get(cfg, "queued.min.messages") &&
         setc(kc, "queued.min.messages", "200000", err, errsz))
@@ -1247,12 +1231,13 @@ int sp_run_main(int argc, char **argv) {
         }
     }
     sp_config_defaults(&cfg);
-    if (sp_config_load(&cfg, cfgpath, err, sizeof(err)) != SP_OK) {
+    /* every check that needs no network, the same as check-config's */
+    if (sp_config_load(&cfg, cfgpath, err, sizeof(err)) != SP_OK ||
+        sp_startup_check(&cfg, err, sizeof(err)) != SP_OK) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 2;
     }
-    int lvl = sp_log_level_parse(cfg.log_level);
-    if (lvl >= 0) sp_log_level = lvl;
+    sp_log_setup(cfg.log_level, cfg.log_format);
 
     memset(&r, 0, sizeof(r));
     r.cfg = &cfg;
@@ -1343,7 +1328,9 @@ int sp_check_config_main(int argc, char **argv) {
         }
     }
     sp_config_defaults(&cfg);
-    if (sp_config_load(&cfg, path, err, sizeof(err)) != SP_OK) {
+    /* refuses whatever run refuses at start, with the same message */
+    if (sp_config_load(&cfg, path, err, sizeof(err)) != SP_OK ||
+        sp_startup_check(&cfg, err, sizeof(err)) != SP_OK) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 2;
     }
