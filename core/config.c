@@ -236,8 +236,7 @@ static const opt_t opts[] = {
     {"log.level", T_ENUM, "info", OFF(log_level), SZ(log_level), 0, 0, level_names, NULL, 0,
      "log level (also librdkafka's: its lines go through the same logger, component `rdkafka`; "
      "`kafka.debug` lines are logged at debug)"},
-    {"log.format", T_ENUM, "text", OFF(log_format), SZ(log_format), 0, 0, log_format_names, NULL,
-     0,
+    {"log.format", T_ENUM, "text", OFF(log_format), SZ(log_format), 0, 0, log_format_names, NULL, 0,
      "log lines on stderr: text (`TIME LEVEL COMPONENT: MESSAGE key=value`) or json (one object "
      "per line: time, level, component, msg and fields such as topic, partition)"},
 

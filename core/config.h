@@ -61,9 +61,9 @@ typedef struct sp_kv {
  * environment. Not a value: two configs holding the same values may differ
  * here (tests comparing configs clear it, as they clear `source`). */
 typedef struct sp_config_origin {
-    int opt[SP_CONFIG_MAX_OPTS];     /* per row of the option table */
-    int kafka[SP_MAX_KAFKA_PROPS];   /* per sp_config_t.kafka[] entry */
-    int schema[SP_MAX_SCHEMAS];      /* per sp_config_t.schemas[] entry */
+    int opt[SP_CONFIG_MAX_OPTS];   /* per row of the option table */
+    int kafka[SP_MAX_KAFKA_PROPS]; /* per sp_config_t.kafka[] entry */
+    int schema[SP_MAX_SCHEMAS];    /* per sp_config_t.schemas[] entry */
 } sp_config_origin_t;
 
 typedef struct sp_config {
