@@ -135,7 +135,10 @@ size_t sp_log_format_line(char *out, size_t size, int level, const char *compone
     size_t n;
     const char *lname = names[level < 0 ? 0 : level > 3 ? 3 : level];
 
-    if (!out || size < 4) return 0;
+    if (!out || size < SP_LOG_LINE_MIN) {
+        if (out && size) out[0] = '\0';
+        return 0;
+    }
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);

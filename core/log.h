@@ -40,7 +40,10 @@ int sp_log_setup(const char *level, const char *format);
 /* Where lines go (default: stderr's descriptor); for tests. */
 void sp_log_set_fd(int fd);
 /* The line sp_log_emit would write, without the newline, into buf; returns
- * its length (for tests and for callers that write elsewhere). */
+ * its length (for tests and for callers that write elsewhere). A line that
+ * does not fit is cut inside its strings, still one valid JSON object;
+ * size must be at least SP_LOG_LINE_MIN (else "" and 0). */
+#define SP_LOG_LINE_MIN 256
 size_t sp_log_format_line(char *buf, size_t size, int level, const char *component,
                           const sp_log_kv_t *kv, int nkv, const char *msg);
 
