@@ -826,8 +826,12 @@ static void offset_gap(run_t *r, const pos_t *ps, int64_t offset) {
     if (!ratelog_due(&r->gap_log, &n)) return;
     char field[300];
     pos_field(r, ps, field, sizeof(field));
-    sp_log(SP_LOG_WARN, "offset gap: %s went from %lld to %lld (%lld gap(s) since the last report)",
-           field, (long long)ps->next, (long long)offset, (long long)n);
+    sp_log_kv_t kv[3] = {{"topic", r->topic_names[ps->topic_idx], 0},
+                         {"partition", NULL, ps->partition},
+                         {"offset", NULL, offset}};
+    sp_logkv(SP_LOG_WARN, __FILE__, kv, 3,
+             "offset gap: %s went from %lld to %lld (%lld gap(s) since the last report)", field,
+             (long long)ps->next, (long long)offset, (long long)n);
 }
 
 /* A late event (its window is final): the figures that say why, at most
@@ -837,12 +841,15 @@ static void late_event(run_t *r, const pos_t *ps, const rd_kafka_message_t *m, i
     if (!ratelog_due(&r->late_log, &n)) return;
     char field[300];
     pos_field(r, ps, field, sizeof(field));
-    sp_log(SP_LOG_INFO,
-           "late event: %s@%lld, event time %lld, watermark %lld, the partition's max event time "
-           "%lld (%lld late event(s) since the last report)",
-           field, (long long)m->offset, (long long)et, (long long)sp_engine_watermark(r->eng),
-           (long long)sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition),
-           (long long)n);
+    sp_log_kv_t kv[3] = {{"topic", r->topic_names[ps->topic_idx], 0},
+                         {"partition", NULL, ps->partition},
+                         {"offset", NULL, m->offset}};
+    sp_logkv(SP_LOG_INFO, __FILE__, kv, 3,
+             "late event: %s@%lld, event time %lld, watermark %lld, the partition's max event time "
+             "%lld (%lld late event(s) since the last report)",
+             field, (long long)m->offset, (long long)et, (long long)sp_engine_watermark(r->eng),
+             (long long)sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition),
+             (long long)n);
 }
 
 static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
