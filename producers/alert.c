@@ -1187,6 +1187,7 @@ int sp_alerts_main(int argc, char **argv) {
         fprintf(stderr, "storepulse alerts: %s\n", errstr);
         return 1;
     }
+    sp_log_setup(cfg.log_level, cfg.log_format);
     if (bootstrap_file) {
         if (sp_broker_read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000,
                                           &alerts_stop_flag) != 0) {
