@@ -1246,8 +1246,10 @@ int sp_run_main(int argc, char **argv) {
     }
     sp_log_setup(cfg.log_level, cfg.log_format);
     if (sp_config_kafka_get(&cfg, "debug") && sp_log_level < SP_LOG_DEBUG)
-        sp_log(SP_LOG_WARN, "kafka.debug is set but log.level is %s: librdkafka's debug lines "
-                            "are logged at debug and not shown", cfg.log_level);
+        sp_log(SP_LOG_WARN,
+               "kafka.debug is set but log.level is %s: librdkafka's debug lines "
+               "are logged at debug and not shown",
+               cfg.log_level);
 
     memset(&r, 0, sizeof(r));
     r.cfg = &cfg;
