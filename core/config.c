@@ -12,6 +12,10 @@
  *     that names a row is applied, a path that is a prefix of rows is a
  *     section and is descended into, anything else is an unknown key;
  *   - environment overrides STOREPULSE_<NAME> exist for every scalar row;
+ *     any other STOREPULSE_* variable (but STOREPULSE_KAFKA_*) is an error
+ *     with the closest row's variable suggested (edit distance);
+ *   - the line (or the environment) each value came from is kept in
+ *     cfg->origin, so checks made after loading (startup.c) name it too;
  *   - sp_config_print() writes the rows back as nested YAML that the loader
  *     reads back to the same struct; sp_config_print_reference() writes them
  *     as a markdown table (docs/CONFIG.md).
