@@ -19,7 +19,6 @@
  * present: the run loop reports those as not-ready causes). */
 #include "core/startup.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>

@@ -13,7 +13,8 @@
  * (and the alert schema, for Avro alerts), the alert rules load, every
  * kafka.* property is accepted by librdkafka for each client run builds
  * (consumer, idempotent producer), and the TLS/SASL files they name are
- * readable. Side-effect free (no network, no process-wide state). Returns
+ * readable. No network; nothing is kept but the alert module's cache of
+ * alert.avsc (the file run would read). Returns
  * SP_OK, or an error with "FILE:LINE: key 'K': reason" (or "environment
  * STOREPULSE_X: key 'K': reason") in errstr; secrets are never written. */
 int sp_startup_check(const sp_config_t *cfg, char *errstr, size_t errstr_size);
