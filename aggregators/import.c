@@ -513,8 +513,7 @@ int sp_import_orders_main(int argc, char **argv) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 1;
     }
-    int lvl = sp_log_level_parse(cfg.log_level);
-    if (lvl >= 0) sp_log_level = lvl;
+    sp_log_setup(cfg.log_level, cfg.log_format);
 
     if (!strcmp(path, "-")) {
         in = stdin;

@@ -36,6 +36,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "core/err.h"
+#include "core/kafka.h"
 #include "core/log.h"
 
 #define SP_BROKER_DEFAULT_PARTITIONS 8
@@ -51,11 +52,7 @@ struct sp_broker {
 /* librdkafka logs of the owning handle: it has no bootstrap.servers of its
  * own and says so; only real errors are worth the user's attention. */
 static void broker_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk;
-    if (level <= 3)
-        sp_log(SP_LOG_ERROR, "broker: %s: %s", fac, buf);
-    else
-        sp_log(SP_LOG_DEBUG, "broker: %s: %s", fac, buf);
+    sp_kafka_log_cb(rk, level <= 3 ? level : 7, fac, buf);
 }
 
 static int broker_create_topic(sp_broker_t *b, const char *name, int partitions, char *errstr,
@@ -471,7 +468,7 @@ int sp_broker_main(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    if (sp_log_level_parse(cfg->log_level) >= 0) sp_log_level = sp_log_level_parse(cfg->log_level);
+    sp_log_setup(cfg->log_level, cfg->log_format);
     if (partitions > 0) cfg->partitions = (int)partitions;
 
     memset(&sa, 0, sizeof(sa));

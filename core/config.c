@@ -12,6 +12,10 @@
  *     that names a row is applied, a path that is a prefix of rows is a
  *     section and is descended into, anything else is an unknown key;
  *   - environment overrides STOREPULSE_<NAME> exist for every scalar row;
+ *     any other STOREPULSE_* variable (but STOREPULSE_KAFKA_*) is an error
+ *     with the closest row's variable suggested (edit distance);
+ *   - the line (or the environment) each value came from is kept in
+ *     cfg->origin, so checks made after loading (startup.c) name it too;
  *   - sp_config_print() writes the rows back as nested YAML that the loader
  *     reads back to the same struct; sp_config_print_reference() writes them
  *     as a markdown table (docs/CONFIG.md).
@@ -30,6 +34,7 @@
  * no side effects (log level, time zone) -- callers apply what they need. */
 #include "core/config.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -86,6 +91,7 @@ typedef struct opt {
 
 static const char *const format_names[] = {"avro", "json", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
 static const sp_str_field_t dim_fields[] = {SP_S_CHANNEL, SP_S_DEVICE, SP_S_COUNTRY, SP_S_CARRIER};
 #define DIM_FIELD_CNT (sizeof(dim_fields) / sizeof(dim_fields[0]))
 
@@ -232,12 +238,18 @@ static const opt_t opts[] = {
         "partitions per topic of the embedded broker (--embedded-kafka, broker)"),
 
     {"log.level", T_ENUM, "info", OFF(log_level), SZ(log_level), 0, 0, level_names, NULL, 0,
-     "log level"},
+     "log level (also librdkafka's: its lines go through the same logger, component `rdkafka`; "
+     "`kafka.debug` lines are logged at debug)"},
+    {"log.format", T_ENUM, "text", OFF(log_format), SZ(log_format), 0, 0, log_format_names, NULL, 0,
+     "log lines on stderr: text (`TIME LEVEL COMPONENT: MESSAGE key=value`) or json (one object "
+     "per line: time, level, component, msg and fields such as topic, partition)"},
 
     {"alerts", T_EXTERNAL, "[]", 0, 0, 0, 0, NULL, NULL, 0,
      "alert rules (SPEC section 5); read and validated by the alert module"},
 };
 #define OPT_CNT ((int)(sizeof(opts) / sizeof(opts[0])))
+_Static_assert(sizeof(opts) / sizeof(opts[0]) <= SP_CONFIG_MAX_OPTS,
+               "raise SP_CONFIG_MAX_OPTS (config.h)");
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -409,6 +421,32 @@ const char *sp_config_redacted(const char *key, const char *value) {
     return o && (o->flags & OPT_SECRET) ? REDACTED : value;
 }
 
+void sp_config_where(const sp_config_t *cfg, const char *key, char *buf, size_t size) {
+    const char *src = cfg->source[0] ? cfg->source : "(defaults)";
+    char env[PATH_MAX_LEN];
+    const opt_t *o;
+    int line = 0;
+
+    if (strncmp(key, "kafka.", 6) == 0) {
+        for (int i = 0; i < cfg->kafka_cnt; i++)
+            if (strcmp(cfg->kafka[i].key, key + 6) == 0) line = cfg->origin.kafka[i];
+    } else if (strncmp(key, "schemas.ids.", 12) == 0) {
+        long id = strtol(key + 12, NULL, 10);
+        for (int i = 0; i < cfg->schema_cnt; i++)
+            if (cfg->schemas[i].id == id) line = cfg->origin.schema[i];
+        if (line == 0 && (o = opt_find("schemas.ids"))) line = cfg->origin.opt[o - opts];
+    } else if ((o = opt_find(key))) {
+        line = cfg->origin.opt[o - opts];
+    }
+    env_name(key, env, sizeof(env));
+    if (line > 0)
+        snprintf(buf, size, "%s:%d: key '%s'", src, line, key);
+    else if (line < 0)
+        snprintf(buf, size, "environment %s: key '%s'", env, key);
+    else
+        snprintf(buf, size, "%s: key '%s' (default)", src, key);
+}
+
 const char *sp_config_kafka_get(const sp_config_t *cfg, const char *key) {
     for (int i = 0; i < cfg->kafka_cnt; i++)
         if (strcmp(cfg->kafka[i].key, key) == 0) return cfg->kafka[i].value;
@@ -429,6 +467,14 @@ int sp_config_kafka_set(sp_config_t *cfg, const char *key, const char *value) {
     }
     set_buf(cfg->kafka[i].value, sizeof(cfg->kafka[i].value), value);
     return SP_OK;
+}
+
+/* Index of a property known to be set. */
+static int kafka_index(const sp_config_t *cfg, const char *key) {
+    for (int i = 0; i < cfg->kafka_cnt; i++)
+        if (strcmp(cfg->kafka[i].key, key) == 0) return i;
+    assert(!"kafka property not set");
+    return 0;
 }
 
 /* Validate against librdkafka's property table, then store. */
@@ -556,6 +602,7 @@ typedef struct loader {
     char *errstr;
     size_t errstr_size;
     yaml_document_t *doc;
+    bool record; /* a real file: remember each value's line in cfg->origin */
     bool seen[OPT_CNT];
     /* windows.ttl entries, resolved after the whole file is read */
     ttl_entry_t ttl[SP_MAX_WINDOWS];
@@ -764,6 +811,7 @@ done:
 static int apply_schemas(loader_t *ld, const opt_t *o, yaml_node_t *n) {
     sp_config_t *cfg = ld->cfg;
     sp_schema_conf_t sc[SP_MAX_SCHEMAS];
+    int line[SP_MAX_SCHEMAS];
     char key[PATH_MAX_LEN];
     int cnt = 0, rc;
 
@@ -810,6 +858,7 @@ static int apply_schemas(loader_t *ld, const opt_t *o, yaml_node_t *n) {
         snprintf(key, sizeof(key), "%s.%" PRId64, o->name, id);
         if (stream < 0) return fail(ld, node_line(v), key, "'stream' is required");
         memset(s, 0, sizeof(*s));
+        line[cnt] = node_line(k);
         s->id = (int32_t)id;
         s->stream = (sp_stream_t)stream;
         if (file ? (set_buf(s->path, sizeof(s->path), file) != 0)
@@ -821,6 +870,8 @@ done:
     memset(cfg->schemas, 0, sizeof(cfg->schemas));
     memcpy(cfg->schemas, sc, (size_t)cnt * sizeof(sc[0]));
     cfg->schema_cnt = cnt;
+    memset(cfg->origin.schema, 0, sizeof(cfg->origin.schema));
+    if (ld->record) memcpy(cfg->origin.schema, line, (size_t)cnt * sizeof(line[0]));
     return SP_OK;
 }
 
@@ -866,6 +917,7 @@ static int apply_kafka(loader_t *ld, const char *prop, yaml_node_t *n) {
     }
     if (kafka_put(ld->cfg, prop, value, why, sizeof(why)))
         return fail(ld, node_line(n), full, "%s", why);
+    if (ld->record) ld->cfg->origin.kafka[kafka_index(ld->cfg, prop)] = node_line(n);
     return SP_OK;
 }
 
@@ -903,6 +955,7 @@ static int walk_map(loader_t *ld, yaml_node_t *map, const char *prefix) {
             int idx = (int)(o - opts);
             if (ld->seen[idx]) return fail(ld, node_line(k), path, "given twice");
             ld->seen[idx] = true;
+            if (ld->record) ld->cfg->origin.opt[idx] = node_line(k);
             if ((rc = apply_node(ld, o, v))) return rc;
         } else if (opt_is_section(path)) {
             if (node_is_null(v)) continue;
@@ -1026,9 +1079,76 @@ void sp_config_defaults(sp_config_t *cfg) {
     resolve_schemas(cfg, why, sizeof(why));
 }
 
+/* Levenshtein distance of two short strings (longer ones: a large value). */
+static int edit_distance(const char *a, const char *b) {
+    int prev[PATH_MAX_LEN + 1], cur[PATH_MAX_LEN + 1];
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > PATH_MAX_LEN || lb > PATH_MAX_LEN) return INT_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof(int));
+    }
+    return prev[lb];
+}
+
+/* A STOREPULSE_* variable that sets nothing is a mistake (a misspelled
+ * STOREPULSE_REDIS_PASWORD would leave the password empty): refuse it, with
+ * the closest variable that exists. STOREPULSE_KAFKA_* are properties,
+ * checked by librdkafka's table. */
+static int check_env_names(char *errstr, size_t errstr_size) {
+    char name[PATH_MAX_LEN], env[PATH_MAX_LEN], best[PATH_MAX_LEN] = "";
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        const opt_t *settable = NULL, *only_file = NULL;
+        int best_d = INT_MAX;
+        if (strncmp(*e, ENV_PREFIX, strlen(ENV_PREFIX)) != 0 || !eq) continue;
+        if (strncmp(*e, ENV_KAFKA_PREFIX, strlen(ENV_KAFKA_PREFIX)) == 0) continue;
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - *e), *e);
+        for (int i = 0; i < OPT_CNT && !settable; i++) {
+            const opt_t *o = &opts[i];
+            int d;
+            if (o->type == T_KAFKA_MAP || o->type == T_KAFKA_PROP) continue;
+            env_name(o->name, env, sizeof(env));
+            if (strcmp(env, name) == 0) {
+                if (opt_is_scalar(o))
+                    settable = o;
+                else
+                    only_file = o;
+                continue;
+            }
+            if (!opt_is_scalar(o)) continue;
+            if ((d = edit_distance(name, env)) < best_d) {
+                best_d = d;
+                snprintf(best, sizeof(best), "%s", env);
+            }
+        }
+        if (settable) continue;
+        if (only_file)
+            snprintf(errstr, errstr_size,
+                     "environment %s: key '%s' can only be set in the config file", name,
+                     only_file->name);
+        else
+            snprintf(errstr, errstr_size,
+                     "environment %s: no such option (did you mean %s? kafka properties are "
+                     "STOREPULSE_KAFKA_<PROPERTY>)",
+                     name, best);
+        return SP_ERR_CONFIG;
+    }
+    return SP_OK;
+}
+
 static int apply_env(sp_config_t *cfg, char *errstr, size_t errstr_size) {
     char name[PATH_MAX_LEN], why[384], key[PATH_MAX_LEN];
     const char *v;
+
+    if (check_env_names(errstr, errstr_size)) return SP_ERR_CONFIG;
 
     for (int i = 0; i < OPT_CNT; i++) {
         const opt_t *o = &opts[i];
@@ -1039,6 +1159,7 @@ static int apply_env(sp_config_t *cfg, char *errstr, size_t errstr_size) {
             snprintf(errstr, errstr_size, "environment %s: key '%s': %s", name, o->name, why);
             return SP_ERR_CONFIG;
         }
+        cfg->origin.opt[i] = -1;
     }
     for (char **e = environ; e && *e; e++) {
         const char *p = *e + strlen(ENV_KAFKA_PREFIX), *eq = strchr(*e, '=');
@@ -1057,6 +1178,7 @@ static int apply_env(sp_config_t *cfg, char *errstr, size_t errstr_size) {
             snprintf(errstr, errstr_size, "environment %s: key 'kafka.%s': %s", name, key, why);
             return SP_ERR_CONFIG;
         }
+        cfg->origin.kafka[kafka_index(cfg, key)] = -1;
     }
     return SP_OK;
 }
@@ -1100,6 +1222,7 @@ int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errs
     ld->errstr = errstr;
     ld->errstr_size = errstr_size;
     ld->doc = &doc;
+    ld->record = true;
     ld->def_cnt = cfg->window_cnt;
     memcpy(ld->def_size_ms, cfg->window_ms, sizeof(ld->def_size_ms));
     memcpy(ld->def_ttl_ms, cfg->window_ttl_ms, sizeof(ld->def_ttl_ms));
@@ -1335,7 +1458,20 @@ void sp_config_print_reference(FILE *out) {
           "every option with a single value. Any librdkafka property can be set as "
           "`kafka.<property>` in the file or as `STOREPULSE_KAFKA_<PROPERTY>` (upper case, dots "
           "as underscores: `STOREPULSE_KAFKA_SASL_PASSWORD` sets `sasl.password`); properties "
-          "are checked against librdkafka's own list when the config is loaded.\n\n"
+          "are checked against librdkafka's own list when the config is loaded. Any other "
+          "`STOREPULSE_*` variable is an error naming it and the closest option's variable "
+          "(`environment STOREPULSE_REDIS_PASWORD: no such option (did you mean "
+          "STOREPULSE_REDIS_PASSWORD? ...)`).\n\n"
+          "`storepulse check-config -c FILE` makes every check `storepulse run` makes before it "
+          "connects to anything, and refuses with the same message: the time zone exists, the "
+          "schema directory and every schema file of `schemas.ids` parse (and "
+          "`schemas.dir/alert.avsc` for Avro alerts), the alert rules, every `kafka.*` property "
+          "as librdkafka takes it for the consumer and the producers (combinations such as "
+          "`acks` with the idempotent producer, TLS certificates and keys), and the TLS/SASL "
+          "files named are readable. A message names the file, line and key the value came "
+          "from, or the environment variable:\n\n"
+          "```\nstorepulse: sp.yaml:7: key 'windows.timezone': unknown time zone 'Mars/Olympus' "
+          "(no such zone in /usr/share/zoneinfo)\n```\n\n"
           "Secrets (`redis.password`, kafka properties whose name contains `password` or "
           "`secret`, `ssl.key.pem`, `sasl.oauthbearer.config`) are printed as `<redacted>` by "
           "`check-config` and never logged. Prefer the environment for them.\n\n"

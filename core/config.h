@@ -10,7 +10,13 @@
  * case (STOREPULSE_REDIS_PASSWORD, STOREPULSE_NAMESPACE). Any librdkafka
  * property: `kafka.<property>` in the file, or STOREPULSE_KAFKA_<PROPERTY>
  * (underscores become dots: STOREPULSE_KAFKA_SASL_PASSWORD). Environment wins
- * over the file. */
+ * over the file. Any other STOREPULSE_* variable is an error, as an unknown
+ * key in the file is (the closest option's variable is suggested).
+ *
+ * The config remembers where each value came from (sp_config_origin_t) so
+ * that checks made after loading (sp_startup_check: does the time zone
+ * exist, do the schema files parse) name the file, line and key, or the
+ * variable, as the loader's own errors do (sp_config_where). */
 #ifndef SP_CONFIG_H
 #define SP_CONFIG_H
 
@@ -24,6 +30,7 @@
 #define SP_MAX_WINDOWS 8
 #define SP_MAX_SCHEMAS 64
 #define SP_MAX_KAFKA_PROPS 64
+#define SP_CONFIG_MAX_OPTS 96 /* rows of the option table (checked in config.c) */
 
 typedef enum { SP_FORMAT_AVRO = 0, SP_FORMAT_JSON } sp_format_t;
 
@@ -48,6 +55,16 @@ typedef struct sp_kv {
     char key[128];
     char value[512];
 } sp_kv_t;
+
+/* Where each value came from: > 0 the line in sp_config_t.source, 0 the
+ * default (or set by code, e.g. --embedded-kafka's bootstrap), -1 the
+ * environment. Not a value: two configs holding the same values may differ
+ * here (tests comparing configs clear it, as they clear `source`). */
+typedef struct sp_config_origin {
+    int opt[SP_CONFIG_MAX_OPTS];   /* per row of the option table */
+    int kafka[SP_MAX_KAFKA_PROPS]; /* per sp_config_t.kafka[] entry */
+    int schema[SP_MAX_SCHEMAS];    /* per sp_config_t.schemas[] entry */
+} sp_config_origin_t;
 
 typedef struct sp_config {
     char source[512];  /* the file it came from ("" for defaults only) */
@@ -117,6 +134,9 @@ typedef struct sp_config {
     int partitions;              /* embedded broker: partitions per topic (default 8) */
 
     char log_level[16];
+    char log_format[8]; /* log.format: text | json */
+
+    sp_config_origin_t origin;
 } sp_config_t;
 
 /* Defaults for everything. */
@@ -126,6 +146,12 @@ void sp_config_defaults(sp_config_t *cfg);
  * On error returns SP_ERR_CONFIG with "FILE:LINE: key 'a.b': reason" in
  * errstr. path NULL: defaults + environment only. */
 int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errstr_size);
+
+/* Where the value of `key` came from, as the loader's errors say it:
+ * "FILE:LINE: key 'K'" (the file), "environment STOREPULSE_X: key 'K'" (the
+ * environment) or "FILE: key 'K' (default)". `key` is an option name
+ * ("windows.timezone"), "kafka.<property>" or "schemas.ids.<id>". */
+void sp_config_where(const sp_config_t *cfg, const char *key, char *buf, size_t size);
 
 /* Write the resolved config as YAML, every option, secrets as "<redacted>". */
 void sp_config_print(const sp_config_t *cfg, FILE *out);

@@ -2,6 +2,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <librdkafka/rdkafka.h>
+
+#include "sp_version.h" /* generated at build time (cmake/version.cmake) */
+
 #include "aggregators/import.h"
 #include "core/broker.h"
 #include "core/run.h"
@@ -19,8 +23,21 @@ static void usage(FILE *out) {
             "  alerts        print the alerts on the alert topic\n"
             "  check-config  validate a config file and print it resolved\n"
             "  import-orders seed customer history and cohorts from a CSV of past orders\n"
+            "  version       the version, git commit and library versions (also --version)\n"
             "\n"
             "'storepulse <command> --help' describes a command's options.\n");
+}
+
+/* librdkafka: the library loaded (and the one built against when they
+ * differ); avro-c and hiredis: the versions built against (pkg-config). */
+static void print_version(FILE *out) {
+    const char *rk = rd_kafka_version_str();
+    fprintf(out, "storepulse %s (commit %s)\n", SP_VERSION, SP_GIT_COMMIT);
+    if (strcmp(rk, SP_RDKAFKA_BUILD_VERSION) != 0)
+        fprintf(out, "librdkafka %s (built with %s)\n", rk, SP_RDKAFKA_BUILD_VERSION);
+    else
+        fprintf(out, "librdkafka %s\n", rk);
+    fprintf(out, "avro-c %s\nhiredis %s\n", SP_AVRO_VERSION, SP_HIREDIS_VERSION);
 }
 
 int main(int argc, char **argv) {
@@ -31,6 +48,10 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        print_version(stdout);
         return 0;
     }
     if (!strcmp(cmd, "run")) return sp_run_main(argc - 1, argv + 1);

@@ -62,7 +62,9 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/kafka.h"
 #include "core/log.h"
+#include "core/startup.h"
 #include "producers/alerter.h"
 
 #define MAX_TOPICS SP_STREAM__COUNT
@@ -824,8 +826,12 @@ static void offset_gap(run_t *r, const pos_t *ps, int64_t offset) {
     if (!ratelog_due(&r->gap_log, &n)) return;
     char field[300];
     pos_field(r, ps, field, sizeof(field));
-    sp_log(SP_LOG_WARN, "offset gap: %s went from %lld to %lld (%lld gap(s) since the last report)",
-           field, (long long)ps->next, (long long)offset, (long long)n);
+    sp_log_kv_t kv[3] = {{"topic", r->topic_names[ps->topic_idx], 0},
+                         {"partition", NULL, ps->partition},
+                         {"offset", NULL, offset}};
+    sp_logkv(SP_LOG_WARN, __FILE__, kv, 3,
+             "offset gap: %s went from %lld to %lld (%lld gap(s) since the last report)", field,
+             (long long)ps->next, (long long)offset, (long long)n);
 }
 
 /* A late event (its window is final): the figures that say why, at most
@@ -835,12 +841,15 @@ static void late_event(run_t *r, const pos_t *ps, const rd_kafka_message_t *m, i
     if (!ratelog_due(&r->late_log, &n)) return;
     char field[300];
     pos_field(r, ps, field, sizeof(field));
-    sp_log(SP_LOG_INFO,
-           "late event: %s@%lld, event time %lld, watermark %lld, the partition's max event time "
-           "%lld (%lld late event(s) since the last report)",
-           field, (long long)m->offset, (long long)et, (long long)sp_engine_watermark(r->eng),
-           (long long)sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition),
-           (long long)n);
+    sp_log_kv_t kv[3] = {{"topic", r->topic_names[ps->topic_idx], 0},
+                         {"partition", NULL, ps->partition},
+                         {"offset", NULL, m->offset}};
+    sp_logkv(SP_LOG_INFO, __FILE__, kv, 3,
+             "late event: %s@%lld, event time %lld, watermark %lld, the partition's max event time "
+             "%lld (%lld late event(s) since the last report)",
+             field, (long long)m->offset, (long long)et, (long long)sp_engine_watermark(r->eng),
+             (long long)sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition),
+             (long long)n);
 }
 
 static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
@@ -1048,24 +1057,6 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
 
 /* ---- set-up -------------------------------------------------------- */
 
-static rd_kafka_conf_t *kafka_conf(const sp_config_t *cfg, int consumer, char *err, size_t errsz) {
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    for (int i = 0; i < cfg->kafka_cnt; i++) {
-        const char *k = cfg->kafka[i].key;
-        if (!consumer &&
-            (!strcmp(k, "group.id") || !strncmp(k, "session.timeout", 15) ||
-             !strncmp(k, "heartbeat", 9) || !strncmp(k, "auto.offset", 11) ||
-             !strncmp(k, "partition.assignment", 20) || !strncmp(k, "enable.auto", 11) ||
-             !strncmp(k, "max.poll", 8) || !strncmp(k, "queued.", 7) || !strncmp(k, "fetch.", 6)))
-            continue;
-        if (rd_kafka_conf_set(kc, k, cfg->kafka[i].value, err, errsz) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(kc);
-            return NULL;
-        }
-    }
-    return kc;
-}
-
 static int setc(rd_kafka_conf_t *kc, const char *k, const char *v, char *err, size_t errsz) {
     return rd_kafka_conf_set(kc, k, v, err, errsz) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
@@ -1130,12 +1121,12 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     /* Alerts: rules, their state and the outbox (produced again at start). */
     if (!(r->rules = calloc(1, sizeof(*r->rules)))) goto oom;
     if (sp_rules_load(cfg, r->rules, err, errsz) != SP_OK) return -1;
-    rd_kafka_conf_t *ac = kafka_conf(cfg, 0, err, errsz);
+    rd_kafka_conf_t *ac = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
     if (sp_alerter_start(r->al, r->st, r->eng, err, errsz) != SP_OK) return -1;
 
     /* Dead-letter producer: idempotent, acks=all. */
-    rd_kafka_conf_t *pc = kafka_conf(cfg, 0, err, errsz);
+    rd_kafka_conf_t *pc = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!pc || setc(pc, "enable.idempotence", "true", err, errsz) ||
         setc(pc, "linger.ms", "5", err, errsz))
         return -1;
@@ -1144,7 +1135,7 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     if (!(r->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, errsz))) return -1;
 
     /* Consumer. */
-    rd_kafka_conf_t *kc = kafka_conf(cfg, 1, err, errsz);
+    rd_kafka_conf_t *kc = sp_kafka_conf_new(cfg, SP_KAFKA_CONSUMER, err, errsz);
     if (!kc) return -1;
     if (!sp_config_kafka_get(cfg, "queued.min.messages") &&
         setc(kc, "queued.min.messages", "200000", err, errsz))
@@ -1247,12 +1238,18 @@ int sp_run_main(int argc, char **argv) {
         }
     }
     sp_config_defaults(&cfg);
-    if (sp_config_load(&cfg, cfgpath, err, sizeof(err)) != SP_OK) {
+    /* every check that needs no network, the same as check-config's */
+    if (sp_config_load(&cfg, cfgpath, err, sizeof(err)) != SP_OK ||
+        sp_startup_check(&cfg, err, sizeof(err)) != SP_OK) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 2;
     }
-    int lvl = sp_log_level_parse(cfg.log_level);
-    if (lvl >= 0) sp_log_level = lvl;
+    sp_log_setup(cfg.log_level, cfg.log_format);
+    if (sp_config_kafka_get(&cfg, "debug") && sp_log_level < SP_LOG_DEBUG)
+        sp_log(SP_LOG_WARN,
+               "kafka.debug is set but log.level is %s: librdkafka's debug lines "
+               "are logged at debug and not shown",
+               cfg.log_level);
 
     memset(&r, 0, sizeof(r));
     r.cfg = &cfg;
@@ -1347,7 +1344,9 @@ int sp_check_config_main(int argc, char **argv) {
         }
     }
     sp_config_defaults(&cfg);
-    if (sp_config_load(&cfg, path, err, sizeof(err)) != SP_OK) {
+    /* refuses whatever run refuses at start, with the same message */
+    if (sp_config_load(&cfg, path, err, sizeof(err)) != SP_OK ||
+        sp_startup_check(&cfg, err, sizeof(err)) != SP_OK) {
         fprintf(stderr, "storepulse: %s\n", err);
         return 2;
     }

@@ -48,6 +48,7 @@
 #include "core/broker.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/kafka.h"
 #include "core/log.h"
 
 #define ALERT_MSG_MAX (1 << 20) /* a bigger payload is not an alert */
@@ -1035,32 +1036,12 @@ static void alerts_usage(FILE *out) {
  * assigned, not subscribed, and nothing is committed. */
 static rd_kafka_t *alerts_consumer_new(const sp_config_t *cfg, const char *brokers, char *errstr,
                                        size_t errstr_size) {
-    static const char *const skip[] = {"group.id",
-                                       "group.instance.id",
-                                       "enable.auto.commit",
-                                       "enable.auto.offset.store",
-                                       "auto.commit.interval.ms",
-                                       "partition.assignment.strategy",
-                                       "session.timeout.ms",
-                                       "heartbeat.interval.ms",
-                                       "max.poll.interval.ms",
-                                       "transactional.id",
-                                       "enable.idempotence"};
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* a reader: no group membership or producer properties */
+    rd_kafka_conf_t *conf = sp_kafka_conf_new(cfg, SP_KAFKA_READER, errstr, errstr_size);
     rd_kafka_t *rk = NULL;
     char rkerr[512];
 
-    for (int i = 0; i < cfg->kafka_cnt && i < SP_MAX_KAFKA_PROPS; i++) {
-        int skipped = 0;
-        for (size_t k = 0; k < sizeof(skip) / sizeof(skip[0]); k++)
-            skipped |= strcmp(cfg->kafka[i].key, skip[k]) == 0;
-        if (skipped) continue;
-        if (rd_kafka_conf_set(conf, cfg->kafka[i].key, cfg->kafka[i].value, rkerr, sizeof(rkerr)) !=
-            RD_KAFKA_CONF_OK) {
-            errf(errstr, errstr_size, "kafka.%s: %s", cfg->kafka[i].key, rkerr);
-            goto out;
-        }
-    }
+    if (!conf) goto out;
     if (brokers && rd_kafka_conf_set(conf, "bootstrap.servers", brokers, rkerr, sizeof(rkerr)) !=
                        RD_KAFKA_CONF_OK) {
         errf(errstr, errstr_size, "--brokers: %s", rkerr);
@@ -1206,6 +1187,7 @@ int sp_alerts_main(int argc, char **argv) {
         fprintf(stderr, "storepulse alerts: %s\n", errstr);
         return 1;
     }
+    sp_log_setup(cfg.log_level, cfg.log_format);
     if (bootstrap_file) {
         if (sp_broker_read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000,
                                           &alerts_stop_flag) != 0) {

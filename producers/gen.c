@@ -111,6 +111,7 @@
 #include "core/broker.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/kafka.h"
 #include "core/log.h"
 
 #define MIN_MS  60000LL
@@ -2046,32 +2047,6 @@ int sp_gen_parse_streams(const char *s, unsigned *out) {
     return 0;
 }
 
-/* Consumer-only properties that a shared config carries; a producer would
- * warn about each. */
-static int consumer_only(const char *key) {
-    static const char *const keys[] = {"group.id",
-                                       "group.instance.id",
-                                       "auto.offset.reset",
-                                       "enable.auto.commit",
-                                       "enable.auto.offset.store",
-                                       "auto.commit.interval.ms",
-                                       "session.timeout.ms",
-                                       "heartbeat.interval.ms",
-                                       "max.poll.interval.ms",
-                                       "partition.assignment.strategy",
-                                       "isolation.level",
-                                       "queued.min.messages",
-                                       "queued.max.messages.kbytes",
-                                       "fetch.wait.max.ms",
-                                       "fetch.min.bytes",
-                                       "fetch.max.bytes",
-                                       "enable.partition.eof",
-                                       "check.crcs"};
-    for (int i = 0; i < N_OF(keys); i++)
-        if (strcmp(keys[i], key) == 0) return 1;
-    return 0;
-}
-
 static rd_kafka_t *gen_producer_new(const sp_config_t *cfg, const char *brokers, gen_run_t *run,
                                     char *errstr, size_t errstr_size) {
     static const char *const defaults[][2] = {{"enable.idempotence", "true"},
@@ -2079,24 +2054,18 @@ static rd_kafka_t *gen_producer_new(const sp_config_t *cfg, const char *brokers,
                                               {"batch.num.messages", "10000"},
                                               {"queue.buffering.max.messages", "1000000"},
                                               {"client.id", "storepulse-gen"}};
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, errstr, errstr_size);
     rd_kafka_t *rk = NULL;
     char rkerr[512];
 
-    for (int i = 0; i < N_OF(defaults); i++)
-        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], rkerr, sizeof(rkerr)) !=
-            RD_KAFKA_CONF_OK) {
+    if (!conf) goto out;
+    for (int i = 0; i < N_OF(defaults); i++) /* ours, unless the config sets them */
+        if (!sp_config_kafka_get(cfg, defaults[i][0]) &&
+            rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], rkerr, sizeof(rkerr)) !=
+                RD_KAFKA_CONF_OK) {
             snprintf(errstr, errstr_size, "%s: %s", defaults[i][0], rkerr);
             goto out;
         }
-    for (int i = 0; i < cfg->kafka_cnt && i < SP_MAX_KAFKA_PROPS; i++) {
-        if (consumer_only(cfg->kafka[i].key)) continue;
-        if (rd_kafka_conf_set(conf, cfg->kafka[i].key, cfg->kafka[i].value, rkerr, sizeof(rkerr)) !=
-            RD_KAFKA_CONF_OK) {
-            snprintf(errstr, errstr_size, "kafka.%s: %s", cfg->kafka[i].key, rkerr);
-            goto out;
-        }
-    }
     if (brokers && rd_kafka_conf_set(conf, "bootstrap.servers", brokers, rkerr, sizeof(rkerr)) !=
                        RD_KAFKA_CONF_OK) {
         snprintf(errstr, errstr_size, "--brokers: %s", rkerr);
@@ -2294,7 +2263,7 @@ int sp_gen_main(int argc, char **argv) {
         ret = 2;
         goto out;
     }
-    if (sp_log_level_parse(cfg->log_level) >= 0) sp_log_level = sp_log_level_parse(cfg->log_level);
+    sp_log_setup(cfg->log_level, cfg->log_format);
     if (bootstrap_file) {
         if (sp_broker_read_bootstrap_file(bootstrap_file, brokers_buf, sizeof(brokers_buf), 10000,
                                           &gen_stop_flag) != 0) {

@@ -811,7 +811,7 @@ class SPTestCase(unittest.TestCase):
         for p in cls._procs:
             print(f"----- {p.name} log tail ({p.log_path}) -----", file=sys.stderr)
             lines = [ln for ln in p.log_tail(400).splitlines()
-                     if not re.search(r" (info|debug)\s+(revoked|assigned) ", ln)]
+                     if not re.search(r" (info|debug)\s+(\w+: )?(revoked|assigned) ", ln)]
             print("\n".join(lines[-n:]), file=sys.stderr)
             if p.history:
                 print(f"----- {p.name} history: {p.history}", file=sys.stderr)

@@ -102,6 +102,8 @@ static void assert_same_config(const sp_config_t *a, const sp_config_t *b) {
     memcpy(&y, b, sizeof(y));
     memset(x.source, 0, sizeof(x.source));
     memset(y.source, 0, sizeof(y.source));
+    memset(&x.origin, 0, sizeof(x.origin));
+    memset(&y.origin, 0, sizeof(y.origin));
     assert_memory_equal(&x, &y, sizeof(x));
 }
 
@@ -545,7 +547,6 @@ static void test_env(void **state) {
     setenv("STOREPULSE_KAFKA_SASL_PASSWORD", "kpw", 1);
     setenv("STOREPULSE_KAFKA_BOOTSTRAP_SERVERS", "b1:9092", 1);
     setenv("STOREPULSE_KAFKA_SESSION_TIMEOUT_MS", "6000", 1);
-    setenv("STOREPULSE_SOMETHING_ELSE", "ignored", 1);
     assert_int_equal(sp_config_load(&c, path, err, sizeof(err)), SP_OK);
     assert_string_equal(c.ns, "fromenv");
     assert_string_equal(c.redis_password, "s3cret");
@@ -576,6 +577,41 @@ static void test_env(void **state) {
     assert_string_equal(err, "environment STOREPULSE_STATE_TTL: key 'state.ttl': expected a "
                              "duration (250ms, 5s, 10m, 1h, 2d or milliseconds), got '2 days'");
     unsetenv("STOREPULSE_STATE_TTL");
+    /* a variable that sets nothing is an error, with the closest one */
+    setenv("STOREPULSE_REDIS_PASWORD", "x", 1);
+    assert_int_equal(sp_config_load(&c, path, err, sizeof(err)), SP_ERR_CONFIG);
+    assert_string_equal(err, "environment STOREPULSE_REDIS_PASWORD: no such option (did you mean "
+                             "STOREPULSE_REDIS_PASSWORD? kafka properties are "
+                             "STOREPULSE_KAFKA_<PROPERTY>)");
+    unsetenv("STOREPULSE_REDIS_PASWORD");
+    setenv("STOREPULSE_SOMETHING_ELSE", "x", 1);
+    assert_int_equal(sp_config_load(&c, NULL, err, sizeof(err)), SP_ERR_CONFIG);
+    assert_non_null(strstr(err, "environment STOREPULSE_SOMETHING_ELSE: no such option"));
+    unsetenv("STOREPULSE_SOMETHING_ELSE");
+    setenv("STOREPULSE_WINDOWS_SIZES", "[1m]", 1);
+    assert_int_equal(sp_config_load(&c, NULL, err, sizeof(err)), SP_ERR_CONFIG);
+    assert_string_equal(err, "environment STOREPULSE_WINDOWS_SIZES: key 'windows.sizes' can only "
+                             "be set in the config file");
+    unsetenv("STOREPULSE_WINDOWS_SIZES");
+
+    /* where each value came from */
+    setenv("STOREPULSE_REDIS_TIMEOUT", "2s", 1);
+    assert_int_equal(sp_config_load(&c, path, err, sizeof(err)), SP_OK);
+    sp_config_where(&c, "redis.port", err, sizeof(err));
+    assert_true(strstr(err, ":3: key 'redis.port'") != NULL);
+    sp_config_where(&c, "kafka.sasl.password", err, sizeof(err));
+    assert_string_equal(err,
+                        "environment STOREPULSE_KAFKA_SASL_PASSWORD: key 'kafka.sasl.password'");
+    sp_config_where(&c, "redis.timeout", err, sizeof(err));
+    assert_string_equal(err, "environment STOREPULSE_REDIS_TIMEOUT: key 'redis.timeout'");
+    sp_config_where(&c, "windows.timezone", err, sizeof(err));
+    assert_true(strstr(err, ": key 'windows.timezone' (default)") != NULL);
+    unsetenv("STOREPULSE_KAFKA_SASL_PASSWORD");
+    assert_int_equal(sp_config_load(&c, path, err, sizeof(err)), SP_OK);
+    sp_config_where(&c, "kafka.sasl.password", err, sizeof(err));
+    assert_true(strstr(err, ":6: key 'kafka.sasl.password'") != NULL);
+    unsetenv("STOREPULSE_REDIS_TIMEOUT");
+
     setenv("STOREPULSE_KAFKA_NO_SUCH_PROP", "1", 1);
     assert_int_equal(sp_config_load(&c, NULL, err, sizeof(err)), SP_ERR_CONFIG);
     assert_true(strncmp(err,
