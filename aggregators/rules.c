@@ -38,6 +38,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "aggregators/hist.h"
 #include "core/err.h"
 #include "core/event.h"
 
@@ -502,16 +503,18 @@ static int get_num(const sp_window_view_t *w, const char *field, const char *key
     return end != v && isfinite(*out);
 }
 
-/* The mean of histogram `hist` (its _sum / _count) for key; 0 = no data. */
+/* The mean of histogram `hist` for key, in the unit of its name: _sum_ms /
+ * _count / the unit's milliseconds (an absent sum is 0: a per-dimension
+ * counter at 0 is not stored); 0 = no data. */
 static int get_mean(const sp_window_view_t *w, const char *hist, size_t hlen, const char *key,
                     double *out) {
     char f[128];
-    double sum, cnt;
+    double sum = 0, cnt;
     snprintf(f, sizeof(f), "%.*s_count", (int)hlen, hist);
     if (!get_num(w, f, key, &cnt) || !(cnt > 0)) return 0;
-    snprintf(f, sizeof(f), "%.*s_sum", (int)hlen, hist);
-    if (!get_num(w, f, key, &sum)) return 0;
-    *out = sum / cnt;
+    snprintf(f, sizeof(f), "%.*s_sum_ms", (int)hlen, hist);
+    if (!get_num(w, f, key, &sum)) sum = 0;
+    *out = sum / cnt / (double)sp_hist_unit_ms(hist, hlen);
     return 1;
 }
 
