@@ -358,6 +358,12 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
     r->resolve = has_above ? (has_rb ? rb : r->threshold)
                  : has_below ? (has_ra ? ra : r->threshold)
                              : (has_ra ? ra : NAN);
+    /* Alertmanager expires a FIRING alert at its endsAt unless a repeat
+     * pushes it on (producers/alert.h sp_alert_ends_at) */
+    if (r->repeat_every_ms == 0 && !strcmp(cfg->alert_format, "alertmanager"))
+        return fail(ld, map, r->name, "repeat_every",
+                    "0 (never repeat) with alerting.format alertmanager: Alertmanager would "
+                    "resolve the alert by itself while it still fires; set a repeat (default 1h)");
     if (has_above && r->resolve > r->threshold)
         return fail(ld, map, r->name, "resolve_below", "must not be above 'above'");
     if (has_below && r->resolve < r->threshold)
