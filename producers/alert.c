@@ -878,8 +878,9 @@ static int alertmanager_extract(const json_t *root, sp_alert_t *a, const char **
         int64_t ends;
         if (!json_is_string(v) || rfc3339_parse(json_string_value(v), &ends))
             return *bad = "endsAt", -1;
-        /* another sender's alert: an endsAt means resolved (ours: below) */
-        a->state = SP_ALERT_RESOLVED;
+        /* another sender's alert: resolved once its endsAt has passed, as
+         * Alertmanager reads it (ours: annotations.state, below) */
+        if (ends <= sp_clock_now_ms()) a->state = SP_ALERT_RESOLVED;
         a->window_end_ms = ends;
     }
     if (ann) {

@@ -99,7 +99,8 @@ int sp_alert_encode(const sp_alert_t *a, sp_alert_format_t fmt, int32_t schema_i
  * checked against the schema before it is read, trailing bytes refused; the
  * frame's schema id is not checked. Alertmanager: best effort, the record
  * rebuilt from labels and annotations (the state from annotations.state,
- * else from the alert_id, else RESOLVED iff endsAt is set).
+ * else from the alert_id, else RESOLVED iff endsAt is set and not in the
+ * future).
  * Returns 0, or -1 with a reason (*a zeroed). */
 int sp_alert_decode(const void *buf, size_t len, const char *schema_path, sp_alert_t *a,
                     sp_alert_format_t *fmt, char *errstr, size_t errstr_size);

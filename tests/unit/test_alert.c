@@ -343,6 +343,12 @@ static void test_alertmanager_shape(void **state) {
     assert_int_equal(a.started_at_ms, T0 + 300500);
     assert_int_equal(a.window_end_ms, T0 + 600000);
     assert_string_equal(find_label(&a, "zone"), "eu");
+    /* a foreign alert still firing: endsAt in the future (as Prometheus
+     * sends them) */
+    static const char am2[] = "[{\"labels\":{\"alertname\":\"y\"},\"startsAt\":"
+                              "\"2026-11-23T11:05:00Z\",\"endsAt\":\"2999-01-01T00:00:00Z\"}]";
+    assert_int_equal(sp_alert_decode(am2, strlen(am2), NULL, &a, NULL, err, sizeof(err)), 0);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
 }
 
 /* Alertmanager's endsAt, case by case (alert.h sp_alert_ends_at). */
