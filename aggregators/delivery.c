@@ -37,7 +37,7 @@
  * day; W unknown: from the last event time), capped at TTL_MAX.
  *
  * Not here: histograms and percentiles per dimension value (only _count and
- * _sum per value, as famkit does for every family); gauges per carrier or
+ * _sum_ms per value, as famkit does for every family); gauges per carrier or
  * country (overall only; the dimension values are kept in the state so they
  * could be added); durations from an order time that only an earlier event
  * carried (each event's own order_placed_time is used, as docs/METRICS.md
@@ -287,16 +287,15 @@ static void count(sp_engine_t *e, const sp_event_t *ev, void **wins, int first,
             sp_fk_add(e, &spec, w, ids, F_DELIVERED, 1);
             if (has_p && t > p) {
                 sp_fk_add(e, &spec, w, ids, F_DELIVERED_LATE, 1);
-                sp_fk_hist(e, &spec, w, ids, H_DELAY, (double)(t - p) / 60000.0);
+                sp_fk_hist(e, &spec, w, ids, H_DELAY, t - p);
             }
-            if (has_opt)
-                sp_fk_hist(e, &spec, w, ids, H_DELIVERY_TIME, (double)(t - opt) / 3600000.0);
+            if (has_opt) sp_fk_hist(e, &spec, w, ids, H_DELIVERY_TIME, t - opt);
             break;
         case SP_T_DISPATCHED:
             if (!first) break;
             sp_fk_add(e, &spec, w, ids, F_DISPATCHED, 1);
             if (!has_opt) break;
-            sp_fk_hist(e, &spec, w, ids, H_DISPATCH_LATENCY, (double)(t - opt) / 3600000.0);
+            sp_fk_hist(e, &spec, w, ids, H_DISPATCH_LATENCY, t - opt);
             if (t - opt > cfg->dispatch_sla_ms) sp_fk_add(e, &spec, w, ids, F_SLA_BREACHES, 1);
             break;
         case SP_T_DELIVERY_FAILED: sp_fk_add(e, &spec, w, ids, F_DELIVERY_FAILED, 1); break;

@@ -99,19 +99,23 @@ static void hist_put(sp_fk_hist_t *h, int32_t idx) {
 }
 
 void sp_fk_hist(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint32_t *ids, int h,
-                double v) {
+                int64_t ms) {
     if (!w) return;
     if (!w->hist[h]) w->hist[h] = calloc(1, sizeof(*w->hist[h]));
     /* out of memory: the value counts, without its bucket */
-    if (w->hist[h]) hist_put(w->hist[h], sp_hist_index(v));
+    if (w->hist[h]) {
+        const char *name = s->hists[h];
+        double unit = (double)sp_hist_unit_ms(name, strlen(name));
+        hist_put(w->hist[h], sp_hist_index((double)ms / unit));
+    }
     w->all.hc[h]++;
-    w->all.hs[h] += v;
+    w->all.hs[h] += ms;
     w->all.dirty = 1;
     for (int k = 0; k < ndims(e, s); k++) {
         sp_fk_row_t *r = row_of(e, &w->dim[k], ids[k]);
         if (!r) continue;
         r->hc[h]++;
-        r->hs[h] += v;
+        r->hs[h] += ms;
         r->dirty = 1;
     }
 }
@@ -129,8 +133,8 @@ static void emit_row(const sp_fk_spec_t *s, sp_fk_row_t *r, const char *sfx, int
         if (!all_fields && r->hc[h] == 0) continue;
         n = snprintf(f, sizeof(f), "%s_count%s", s->hists[h], sfx);
         sp_commit_incr(c, f, (size_t)n, r->hc[h]);
-        n = snprintf(f, sizeof(f), "%s_sum%s", s->hists[h], sfx);
-        sp_commit_incr_f(c, f, (size_t)n, r->hs[h]);
+        n = snprintf(f, sizeof(f), "%s_sum_ms%s", s->hists[h], sfx);
+        sp_commit_incr(c, f, (size_t)n, r->hs[h]);
     }
     for (int k = 0; k < s->nratios; k++) {
         snprintf(f, sizeof(f), "%s%s", s->ratios[k].name, sfx);

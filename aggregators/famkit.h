@@ -10,7 +10,10 @@
  * Per dimension at most max_dimension_values values per window (first come);
  * the rest count under __other__. A value missing from the event (SP_FK_NONE)
  * counts only overall. Histograms are kept overall (bucket fields, _count,
- * _sum, _p50/_p90/_p99); per dimension value only _count and _sum. */
+ * _sum_ms, _p50/_p90/_p99); per dimension value only _count and _sum_ms.
+ * Durations come in whole milliseconds and their sums stay integers (the
+ * _sum_ms fields): float sums would depend on how events fall into
+ * batches, integer ones add up to the same bytes whatever the batches. */
 #ifndef SP_FAMKIT_H
 #define SP_FAMKIT_H
 
@@ -60,7 +63,7 @@ typedef struct sp_fk_spec {
 typedef struct sp_fk_row {
     int64_t d[SP_FK_MAXF];
     int64_t hc[SP_FK_MAXH]; /* histogram counts */
-    double hs[SP_FK_MAXH];  /* histogram sums */
+    int64_t hs[SP_FK_MAXH]; /* histogram sums, milliseconds */
     uint8_t dirty;
 } sp_fk_row_t;
 
@@ -93,9 +96,10 @@ void sp_fk_ids(sp_engine_t *e, const sp_fk_spec_t *s, const sp_event_t *ev, uint
 /* Add delta to counter f overall and per dimension value. w NULL: no-op. */
 void sp_fk_add(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint32_t *ids, int f,
                int64_t delta);
-/* Record value v (in the histogram's unit) in histogram h. */
+/* Record a duration of ms milliseconds in histogram h (its bucket in the
+ * unit of the histogram's name, sp_hist_unit_ms). */
 void sp_fk_hist(sp_engine_t *e, const sp_fk_spec_t *s, sp_fk_win_t *w, const uint32_t *ids, int h,
-                double v);
+                int64_t ms);
 /* Family release(): free what a block holds (not the block). */
 void sp_fk_release(void *win);
 /* Family emit(): write and clear the deltas (see family.h). */

@@ -24,6 +24,18 @@ int32_t sp_hist_index(double v) {
     return (int32_t)i;
 }
 
+static int ends_with(const char *s, size_t len, const char *sfx) {
+    size_t n = strlen(sfx);
+    return len >= n && !memcmp(s + len - n, sfx, n);
+}
+
+int64_t sp_hist_unit_ms(const char *name, size_t len) {
+    if (ends_with(name, len, "_seconds")) return 1000;
+    if (ends_with(name, len, "_minutes")) return 60000;
+    if (ends_with(name, len, "_hours")) return 3600000;
+    return 1;
+}
+
 double sp_hist_value(int32_t idx) {
     if (idx == SP_HIST_ZERO) return 0;
     double g = gamma_();

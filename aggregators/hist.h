@@ -9,7 +9,11 @@
  *
  * Histograms merge by adding counts bucket by bucket: in Redis a histogram
  * is the hash fields "<name>:b<i>" (HINCRBY-able), so windows, instances and
- * sizes add up exactly. The unit is the metric's (seconds, minutes, hours). */
+ * sizes add up exactly. The unit of the buckets is the one the metric's name
+ * ends with (_seconds, _minutes, _hours); durations themselves are whole
+ * milliseconds (differences of event times), and their sums are kept in
+ * milliseconds, as integers, so that they add up exactly whatever the
+ * batches (see sp_hist_unit_ms). */
 #ifndef SP_HIST_H
 #define SP_HIST_H
 
@@ -27,6 +31,9 @@ typedef struct sp_hist_bucket {
 } sp_hist_bucket_t;
 
 int32_t sp_hist_index(double v);
+/* Milliseconds per unit of the histogram `name` (its suffix: _seconds 1000,
+ * _minutes 60000, _hours 3600000; anything else 1, i.e. milliseconds). */
+int64_t sp_hist_unit_ms(const char *name, size_t len);
 double sp_hist_value(int32_t idx);
 
 /* Quantile q in [0, 1] of buckets (any order; sorted in place), by the

@@ -49,6 +49,7 @@
 #include <yaml.h>
 
 #include "aggregators/family.h"
+#include "aggregators/hist.h"
 #include "core/err.h"
 #include "core/event.h"
 
@@ -101,7 +102,7 @@ static const sp_metric_t *cat_metric(const cat_t *c, int f, int i) {
 
 /* The names a rule may use for a catalogue entry: the field itself, or
  * for a duration its six fields. */
-static const char *const dur_sfx[] = {"_p50", "_p90", "_p99", "_mean", "_count", "_sum"};
+static const char *const dur_sfx[] = {"_p50", "_p90", "_p99", "_mean", "_count", "_sum_ms"};
 #define NDUR ((int)(sizeof(dur_sfx) / sizeof(dur_sfx[0])))
 
 typedef struct mname {
@@ -666,6 +667,12 @@ static int parse_rule(ld_t *ld, const sp_config_t *cfg, yaml_node_t *map, sp_rul
     r->resolve = has_above ? (has_rb ? rb : r->threshold)
                  : has_below ? (has_ra ? ra : r->threshold)
                              : (has_ra ? ra : NAN);
+    /* Alertmanager expires a FIRING alert at its endsAt unless a repeat
+     * pushes it on (producers/alert.h sp_alert_ends_at) */
+    if (r->repeat_every_ms == 0 && !strcmp(cfg->alert_format, "alertmanager"))
+        return fail(ld, map, r->name, "repeat_every",
+                    "0 (never repeat) with alerting.format alertmanager: Alertmanager would "
+                    "resolve the alert by itself while it still fires; set a repeat (default 1h)");
     if (has_above && r->resolve > r->threshold)
         return fail(ld, map, r->name, "resolve_below", "must not be above 'above'");
     if (has_below && r->resolve < r->threshold)
@@ -811,16 +818,18 @@ static int get_num(const sp_window_view_t *w, const char *field, const char *key
     return end != v && isfinite(*out);
 }
 
-/* The mean of histogram `hist` (its _sum / _count) for key; 0 = no data. */
+/* The mean of histogram `hist` for key, in the unit of its name: _sum_ms /
+ * _count / the unit's milliseconds (an absent sum is 0: a per-dimension
+ * counter at 0 is not stored); 0 = no data. */
 static int get_mean(const sp_window_view_t *w, const char *hist, size_t hlen, const char *key,
                     double *out) {
     char f[128];
-    double sum, cnt;
+    double sum = 0, cnt;
     snprintf(f, sizeof(f), "%.*s_count", (int)hlen, hist);
     if (!get_num(w, f, key, &cnt) || !(cnt > 0)) return 0;
-    snprintf(f, sizeof(f), "%.*s_sum", (int)hlen, hist);
-    if (!get_num(w, f, key, &sum)) return 0;
-    *out = sum / cnt;
+    snprintf(f, sizeof(f), "%.*s_sum_ms", (int)hlen, hist);
+    if (!get_num(w, f, key, &sum)) sum = 0;
+    *out = sum / cnt / (double)sp_hist_unit_ms(hist, hlen);
     return 1;
 }
 

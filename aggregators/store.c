@@ -200,12 +200,14 @@ static const char SCRIPT[] =
     "    end end\n"
     "  end\n"
     "  local old = hmget(key, order)\n"
-    "  local vals, out, nout = {}, {}, 0\n"
+    "  local vals, out, nout, del = {}, {}, 0, {}\n"
     "  for i = 1, nincr do\n"
     "    local f = order[i]\n"
     "    local v = (tonumber(old[i]) or 0) + delta[f]\n"
     "    vals[f] = v\n"
-    "    out[nout + 1] = f; out[nout + 2] = num(v); nout = nout + 2\n"
+    /* a per-dimension counter at 0 is absent (docs/METRICS.md) */
+    "    if v == 0 and string.find(f, '|', 1, true) then del[#del + 1] = f\n"
+    "    else out[nout + 1] = f; out[nout + 2] = num(v); nout = nout + 2 end\n"
     "  end\n"
     "  for i = nincr + 1, no do vals[order[i]] = tonumber(old[i]) or 0 end\n"
     "  for i = sb, rb - 1, 2 do\n"
@@ -213,7 +215,7 @@ static const char SCRIPT[] =
     "    vals[f] = tonumber(v) or 0\n"
     "    out[nout + 1] = f; out[nout + 2] = v; nout = nout + 2\n"
     "  end\n"
-    "  local del, qs = {}, {}\n"
+    "  local qs = {}\n"
     "  for i = rb, p - 1, 4 do\n"
     "    local f, kind = A[i], A[i + 1]\n"
     "    local nu, den = vals[A[i + 2]] or 0, vals[A[i + 3]] or 0\n"
@@ -517,15 +519,6 @@ void sp_commit_hset(sp_commit_t *c, const char *field, const char *value) {
     hash_close(c);
 }
 
-void sp_commit_incr_f(sp_commit_t *c, const char *field, size_t field_len, double delta) {
-    char buf[40];
-    if (c->err) return;
-    int n = snprintf(buf, sizeof(buf), "%.17g", delta);
-    push_str(c, SEC_INCR, field, field_len);
-    push_str(c, SEC_INCR, buf, (size_t)n);
-    hash_close(c);
-}
-
 void sp_commit_hincr(sp_commit_t *c, const char *key, const char *field, int64_t delta) {
     push_str(c, SEC_HINCR, key, strlen(key));
     push_str(c, SEC_HINCR, field, strlen(field));
@@ -753,7 +746,7 @@ typedef struct hval {
     const char *f;
     size_t len;
     double v;
-    int incr; /* summed from incr entries (written) */
+    int incr; /* summed from incr entries (written); 2: deleted (0 per dimension) */
 } hval_t;
 
 static hval_t *hv_find(hval_t *v, size_t n, const char *f, size_t len) {
@@ -824,8 +817,11 @@ static int hm_apply_section(hmap_t *m, const sp_commit_t *c, const sp_hash_sec_t
         if (x) x->v += d; /* the deltas summed first, as the script does */
         else vals[nv++] = (hval_t){f, len, d, 1};
     }
-    for (size_t i = 0; i < nv; i++)
+    for (size_t i = 0; i < nv; i++) {
         vals[i].v = lua_num_or0(hm_get(m, vals[i].f, vals[i].len)) + vals[i].v;
+        /* a per-dimension counter at 0: deleted after every write (2) */
+        if (vals[i].v == 0 && memchr(vals[i].f, '|', vals[i].len)) vals[i].incr = 2;
+    }
     /* the ratios' inputs not incremented: as they were */
     for (size_t i = h->ratio_lo; i < h->ratio_hi; i += 4) {
         if (*ARG(rat->v[i + 1]) == 'q') continue;
@@ -870,7 +866,10 @@ static int hm_apply_section(hmap_t *m, const sp_commit_t *c, const sp_hash_sec_t
         }
         if (n >= 0 && hm_put(m, ARG(rat->v[i]), rat->v[i].len, buf, (size_t)n)) goto out;
     }
-    /* then the HDEL of those with no denominator (after every HSET) */
+    /* then the HDEL (after every HSET) of the per-dimension counters at 0
+     * and of the ratios with no denominator */
+    for (size_t i = 0; i < nv; i++)
+        if (vals[i].incr == 2 && hm_put(m, vals[i].f, vals[i].len, NULL, 0)) goto out;
     for (size_t i = h->ratio_lo; i < h->ratio_hi; i += 4) {
         char kind = *ARG(rat->v[i + 1]);
         if (kind == 'q') continue;

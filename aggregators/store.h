@@ -17,7 +17,8 @@
  *  3. applies entity state: SET key value PX ttl, DEL key;
  *  4. for each window hash: reads the current values of the changed fields
  *     and of the ratio inputs (HMGET), adds deltas, writes counters, sets and
- *     ratios in one HSET, deletes ratios whose denominator is 0 (HDEL),
+ *     ratios in one HSET, deletes ratios whose denominator is 0 and
+ *     per-dimension counters (a '|' in the field name) that are 0 (HDEL),
  *     and PEXPIREs the hash;
  *  5. raises "max pointers" (SET key v if v > current: latest/final);
  *  6. HINCRBY health counters, HSET gauges;
@@ -29,9 +30,10 @@
  * den); 'a' = integer average, rounded half away from zero; 'q' = a
  * quantile of the histogram fields "<num>:b<i>" (hist.h), den = q as a
  * decimal, computed after the counters are written. Absent when the
- * denominator (or the histogram) is empty. Counters written from float
- * deltas (sp_commit_incr_f) are stored as "%.15g" unless integral.
- * Counters are exact up to 2^53 (Lua numbers). */
+ * denominator (or the histogram) is empty. Deltas are integers, so that
+ * counters add up to the same bytes however events fall into batches (a
+ * counter that already holds a fraction is written "%.15g"). Counters are
+ * exact up to 2^53 (Lua numbers). */
 #ifndef SP_STORE_H
 #define SP_STORE_H
 
@@ -61,7 +63,6 @@ void sp_commit_incr(sp_commit_t *c, const char *field, size_t field_len, int64_t
 void sp_commit_hset(sp_commit_t *c, const char *field, const char *value);
 void sp_commit_ratio(sp_commit_t *c, const char *field, char kind, const char *num_field,
                      const char *den_field);
-void sp_commit_incr_f(sp_commit_t *c, const char *field, size_t field_len, double delta);
 /* Field = the q-quantile (0..1) of histogram hist_name in this hash. */
 void sp_commit_quantile(sp_commit_t *c, const char *field, const char *hist_name, double q);
 /* HINCRBY key field delta (any key of the namespace). */

@@ -292,20 +292,17 @@ static void add_all(sp_engine_t *e, void **wins, const uint32_t *ids, int f, int
         sp_fk_add(e, &spec, wins[i], ids, f, delta);
 }
 
-static void hist_all(sp_engine_t *e, void **wins, const uint32_t *ids, int h, double v) {
+static void hist_all(sp_engine_t *e, void **wins, const uint32_t *ids, int h, int64_t ms) {
     for (int i = 0; i < sp_engine_size_count(e); i++)
-        sp_fk_hist(e, &spec, wins[i], ids, h, v);
+        sp_fk_hist(e, &spec, wins[i], ids, h, ms);
 }
 
-/* Record v in histogram h in the windows of time t (not the event's own):
+/* Record a duration of ms milliseconds in histogram h in the windows of
+ * time t (not the event's own):
  * each size whose window is final for the family drops it. */
-static void hist_at(sp_engine_t *e, int64_t t, const uint32_t *ids, int h, double v) {
+static void hist_at(sp_engine_t *e, int64_t t, const uint32_t *ids, int h, int64_t ms) {
     for (int i = 0; i < sp_engine_size_count(e); i++)
-        sp_fk_hist(e, &spec, sp_engine_block(e, SP_FAM_SUPPORT, i, t), ids, h, v);
-}
-
-static double seconds(int64_t ms) {
-    return (double)ms / 1000.0;
+        sp_fk_hist(e, &spec, sp_engine_block(e, SP_FAM_SUPPORT, i, t), ids, h, ms);
 }
 
 /* TICKET_OPENED: the opening, then the effects that waited for it. */
@@ -316,15 +313,14 @@ static int on_opened(sp_engine_t *e, ticket_t *tk, int64_t t, void **wins, const
     if (!(tk->flags & TK_RESOLVED)) sp_engine_gauge_add(e, GAUGE, 1);
     if (tk->reply_wait) {
         if (tk->reply_wait >= t) {
-            hist_at(e, tk->reply_wait, tk->reply_ids, H_FRT, seconds(tk->reply_wait - t));
+            hist_at(e, tk->reply_wait, tk->reply_ids, H_FRT, tk->reply_wait - t);
             tk->flags |= TK_FRT_DONE;
         }
         tk->reply_wait = 0;
     }
     if (tk->resolve_wait) {
         if (tk->resolve_wait >= t)
-            hist_at(e, tk->resolve_wait, tk->resolve_ids, H_RESOLUTION,
-                    seconds(tk->resolve_wait - t));
+            hist_at(e, tk->resolve_wait, tk->resolve_ids, H_RESOLUTION, tk->resolve_wait - t);
         tk->resolve_wait = 0;
     }
     for (int k = 0; k < SP_FK_DIMS; k++)
@@ -343,7 +339,7 @@ static void on_human_reply(sp_engine_t *e, ticket_t *tk, int64_t t, void **wins,
     if (tk->flags & TK_FRT_DONE) return;
     if (tk->opened) {
         if (t < tk->opened) return; /* earlier than the opening: not a response */
-        hist_all(e, wins, ids, H_FRT, seconds(t - tk->opened));
+        hist_all(e, wins, ids, H_FRT, t - tk->opened);
         tk->flags |= TK_FRT_DONE;
     } else if (!tk->reply_wait || t < tk->reply_wait) {
         tk->reply_wait = t;
@@ -356,7 +352,7 @@ static int on_resolved(sp_engine_t *e, ticket_t *tk, int64_t t, void **wins, con
     tk->flags |= TK_RESOLVED;
     add_all(e, wins, ids, F_RESOLVED, 1);
     if (tk->opened) {
-        if (t >= tk->opened) hist_all(e, wins, ids, H_RESOLUTION, seconds(t - tk->opened));
+        if (t >= tk->opened) hist_all(e, wins, ids, H_RESOLUTION, t - tk->opened);
         sp_engine_gauge_add(e, GAUGE, -1);
     } else if (!tk->resolve_wait) {
         tk->resolve_wait = t;

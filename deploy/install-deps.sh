@@ -12,5 +12,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   redis-server redis-tools kcat \
   python3 python3-avro python3-confluent-kafka python3-redis \
   tzdata valgrind \
+  prometheus-alertmanager \
   clang libclang-rt-14-dev >/dev/null # clang + libFuzzer runtime (only recommended by clang)
 echo "install-deps: done"

@@ -13,8 +13,9 @@
  *    severity, metric, fingerprint, the dimension values, the rule's
  *    labels), annotations (summary, description, contributors, alert_id and
  *    the numbers that let a decoder rebuild the record), startsAt, endsAt
- *    (RESOLVED only: Alertmanager takes an alert without endsAt as firing
- *    until it hears otherwise), generatorURL.
+ *    (sp_alert_ends_at: FIRING ahead of the wall clock by four repeat
+ *    intervals, so that Alertmanager keeps it between repeats and expires
+ *    it when they stop; RESOLVED the resolution), generatorURL.
  * Decoding validates at the edge: Avro bytes are walked against the schema
  * before avro-c reads them (no allocation sized by input, no trailing
  * bytes), JSON through jansson with every field type-checked.
@@ -729,6 +730,16 @@ static void dimension_labels(json_t *labels, const char *dim) {
     }
 }
 
+int64_t sp_alert_ends_at(const sp_alert_t *a) {
+    int64_t win = a->window_end_ms - a->window_start_ms, every = a->repeat_every_ms;
+    if (a->state == SP_ALERT_RESOLVED)
+        return a->window_end_ms < a->emitted_at_ms ? a->window_end_ms : a->emitted_at_ms;
+    if (every < win) every = win;
+    if (every < 0) every = 0;
+    int64_t base = a->emitted_at_ms > a->window_end_ms ? a->emitted_at_ms : a->window_end_ms;
+    return base + SP_ALERT_AM_KEEP * every;
+}
+
 static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
     json_t *o = json_object(), *labels = json_object(), *ann = json_object();
     char t[40], v[40], th[40], desc[1024], contrib[1024];
@@ -780,6 +791,7 @@ static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
     json_object_set_new(ann, "description", jstring(desc));
     json_object_set_new(ann, "contributors", jstring(contrib));
     json_object_set_new(ann, "alert_id", jstring(a->alert_id));
+    json_object_set_new(ann, "state", jstring(a->state == SP_ALERT_FIRING ? "FIRING" : "RESOLVED"));
     json_object_set_new(ann, "dimension", jstring(a->dimension));
     json_object_set_new(ann, "value", jstring(a->has_value ? v : ""));
     json_object_set_new(ann, "threshold", jstring(a->has_threshold ? th : ""));
@@ -797,10 +809,8 @@ static json_t *alertmanager_of(const sp_alert_t *a, const char *generator_url) {
     json_object_set_new(o, "annotations", ann);
     rfc3339(a->started_at_ms, t, sizeof(t));
     json_object_set_new(o, "startsAt", jstring(t));
-    if (a->state == SP_ALERT_RESOLVED) {
-        rfc3339(a->window_end_ms, t, sizeof(t));
-        json_object_set_new(o, "endsAt", jstring(t));
-    }
+    rfc3339(sp_alert_ends_at(a), t, sizeof(t));
+    json_object_set_new(o, "endsAt", jstring(t));
     json_object_set_new(o, "generatorURL", jstring(generator_url ? generator_url : ""));
     json_t *arr = json_array();
     json_array_append_new(arr, o);
@@ -866,11 +876,24 @@ static int alertmanager_extract(const json_t *root, sp_alert_t *a, const char **
     v = json_object_get(o, "endsAt");
     a->state = SP_ALERT_FIRING;
     if (v && !json_is_null(v)) {
-        if (!json_is_string(v) || rfc3339_parse(json_string_value(v), &a->window_end_ms))
+        int64_t ends;
+        if (!json_is_string(v) || rfc3339_parse(json_string_value(v), &ends))
             return *bad = "endsAt", -1;
-        a->state = SP_ALERT_RESOLVED;
+        /* another sender's alert: resolved once its endsAt has passed, as
+         * Alertmanager reads it (ours: annotations.state, below) */
+        if (ends <= sp_clock_now_ms()) a->state = SP_ALERT_RESOLVED;
+        a->window_end_ms = ends;
     }
     if (ann) {
+        const char *st = ann_str(ann, "state"), *id = ann_str(ann, "alert_id");
+        if (st && !strcmp(st, "FIRING"))
+            a->state = SP_ALERT_FIRING;
+        else if (st && !strcmp(st, "RESOLVED"))
+            a->state = SP_ALERT_RESOLVED;
+        else if (id && strstr(id, ":FIRING:")) /* written before annotations.state */
+            a->state = SP_ALERT_FIRING;
+        else if (id && strstr(id, ":RESOLVED:"))
+            a->state = SP_ALERT_RESOLVED;
         double x;
         jstr(ann, "summary", a->summary, sizeof(a->summary), 1);
         jstr(ann, "alert_id", a->alert_id, sizeof(a->alert_id), 1);

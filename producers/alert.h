@@ -56,12 +56,32 @@ typedef struct sp_alert {
     int64_t window_start_ms, window_end_ms;
     int64_t started_at_ms; /* when it (first) became FIRING: window end */
     int64_t emitted_at_ms; /* wall time of the message */
+    /* The rule's repeat_every (0: unknown). Not on the wire of any format:
+     * the sender sets it from its rules before encoding, for Alertmanager's
+     * endsAt (sp_alert_ends_at). */
+    int64_t repeat_every_ms;
     int ncontrib;
     sp_alert_contrib_t contrib[SP_ALERT_CONTRIB_MAX];
     char summary[512];
     int nlabels;
     sp_alert_label_t labels[SP_ALERT_LABEL_MAX];
 } sp_alert_t;
+
+/* A FIRING message stays valid in Alertmanager this many repeat intervals. */
+#define SP_ALERT_AM_KEEP 4
+
+/* Alertmanager's endsAt of a (docs/ALERTS.md "endsAt"):
+ *  - FIRING: max(emitted_at, window_end) + SP_ALERT_AM_KEEP x max(repeat
+ *    interval, window size). Wall time, not event time: Alertmanager
+ *    compares endsAt with its own clock, so a replay of old traffic must not
+ *    send alerts that are over on arrival. Each repeat (repeat_every of event
+ *    time later, one window at least) pushes it on; if the repeats stop (the
+ *    pipeline is dead or stuck), Alertmanager resolves the alert by itself
+ *    at endsAt: the alert expires, it does not stay firing for ever.
+ *  - RESOLVED: the resolution, min(window_end of the resolving window,
+ *    emitted_at): event time as startsAt is, never in the future.
+ * repeat_every_ms 0 (not known): the window size alone. */
+int64_t sp_alert_ends_at(const sp_alert_t *a);
 
 /* Parse "avro" | "json" | "alertmanager"; -1 if unknown. */
 int sp_alert_format_parse(const char *s);
@@ -78,7 +98,9 @@ int sp_alert_encode(const sp_alert_t *a, sp_alert_format_t fmt, int32_t schema_i
  * Confluent framing, '{' JSON, '[' Alertmanager). Avro: the body is
  * checked against the schema before it is read, trailing bytes refused; the
  * frame's schema id is not checked. Alertmanager: best effort, the record
- * rebuilt from labels and annotations (state RESOLVED iff endsAt is set).
+ * rebuilt from labels and annotations (the state from annotations.state,
+ * else from the alert_id, else RESOLVED iff endsAt is set and not in the
+ * future).
  * Returns 0, or -1 with a reason (*a zeroed). */
 int sp_alert_decode(const void *buf, size_t len, const char *schema_path, sp_alert_t *a,
                     sp_alert_format_t *fmt, char *errstr, size_t errstr_size);

@@ -86,14 +86,22 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     o->acked = 1;
 }
 
+/* The repeat_every of the rule named `name` (0: no such rule any more). */
+static int64_t repeat_of(const sp_alerter_t *al, const char *name) {
+    for (int i = 0; i < al->rules.n; i++)
+        if (!strcmp(al->rules.r[i].name, name)) return al->rules.r[i].repeat_every_ms;
+    return 0;
+}
+
 static void produce(sp_alerter_t *al, outbox_t *o) {
     sp_alert_t a;
     char err[256], *buf = NULL;
     size_t len = 0;
     sp_alert_format_t f;
-    if (sp_alert_decode(o->json, strlen(o->json), al->schema_path, &a, &f, err, sizeof(err)) ||
-        sp_alert_encode(&a, al->fmt, al->cfg->alert_schema_id, al->schema_path,
-                        al->cfg->alert_generator_url, &buf, &len, err, sizeof(err))) {
+    int bad = sp_alert_decode(o->json, strlen(o->json), al->schema_path, &a, &f, err, sizeof(err));
+    if (!bad) a.repeat_every_ms = repeat_of(al, a.rule); /* Alertmanager's endsAt */
+    if (bad || sp_alert_encode(&a, al->fmt, al->cfg->alert_schema_id, al->schema_path,
+                               al->cfg->alert_generator_url, &buf, &len, err, sizeof(err))) {
         sp_log(SP_LOG_ERROR, "alert %s cannot be encoded: %s (dropped from the outbox)",
                o->alert_id, err);
         o->acked = 1; /* cannot ever be sent: do not retry forever */

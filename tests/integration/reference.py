@@ -152,15 +152,15 @@ resolved.
 
 Histograms (aggregators/hist.h): bucket i = ceil(log(v) / log(g)), g = (1 +
 0.01) / (1 - 0.01), clamped to [-1500, 1500], values <= 0 in "bz". Fields
-`<name>:b<i>`, `<name>_count`, `<name>_sum` (sum of the exact values; compared
-with a relative tolerance of 1e-6), percentiles `<name>_p50/_p90/_p99` by
+`<name>:b<i>`, `<name>_count`, `<name>_sum_ms` (the exact sum in milliseconds,
+an integer, compared exactly like a counter), percentiles `<name>_p50/_p90/_p99` by
 nearest rank (rank = ceil(q * n), exact arithmetic) on the bucket counts, value
 2 g^i / (g + 1) (0 for "bz"); the pipeline stores them as "%.6g" strings, so
 they are compared with the bucket value formatted "%.6g" (or within a relative
 5e-6 of it) and also checked within 1 % of the exact nearest-rank quantile of
 the raw values.
 Percentiles are absent when the count is 0 (like ratios with a zero
-denominator). Per dimension value only `_count` and `_sum`.
+denominator). Per dimension value only `_count` and `_sum_ms`.
 
 Ratios "%.6g" of scale * num / den (Python ints, one correctly rounded
 division), absent for den = 0: csat = 100 * satisfied / responses, nps = 100 *
@@ -169,7 +169,9 @@ responses.
 
 Zero-fill windows (no contribution of the family) must exist once closed and
 carry the family's plain overall counters (explicitly 0); histogram _count /
-_sum may be missing there (missing == 0 for every counter elsewhere).
+_sum_ms may be missing there (missing == 0 for every counter elsewhere).
+A per-dimension counter (`<field>|<dim>=<value>`) at 0 is absent, never
+"0" (docs/METRICS.md).
 """
 
 import datetime as _dt
@@ -731,8 +733,18 @@ class Acc:
     def observe(self, name, value, mapped):
         self.values.setdefault(name, []).append(value)
         self.add(name + "_count", 1, mapped)
-        for f in [name + "_sum"] + [f"{name}_sum|{d}={v}" for d, v in mapped.items()]:
-            self.sums[f] = self.sums.get(f, Fraction(0)) + value
+        ms = value * hist_unit_ms(name)
+        assert ms.denominator == 1, (name, value)
+        for f in [name + "_sum_ms"] + [f"{name}_sum_ms|{d}={v}" for d, v in mapped.items()]:
+            self.sums[f] = self.sums.get(f, 0) + int(ms)
+
+
+def hist_unit_ms(name):
+    """Milliseconds per unit of a duration histogram, from its name."""
+    for sfx, unit in (("_seconds", 1000), ("_minutes", 60_000), ("_hours", 3_600_000)):
+        if name.endswith(sfx):
+            return unit
+    return 1
 
 
 def _fmt_float(x):
@@ -751,7 +763,7 @@ def render(family, acc):
     for name in spec.hists:
         vals = acc.values.get(name, [])
         out[name + "_count"] = str(len(vals))
-        out[name + "_sum"] = _fmt_float(acc.sums.get(name + "_sum", 0))
+        out[name + "_sum_ms"] = str(acc.sums.get(name + "_sum_ms", 0))
         buckets = {}
         for v in vals:
             i = hist_index(v)
@@ -764,7 +776,7 @@ def render(family, acc):
                 quant[f"{name}_{p}"] = exact_quantile(vals, q)
     for f, s in acc.sums.items():
         if "|" in f and s != 0:
-            out[f] = _fmt_float(s)
+            out[f] = str(s)
     # ratios overall and per value of the family's dimensions
     dims = set(FAMILY_DIMS[family]) | set(acc.dims)
     suffixes = {""} | {"|" + f.split("|", 1)[1] for f in counts
@@ -1229,8 +1241,8 @@ def classify(field, family="funnel"):
     for name in spec.hists:
         if base == name + "_count":
             return "counter"
-        if base == name + "_sum":
-            return "sum"
+        if base == name + "_sum_ms":
+            return "counter"
         if base in (f"{name}_{p}" for p, _ in PERCENTILES):
             return "percentile"
     hf = parse_hist_field(base)
@@ -1248,8 +1260,9 @@ def _num(x):
 
 def diff_window(expected, actual, family="funnel", quantiles=None):
     """Mismatches between an expected field dict (reference or literal) and a
-    Redis hash. Counters and sums: missing == 0 (sums within a relative 1e-6).
-    Ratios: exact strings, absent iff expected absent. Percentiles: absent iff
+    Redis hash. Counters (sums in milliseconds included): exact, missing ==
+    0, except that a per-dimension counter stored as "0" is a mismatch (it
+    must be absent). Ratios: exact strings, absent iff expected absent. Percentiles: absent iff
     expected absent, equal to the bucket value formatted "%.6g" as the
     pipeline stores it (or within a relative 5e-6 of it) and (with quantiles
     {field: exact}) within 1 % of the exact quantile. 'closed' is
@@ -1266,14 +1279,10 @@ def diff_window(expected, actual, family="funnel", quantiles=None):
             except ValueError:
                 out.append((f, want, got))
                 continue
-            if int(want or 0) != g:
+            if int(want or 0) != g or ("|" in f and got == "0"):
                 out.append((f, want, got))
         elif kind == "ratio":
             if want != got:
-                out.append((f, want, got))
-        elif kind == "sum":
-            w, g = _num(want or 0), _num(got if got is not None else 0)
-            if g is None or abs(w - g) > 1e-6 * max(1.0, abs(w)):
                 out.append((f, want, got))
         elif kind == "percentile":
             if (want is None) != (got is None):

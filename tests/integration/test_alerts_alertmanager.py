@@ -16,16 +16,29 @@ every message:
     identifies an alert by its labels: a RESOLVED with other labels would
     never end the FIRING one);
   - annotations: summary (with the rule's summary sentence), alert_id;
-  - startsAt: the end of the window that fired, RFC 3339 UTC; endsAt absent
-    while FIRING, the end of the resolving window on RESOLVED;
+  - startsAt: the end of the window that fired, RFC 3339 UTC; endsAt on
+    every message, exactly as docs/ALERTS.md "endsAt" says: FIRING
+    max(emitted_at, window end) + 4 x max(repeat_every, window size),
+    RESOLVED the end of the resolving window;
   - generatorURL: alerting.generator_url;
-and the messages are exactly the expected transitions (state from endsAt,
-window from annotations.window_start), each once. `storepulse alerts --json`
-decodes them back to the same transitions."""
+and the messages are exactly the expected transitions (state from
+annotations.state, window from annotations.window_start), each once.
+`storepulse alerts --json` decodes them back to the same transitions.
 
+With a real Alertmanager (the Debian package prometheus-alertmanager, with
+resolve_timeout 2s): our FIRING message stays active past resolve_timeout
+where the same alert without endsAt is resolved by Alertmanager itself, and
+our RESOLVED message resolves it."""
+
+import calendar
 import json
+import os
 import re
+import shutil
 import subprocess
+import time
+import unittest
+import urllib.request
 
 import harness as H
 
@@ -34,10 +47,26 @@ AM_FIELDS = {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
+AM_BIN = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+KEEP = 4  # producers/alert.h SP_ALERT_AM_KEEP
+
+
+def parse_rfc3339_ms(s):
+    """"2026-11-23T10:05:01.234Z" -> epoch ms (UTC only, as we write it)."""
+    whole, _, frac = s.rstrip("Z").partition(".")
+    t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return t * 1000 + (int((frac + "000")[:3]) if frac else 0)
+
+
 class AlertmanagerFormat(H.HandmadeAlerts):
     NS = "al-am"
     FORMAT = "alertmanager"
     EXTRA = {"alerting": {"generator_url": GENERATOR_URL}}
+    # repeat_every 0s is refused with this format (an alert would expire in
+    # Alertmanager while it fires): 1h, longer than the scenario, gives the
+    # same transitions as the base class's 0s
+    RULES = [dict(r, repeat_every="1h") if r.get("repeat_every") == "0s" else r
+             for r in H.HandmadeAlerts.RULES]
 
     @classmethod
     def scenario(cls):
@@ -76,7 +105,7 @@ class AlertmanagerFormat(H.HandmadeAlerts):
         self.assertTrue(self.raw)
         for key, a in self.alerts():
             self.assertLessEqual(set(a), AM_FIELDS, a)
-            self.assertLessEqual({"labels", "annotations", "startsAt", "generatorURL"}, set(a))
+            self.assertEqual(set(a), AM_FIELDS, a)
             for m in ("labels", "annotations"):
                 self.assertIsInstance(a[m], dict)
                 for k, v in a[m].items():
@@ -103,7 +132,7 @@ class AlertmanagerFormat(H.HandmadeAlerts):
                 self.assertIn(rule["summary"], an["summary"])
             fp, state, _ = an["alert_id"].split(":")
             self.assertEqual(fp, key)
-            self.assertEqual(state, "RESOLVED" if "endsAt" in a else "FIRING")
+            self.assertEqual(state, an["state"])
 
     def test_one_label_set_per_series(self):
         sets = {}
@@ -117,14 +146,19 @@ class AlertmanagerFormat(H.HandmadeAlerts):
         got = []
         for key, a in self.alerts():
             an = a["annotations"]
-            state = "RESOLVED" if "endsAt" in a else "FIRING"
+            state = an["state"]
             ws = next(self.wstart(i) for i in range(len(self.PLAN))
                       if H.rfc3339_ms(self.wstart(i)) == an["window_start"])
             alert_w = int(an["alert_id"].split(":")[2])
             dim = f"device={a['labels']['device']}" if "device" in a["labels"] else None
             got.append((a["labels"]["alertname"], dim, state, ws, alert_w))
-            if state == "RESOLVED":
+            if state == "RESOLVED":  # the resolution: the window's end
                 self.assertEqual(a["endsAt"], H.rfc3339_ms(ws + self.M))
+            else:  # wall time of the message + 4 repeat intervals
+                every = H.parse_duration_ms(self.rule(a["labels"]["alertname"])["repeat_every"])
+                emitted = parse_rfc3339_ms(an["emitted_at"])
+                self.assertGreater(emitted, ws + self.M)  # history: the clock is later
+                self.assertEqual(a["endsAt"], H.rfc3339_ms(emitted + KEEP * max(every, self.M)))
             # started when it fired: the end of its first FIRING window
             fired = ws if state == "FIRING" and alert_w == ws else None
             if fired is not None:
@@ -135,6 +169,50 @@ class AlertmanagerFormat(H.HandmadeAlerts):
         for key, a in self.alerts():
             starts.setdefault(key, set()).add(a["startsAt"])
         self.assertTrue(all(len(s) == 1 for s in starts.values()), starts)
+
+    @unittest.skipUnless(AM_BIN, "prometheus-alertmanager not installed (deploy/install-deps.sh)")
+    def test_real_alertmanager_keeps_firing(self):
+        firing = next(v for _, v in self.raw if json.loads(v)[0]["annotations"]["state"] == "FIRING")
+        fa = json.loads(firing)[0]
+        resolved = next(v for k, v in self.raw if json.loads(v)[0]["labels"] == fa["labels"]
+                        and json.loads(v)[0]["annotations"]["state"] == "RESOLVED")
+        bare = dict(fa, labels=dict(fa["labels"], alertname="without_ends_at"))
+        del bare["endsAt"]
+        d = f"{self.tmp}/am"
+        os.makedirs(d, exist_ok=True)
+        with open(f"{d}/am.yml", "w") as f:
+            f.write("global:\n  resolve_timeout: 2s\nroute:\n  receiver: sink\n"
+                    "receivers:\n  - name: sink\n")
+        port = H.free_port()
+        log = open(f"{d}/am.log", "w")
+        am = subprocess.Popen([AM_BIN, f"--config.file={d}/am.yml", f"--storage.path={d}",
+                               f"--web.listen-address=127.0.0.1:{port}",
+                               "--cluster.listen-address="], stdout=log, stderr=log)
+        base = f"http://127.0.0.1:{port}/api/v2"
+
+        def call(path, body=None):
+            req = urllib.request.Request(base + path, data=body, method="POST" if body else "GET",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return json.loads(r.read() or b"null")
+
+        def active():
+            return {a["labels"]["alertname"]: a["status"]["state"] for a in call("/alerts")
+                    if not a["endsAt"] or parse_rfc3339_ms(a["endsAt"]) > H.now_ms()}
+
+        try:
+            H.wait_until(lambda: call("/status") is not None, 20, 0.2, "alertmanager up")
+            call("/alerts", firing.encode())            # ours, as the topic carries it
+            call("/alerts", json.dumps([bare]).encode())  # the same without endsAt
+            self.assertEqual(set(active()), {fa["labels"]["alertname"], "without_ends_at"})
+            time.sleep(4)  # past resolve_timeout
+            self.assertEqual(active(), {fa["labels"]["alertname"]: "active"})
+            call("/alerts", resolved.encode())
+            H.wait_until(lambda: not active(), 10, 0.2, "resolved by our RESOLVED")
+        finally:
+            am.terminate()
+            am.wait(10)
+            log.close()
 
     def test_read_back(self):
         self.assertEqual(self.cli_rc, 0, self.cli_err)

@@ -5,8 +5,8 @@ T0 = an hour boundary three to four hours ago; W1, W2, W3 = the 1-minute
 windows [T0, T0+1m), [T0+1m, T0+2m), [T0+2m, T0+3m); W4 = [T0+3m, T0+4m) has
 no event (zero-filled). Two carriers (dhl, ups), two countries (DE, US).
 Shipments are keyed by order_id (every shipment's events in one partition, in
-production order). Durations are chosen to be exact binary fractions, so sums
-are exact decimals. metrics.delivery.dispatch_sla = 24h, at_risk_horizon = 24h.
+production order). Duration sums are whole milliseconds (`_sum_ms`), compared
+as exact strings. metrics.delivery.dispatch_sla = 24h, at_risk_horizon = 24h.
 
 W1 (dispatches):
   s1 dhl/DE  LABEL_CREATED, DISPATCHED without order_placed_time, DISPATCHED
@@ -120,14 +120,14 @@ LAST_EVENT = 170 * S  # offset of the latest historical event from T0
 ZERO_OVERALL = {
     "delivered": "0", "delivered_late": "0", "dispatched": "0", "dispatch_sla_breaches": "0",
     "delivery_failed": "0", "returned": "0",
-    "delay_minutes_count": "0", "delay_minutes_sum": "0",
-    "delivery_time_hours_count": "0", "delivery_time_hours_sum": "0",
-    "dispatch_latency_hours_count": "0", "dispatch_latency_hours_sum": "0",
+    "delay_minutes_count": "0", "delay_minutes_sum_ms": "0",
+    "delivery_time_hours_count": "0", "delivery_time_hours_sum_ms": "0",
+    "dispatch_latency_hours_count": "0", "dispatch_latency_hours_sum_ms": "0",
     "closed": "1",
 }
 
 DISPATCH_HIST = {
-    "dispatch_latency_hours_count": "3", "dispatch_latency_hours_sum": "70.5",  # 20+26.5+24
+    "dispatch_latency_hours_count": "3", "dispatch_latency_hours_sum_ms": "253800000",  # 20+26.5+24
     "dispatch_latency_hours:b150": "1", "dispatch_latency_hours:b159": "1",
     "dispatch_latency_hours:b164": "1",
     "dispatch_latency_hours_p50": "23.8088", "dispatch_latency_hours_p90": "26.3129",
@@ -135,11 +135,11 @@ DISPATCH_HIST = {
 }
 
 DELIVERY_HISTS = {
-    "delay_minutes_count": "3", "delay_minutes_sum": "142.5",  # 90 + 7.5 + 45
+    "delay_minutes_count": "3", "delay_minutes_sum_ms": "8550000",  # 90 + 7.5 + 45
     "delay_minutes:b101": "1", "delay_minutes:b191": "1", "delay_minutes:b225": "1",
     "delay_minutes_p50": "45.1539", "delay_minutes_p90": "89.1303",
     "delay_minutes_p99": "89.1303",
-    "delivery_time_hours_count": "4", "delivery_time_hours_sum": "188.25",  # 50.25+36+30+72
+    "delivery_time_hours_count": "4", "delivery_time_hours_sum_ms": "677700000",  # 50.25+36+30+72
     "delivery_time_hours:b171": "1", "delivery_time_hours:b180": "1",
     "delivery_time_hours:b196": "1", "delivery_time_hours:b214": "1",
     "delivery_time_hours_p50": "36.2366", "delivery_time_hours_p90": "71.5282",
@@ -155,13 +155,13 @@ W1_EXPECTED = {**ZERO_OVERALL, **DISPATCH_HIST, **{
     "dispatched|country=DE": "2", "dispatched|country=US": "2",
     "dispatch_sla_breaches|carrier=dhl": "1", "dispatch_sla_breaches|country=US": "1",
     "dispatch_latency_hours_count|carrier=dhl": "1",
-    "dispatch_latency_hours_sum|carrier=dhl": "26.5",
+    "dispatch_latency_hours_sum_ms|carrier=dhl": "95400000",
     "dispatch_latency_hours_count|carrier=ups": "2",
-    "dispatch_latency_hours_sum|carrier=ups": "44",
+    "dispatch_latency_hours_sum_ms|carrier=ups": "158400000",
     "dispatch_latency_hours_count|country=DE": "1",
-    "dispatch_latency_hours_sum|country=DE": "24",
+    "dispatch_latency_hours_sum_ms|country=DE": "86400000",
     "dispatch_latency_hours_count|country=US": "2",
-    "dispatch_latency_hours_sum|country=US": "46.5",
+    "dispatch_latency_hours_sum_ms|country=US": "167400000",
     "delivery_failed|carrier=ups": "1", "delivery_failed|country=US": "1",
 }}
 
@@ -173,24 +173,24 @@ W2_EXPECTED = {**ZERO_OVERALL, **DELIVERY_HISTS, **{
     # carrier ups: s5 s8 s9; dhl: s6 s7 (+ s10 returned)
     "delivered|carrier=ups": "3", "delivered_late|carrier=ups": "2",
     "delivery_delay_rate|carrier=ups": "0.666667",
-    "delay_minutes_count|carrier=ups": "2", "delay_minutes_sum|carrier=ups": "135",
+    "delay_minutes_count|carrier=ups": "2", "delay_minutes_sum_ms|carrier=ups": "8100000",
     "delivery_time_hours_count|carrier=ups": "2",
-    "delivery_time_hours_sum|carrier=ups": "122.25",
+    "delivery_time_hours_sum_ms|carrier=ups": "440100000",
     "delivered|carrier=dhl": "2", "delivered_late|carrier=dhl": "1",
     "delivery_delay_rate|carrier=dhl": "0.5",
-    "delay_minutes_count|carrier=dhl": "1", "delay_minutes_sum|carrier=dhl": "7.5",
-    "delivery_time_hours_count|carrier=dhl": "2", "delivery_time_hours_sum|carrier=dhl": "66",
+    "delay_minutes_count|carrier=dhl": "1", "delay_minutes_sum_ms|carrier=dhl": "450000",
+    "delivery_time_hours_count|carrier=dhl": "2", "delivery_time_hours_sum_ms|carrier=dhl": "237600000",
     "returned|carrier=dhl": "1",
     # country US: s5 s7 s9; DE: s6 s8 (+ s10 returned)
     "delivered|country=US": "3", "delivered_late|country=US": "1",
     "delivery_delay_rate|country=US": "0.333333",
-    "delay_minutes_count|country=US": "1", "delay_minutes_sum|country=US": "90",
+    "delay_minutes_count|country=US": "1", "delay_minutes_sum_ms|country=US": "5400000",
     "delivery_time_hours_count|country=US": "3",
-    "delivery_time_hours_sum|country=US": "152.25",
+    "delivery_time_hours_sum_ms|country=US": "548100000",
     "delivered|country=DE": "2", "delivered_late|country=DE": "2",
     "delivery_delay_rate|country=DE": "1",
-    "delay_minutes_count|country=DE": "2", "delay_minutes_sum|country=DE": "52.5",
-    "delivery_time_hours_count|country=DE": "1", "delivery_time_hours_sum|country=DE": "36",
+    "delay_minutes_count|country=DE": "2", "delay_minutes_sum_ms|country=DE": "3150000",
+    "delivery_time_hours_count|country=DE": "1", "delivery_time_hours_sum_ms|country=DE": "129600000",
     "returned|country=DE": "1",
 }}
 

@@ -267,15 +267,15 @@ class Delivery(Base):
             "dispatched|carrier=dhl": "2", "dispatched|carrier=ups": "1",
             "dispatched|country=PL": "1", "dispatched|country=DE": "2",
             "dispatch_sla_breaches|carrier=dhl": "1", "dispatch_sla_breaches|country=PL": "1",
-            "dispatch_latency_hours_count": "2", "dispatch_latency_hours_sum": "28",
+            "dispatch_latency_hours_count": "2", "dispatch_latency_hours_sum_ms": "100800000",
             "dispatch_latency_hours_count|carrier=dhl": "1",
             "dispatch_latency_hours_count|carrier=ups": "1",
             "dispatch_latency_hours_count|country=PL": "1",
             "dispatch_latency_hours_count|country=DE": "1",
-            "dispatch_latency_hours_sum|carrier=dhl": "26",
-            "dispatch_latency_hours_sum|carrier=ups": "2",
-            "dispatch_latency_hours_sum|country=PL": "26",
-            "dispatch_latency_hours_sum|country=DE": "2",
+            "dispatch_latency_hours_sum_ms|carrier=dhl": "93600000",
+            "dispatch_latency_hours_sum_ms|carrier=ups": "7200000",
+            "dispatch_latency_hours_sum_ms|country=PL": "93600000",
+            "dispatch_latency_hours_sum_ms|country=DE": "7200000",
             "dispatch_latency_hours:b35": "1", "dispatch_latency_hours:b163": "1",
             "dispatch_latency_hours_p50": repr(bucket_value(35)),
             "dispatch_latency_hours_p90": repr(bucket_value(163)),
@@ -300,22 +300,22 @@ class Delivery(Base):
             "delivery_delay_rate|carrier=dhl": "1", "delivery_delay_rate|carrier=ups": "0",
             "delivery_delay_rate|country=PL": "1", "delivery_delay_rate|country=DE": "0",
             "delivery_failed|carrier=dhl": "1", "delivery_failed|country=PL": "1",
-            "delay_minutes_count": "1", "delay_minutes_sum": "2.5", "delay_minutes:b46": "1",
-            "delay_minutes_count|carrier=dhl": "1", "delay_minutes_sum|carrier=dhl": "2.5",
-            "delay_minutes_count|country=PL": "1", "delay_minutes_sum|country=PL": "2.5",
+            "delay_minutes_count": "1", "delay_minutes_sum_ms": "150000", "delay_minutes:b46": "1",
+            "delay_minutes_count|carrier=dhl": "1", "delay_minutes_sum_ms|carrier=dhl": "150000",
+            "delay_minutes_count|country=PL": "1", "delay_minutes_sum_ms|country=PL": "150000",
             "delay_minutes_p50": repr(bucket_value(46)),
             "delay_minutes_p90": repr(bucket_value(46)),
             "delay_minutes_p99": repr(bucket_value(46)),
-            "delivery_time_hours_count": "2", "delivery_time_hours_sum": "28.3833333333",
+            "delivery_time_hours_count": "2", "delivery_time_hours_sum_ms": "102180000",
             "delivery_time_hours:b164": "1", "delivery_time_hours:b40": "1",
             "delivery_time_hours_count|carrier=dhl": "1",
             "delivery_time_hours_count|carrier=ups": "1",
             "delivery_time_hours_count|country=PL": "1",
             "delivery_time_hours_count|country=DE": "1",
-            "delivery_time_hours_sum|carrier=dhl": "26.1916666667",
-            "delivery_time_hours_sum|carrier=ups": "2.19166666667",
-            "delivery_time_hours_sum|country=PL": "26.1916666667",
-            "delivery_time_hours_sum|country=DE": "2.19166666667",
+            "delivery_time_hours_sum_ms|carrier=dhl": "94290000",
+            "delivery_time_hours_sum_ms|carrier=ups": "7890000",
+            "delivery_time_hours_sum_ms|country=PL": "94290000",
+            "delivery_time_hours_sum_ms|country=DE": "7890000",
             "delivery_time_hours_p50": repr(bucket_value(40)),
             "delivery_time_hours_p90": repr(bucket_value(164)),
             "delivery_time_hours_p99": repr(bucket_value(164)),
@@ -483,9 +483,9 @@ class Support(Base):
         # frt 120 s (bucket 240) and 95 s (bucket 228), both chat
         w = self.win[("1m", T0 + 2 * MIN)]
         self.assertFields("support", {
-            "frt_seconds_count": "2", "frt_seconds_sum": "215",
+            "frt_seconds_count": "2", "frt_seconds_sum_ms": "215000",
             "frt_seconds:b228": "1", "frt_seconds:b240": "1",
-            "frt_seconds_count|channel=chat": "2", "frt_seconds_sum|channel=chat": "215",
+            "frt_seconds_count|channel=chat": "2", "frt_seconds_sum_ms|channel=chat": "215000",
             "frt_seconds_p50": repr(bucket_value(228)),
             "frt_seconds_p90": repr(bucket_value(240)),
             "frt_seconds_p99": repr(bucket_value(240)),
@@ -505,12 +505,12 @@ class Support(Base):
             "tickets_resolved|channel=phone": "1",
             "reopen_rate|channel=chat": "0", "reopen_rate|channel=email": "0",
             "reopen_rate|channel=phone": "0",
-            "resolution_seconds_count": "2", "resolution_seconds_sum": "580",
+            "resolution_seconds_count": "2", "resolution_seconds_sum_ms": "580000",
             "resolution_seconds:b282": "1", "resolution_seconds:b286": "1",
             "resolution_seconds_count|channel=chat": "1",
             "resolution_seconds_count|channel=email": "1",
-            "resolution_seconds_sum|channel=chat": "300",
-            "resolution_seconds_sum|channel=email": "280",
+            "resolution_seconds_sum_ms|channel=chat": "300000",
+            "resolution_seconds_sum_ms|channel=email": "280000",
             "resolution_seconds_p50": repr(bucket_value(282)),
             "resolution_seconds_p90": repr(bucket_value(286)),
             "resolution_seconds_p99": repr(bucket_value(286)),
@@ -525,7 +525,7 @@ class Support(Base):
         }, self.win[("1m", T0 + 6 * MIN)])
         self.assertHas(self.win[("1m", T0 + 8 * MIN)], {
             "tickets_resolved": "1", "reopen_rate": "0", "resolution_seconds_count": "1",
-            "resolution_seconds_sum": "480.0", "resolution_seconds:b309": "1"})
+            "resolution_seconds_sum_ms": "480000", "resolution_seconds:b309": "1"})
 
     def test_surveys(self):
         self.assertFields("support", {
@@ -548,7 +548,7 @@ class Support(Base):
         self.assertHas(self.win[("1h", T0)], {
             "tickets_opened": "4", "tickets_resolved": "4", "tickets_reopened": "1",
             "reopen_rate": "0.25", "frt_seconds_count": "2", "resolution_seconds_count": "3",
-            "resolution_seconds_sum": "1060.0", "bot_tickets": "2", "bot_handoffs": "1",
+            "resolution_seconds_sum_ms": "1060000", "bot_tickets": "2", "bot_handoffs": "1",
             "bot_handoff_rate": "0.5", "csat": "50", "nps": "0", "ces": "2"})
         self.assertEqual(self.res.gauges["in_flight|kind=ticket"], 2)  # t3, t5
         self.assertEqual(self.res.stats["duplicates_by_kind"],
@@ -578,7 +578,9 @@ class Comparison(Base):
         k = ("1m", T0 + 12 * MIN)
         self.act[k]["delivered"] = "3"
         self.act[k]["delivery_delay_rate"] = "0.50"
-        self.act[k]["delay_minutes_sum"] = "2.6"
+        self.act[k]["delay_minutes_sum_ms"] = "150001"  # one millisecond off
+        self.act[k]["returned|carrier=dhl"] = "0"        # a per-dimension 0: absent
+
         # within 1e-6 of the bucket value, but not of the pipeline's formula
         self.act[k]["delay_minutes_p50"] = "2.5"
         self.act[k]["bogus"] = "1"
@@ -587,11 +589,12 @@ class Comparison(Base):
         self.act[("1m", T0 + 7 * MIN)]["closed"] = "0"
         lines, n = self.run_cmp()
         text = "\n".join(lines)
-        for needle in ("delivered: want '2' got '3'", "delivery_delay_rate", "delay_minutes_sum",
+        for needle in ("delivered: want '2' got '3'", "delivery_delay_rate", "delay_minutes_sum_ms",
+                       "returned|carrier=dhl",
                        "delay_minutes_p50", "bogus", f"{T0 + 5 * MIN}: missing in Redis",
                        "zero-fill window lacks delivered", "closed='0'"):
             self.assertIn(needle, text)
-        self.assertEqual(n, 8, text)
+        self.assertEqual(n, 9, text)
 
     def test_percentile_far_from_exact(self):
         # a bucket value must also be within 1 % of the exact quantile

@@ -106,9 +106,10 @@ LAST_SECOND = 160
 
 
 def hist(name, values, per_channel):
-    """Expected histogram fields of raw values (seconds): count, sum, bucket
-    fields, nearest-rank percentiles; per channel count and sum."""
-    out = {f"{name}_count": str(len(values)), f"{name}_sum": str(sum(values))}
+    """Expected histogram fields of raw values (whole seconds): count, sum in
+    milliseconds, bucket fields, nearest-rank percentiles; per channel count
+    and sum."""
+    out = {f"{name}_count": str(len(values)), f"{name}_sum_ms": str(1000 * sum(values))}
     for v in values:
         f = f"{name}:b{B[v]}"
         out[f] = str(int(out.get(f, "0")) + 1)
@@ -117,7 +118,7 @@ def hist(name, values, per_channel):
         out[f"{name}_{p}"] = P[B[s[max(1, math.ceil(q * len(s))) - 1]]]
     for ch, vals in per_channel.items():
         out[f"{name}_count|channel={ch}"] = str(len(vals))
-        out[f"{name}_sum|channel={ch}"] = str(sum(vals))
+        out[f"{name}_sum_ms|channel={ch}"] = str(1000 * sum(vals))
     return out
 
 

@@ -157,9 +157,57 @@ static void test_carts_and_checkouts(void **state) {
     sp_clock_set_manual(-1);
 }
 
+/* A cart and its order in one batch, or in two: the same fields. The
+ * per-dimension carts_pending goes 1 then 0 across batches, and 0 within
+ * one; a per-dimension counter at 0 is absent either way. (The overall
+ * one, in this open window, appears with its first change; a closed window
+ * has every overall counter.) */
+static void test_pending_zero_absent(void **state) {
+    (void)state;
+    const char *ns[2] = {"pone", "ptwo"};
+    char err[256], key[96], f[64];
+    sp_clock_set_manual(T0 + MIN);
+    for (int i = 0; i < 2; i++) {
+        sp_config_t cfg;
+        cfg_for(&cfg, ns[i]);
+        cfg.abandon_after_ms = 10 * MIN;
+        sp_store_t *st = sp_store_new(&cfg, err, sizeof(err));
+        assert_non_null(st);
+        sp_engine_t *e = sp_engine_new(&cfg, err, sizeof(err));
+        assert_non_null(e);
+        sp_engine_partition_add(e, 0, 0, -1, sp_clock_now_ms());
+        int64_t off = 0;
+        sp_event_t b[] = {
+            mk(SP_STREAM_CLICKSTREAM, SP_T_ADD_TO_CART, T0 + 10000,
+               "event_id=c1 session_id=s1 channel=web device=desktop"),
+            mk(SP_STREAM_CHECKOUT, SP_T_ORDER_PLACED, T0 + 20000,
+               "event_id=o1 session_id=s1 order_id=o1 currency=USD amount=100 channel=web "
+               "device=desktop"),
+        };
+        if (i == 0) {
+            assert_int_equal(batch(e, st, b, 2, &off), 0);
+        } else {
+            assert_int_equal(batch(e, st, b, 1, &off), 0);
+            assert_int_equal(batch(e, st, b + 1, 1, &off), 0);
+        }
+        snprintf(key, sizeof(key), "sp:{%s}:abandonment:1m:%lld", ns[i], (long long)T0);
+        ASSERT_FIELD(key, "carts", "1");
+        ASSERT_FIELD(key, "carts_pending", i == 0 ? NULL : "0"); /* overall, open window */
+        ASSERT_FIELD(key, "carts_converted|channel=web", "1");
+        ASSERT_FIELD(key, "carts_pending|channel=web", NULL);
+        ASSERT_FIELD(key, "carts_pending|device=desktop", NULL);
+        snprintf(f, sizeof(f), "%s", "cart_abandonment_rate|channel=web");
+        ASSERT_FIELD(key, f, "0");
+        sp_engine_destroy(e);
+        sp_store_destroy(st);
+    }
+    sp_clock_set_manual(-1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_carts_and_checkouts),
+        cmocka_unit_test(test_pending_zero_absent),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

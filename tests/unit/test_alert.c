@@ -280,6 +280,7 @@ static void test_alertmanager_shape(void **state) {
     (void)state;
 
     full_alert(&a);
+    a.repeat_every_ms = 3600000;
     assert_int_equal(sp_alert_encode(&a, SP_ALERT_FMT_ALERTMANAGER, 0, NULL, "http://sp/rules/x",
                                      &buf, &len, err, sizeof(err)),
                      0);
@@ -307,13 +308,17 @@ static void test_alertmanager_shape(void **state) {
     assert_non_null(strstr(json_string_value(json_object_get(an, "contributors")),
                            "device=mobile (value 0.004, baseline 0.021, share 0.62)"));
     assert_string_equal(json_string_value(json_object_get(o, "startsAt")), "2026-11-23T10:05:00Z");
-    assert_null(json_object_get(o, "endsAt")); /* firing */
+    /* firing: emitted_at + 4 x max(repeat_every 1h, window 5m) */
+    assert_string_equal(json_string_value(json_object_get(o, "endsAt")),
+                        "2026-11-23T14:05:01.234Z");
+    assert_string_equal(json_string_value(json_object_get(an, "state")), "FIRING");
     assert_string_equal(json_string_value(json_object_get(o, "generatorURL")), "http://sp/rules/x");
     json_decref(arr);
     free(buf);
 
     a.state = SP_ALERT_RESOLVED;
     a.window_end_ms = T0 + 3600000 + 250; /* resolved an hour later, ms kept */
+    a.emitted_at_ms = T0 + 3600000 + 1500;
     assert_int_equal(
         sp_alert_encode(&a, SP_ALERT_FMT_ALERTMANAGER, 0, NULL, NULL, &buf, &len, err, sizeof(err)),
         0);
@@ -322,6 +327,8 @@ static void test_alertmanager_shape(void **state) {
     assert_string_equal(json_string_value(json_object_get(o, "startsAt")), "2026-11-23T10:05:00Z");
     assert_string_equal(json_string_value(json_object_get(o, "endsAt")),
                         "2026-11-23T11:00:00.250Z");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(o, "annotations"), "state")), "RESOLVED");
     json_decref(arr);
     free(buf);
 
@@ -336,6 +343,38 @@ static void test_alertmanager_shape(void **state) {
     assert_int_equal(a.started_at_ms, T0 + 300500);
     assert_int_equal(a.window_end_ms, T0 + 600000);
     assert_string_equal(find_label(&a, "zone"), "eu");
+    /* a foreign alert still firing: endsAt in the future (as Prometheus
+     * sends them) */
+    static const char am2[] = "[{\"labels\":{\"alertname\":\"y\"},\"startsAt\":"
+                              "\"2026-11-23T11:05:00Z\",\"endsAt\":\"2999-01-01T00:00:00Z\"}]";
+    assert_int_equal(sp_alert_decode(am2, strlen(am2), NULL, &a, NULL, err, sizeof(err)), 0);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+}
+
+/* Alertmanager's endsAt, case by case (alert.h sp_alert_ends_at). */
+static void test_ends_at(void **state) {
+    sp_alert_t a;
+    (void)state;
+    full_alert(&a); /* 5m window ending T0+5m, emitted at T0+5m+1.234s */
+    a.repeat_every_ms = 3600000;
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 301234 + 4 * 3600000LL);
+    a.repeat_every_ms = 60000; /* repeats come once a window at most */
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 301234 + 4 * 300000LL);
+    a.repeat_every_ms = 0; /* unknown (the rule is gone): the window */
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 301234 + 4 * 300000LL);
+    /* a replay: the window is a month old, endsAt follows the wall clock */
+    a.repeat_every_ms = 3600000;
+    a.emitted_at_ms = T0 + 30 * 86400000LL;
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 30 * 86400000LL + 4 * 3600000LL);
+    /* event times ahead of the clock: from the window's end */
+    a.emitted_at_ms = T0;
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 300000 + 4 * 3600000LL);
+    /* RESOLVED: the resolving window's end, never after the message */
+    a.state = SP_ALERT_RESOLVED;
+    a.emitted_at_ms = T0 + 310000;
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 300000);
+    a.emitted_at_ms = T0 + 200000;
+    assert_int_equal(sp_alert_ends_at(&a), T0 + 200000);
 }
 
 /* The input ends right before an unreadable page. */
@@ -466,10 +505,15 @@ static void test_line(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_format_parse),       cmocka_unit_test(test_round_trips),
-        cmocka_unit_test(test_avro_bytes),         cmocka_unit_test(test_json_shape),
-        cmocka_unit_test(test_alertmanager_shape), cmocka_unit_test(test_decode_errors),
-        cmocka_unit_test(test_not_utf8),           cmocka_unit_test(test_line),
+        cmocka_unit_test(test_format_parse),
+        cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_avro_bytes),
+        cmocka_unit_test(test_json_shape),
+        cmocka_unit_test(test_alertmanager_shape),
+        cmocka_unit_test(test_decode_errors),
+        cmocka_unit_test(test_not_utf8),
+        cmocka_unit_test(test_line),
+        cmocka_unit_test(test_ends_at),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -249,11 +249,11 @@ static void test_gauges_by_hand(void **state) {
     check_field(WIN(1793523600000), "delivered_late", "1");
     check_field(WIN(1793523600000), "delivery_delay_rate", "0.5");
     check_field(WIN(1793523600000), "delay_minutes_count", "1");
-    check_field(WIN(1793523600000), "delay_minutes_sum", "10");
+    check_field(WIN(1793523600000), "delay_minutes_sum_ms", "600000");
     check_field(WIN(1793523600000), "delay_minutes_p50", "10.0747"); /* b116: 2 g^116 / (g + 1) */
     check_field(WIN(1793523600000), "delay_minutes:b116", "1");
     check_field(WIN(1793523600000), "delivery_time_hours_count", "1");
-    check_field(WIN(1793523600000), "delivery_time_hours_sum", "48");
+    check_field(WIN(1793523600000), "delivery_time_hours_sum_ms", "172800000");
     check_field(WIN(1793523600000), "delivered|carrier=ups", "1");
     check_field(WIN(1793523600000), "delivered|carrier=dhl", "1");
     check_field(WIN(1793523600000), "delivered_late|country=US", "1");
@@ -263,7 +263,7 @@ static void test_gauges_by_hand(void **state) {
     check_field(WIN(1793516400000), "dispatched", "1");
     check_field(WIN(1793516400000), "dispatch_sla_breaches", "1");
     check_field(WIN(1793516400000), "dispatch_latency_hours_count", "1");
-    check_field(WIN(1793516400000), "dispatch_latency_hours_sum", "25");
+    check_field(WIN(1793516400000), "dispatch_latency_hours_sum_ms", "90000000");
     check_field(WIN(1793516400000), "dispatched|carrier=dhl", "1");
     check_field(WIN(1793516400000), "delivered", "0"); /* closed: zero-filled */
     check_field(WIN(1793516400000), "closed", "1");
@@ -405,10 +405,107 @@ static void test_encoding(void **state) {
     sp_engine_destroy(e);
 }
 
+/* HGETALL of key as "field=value" lines, sorted (malloc'ed; the caller frees). */
+static int by_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *hash_text(const char *key) {
+    redisReply *r = redisCommand(rc, "HGETALL %s", key);
+    assert_non_null(r);
+    size_t n = r->elements / 2, cap = 1;
+    char **lines = calloc(n + 1, sizeof(*lines));
+    assert_non_null(lines);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(r->element[2 * i]->str) + strlen(r->element[2 * i + 1]->str) + 2;
+        lines[i] = malloc(len);
+        assert_non_null(lines[i]);
+        snprintf(lines[i], len, "%s=%s", r->element[2 * i]->str, r->element[2 * i + 1]->str);
+        cap += len;
+    }
+    qsort(lines, n, sizeof(*lines), by_str);
+    char *out = calloc(1, cap);
+    assert_non_null(out);
+    for (size_t i = 0; i < n; i++) {
+        strcat(out, lines[i]);
+        strcat(out, "\n");
+        free(lines[i]);
+    }
+    free(lines);
+    freeReplyObject(r);
+    return out;
+}
+
+/* The same deliveries committed in one batch and one per batch give the same
+ * bytes in every field: the duration sums are integers (milliseconds). With
+ * sums of hours as floats, each commit rounded the running sum, so the two
+ * differed in the last digits. */
+static void test_batches_same_bytes(void **state) {
+    (void)state;
+    enum { N = 40 };
+    static sp_config_t cfg[2];
+    static char ids[N][2][16];
+    static sp_event_t evs[N];
+    const char *ns[2] = {"one", "many"};
+    char err[256], key[2][96];
+    int rcs[N];
+
+    sp_clock_set_manual(T0);
+    for (int k = 0; k < N; k++) {
+        int64_t t = T0 - 50 * MIN + k * SEC;
+        int64_t opt = t - (20 * HOUR + (int64_t)k * k * 1234567 + k * 7919);
+        int64_t promised = k % 2 ? t + HOUR : t - (int64_t)k * 37003 - 1;
+        snprintf(ids[k][0], sizeof(ids[k][0]), "e%d", k);
+        snprintf(ids[k][1], sizeof(ids[k][1]), "s%d", k);
+        evs[k] = ship(ids[k][0], SP_T_DELIVERED, t, ids[k][1], k % 3 ? "dhl" : "ups", "DE",
+                      promised, opt);
+    }
+    for (int i = 0; i < 2; i++) {
+        rig_t g = {0};
+        cfg_for(&cfg[i], ns[i]);
+        g.st = sp_store_new(&cfg[i], err, sizeof(err));
+        assert_non_null(g.st);
+        g.e = sp_engine_new(&cfg[i], err, sizeof(err));
+        assert_non_null(g.e);
+        sp_engine_partition_add(g.e, 0, 0, -1, T0);
+        if (i == 0)
+            step(&g, evs, N, T0, rcs);
+        else
+            for (int k = 0; k < N; k++)
+                step(&g, &evs[k], 1, T0, rcs);
+        move_to(&g, T0 + 2 * HOUR); /* the window is final */
+        snprintf(key[i], sizeof(key[i]), "sp:{%s}:delivery:1h:%lld", ns[i], (long long)(T0 - HOUR));
+        check_field(key[i], "closed", "1");
+        check_field(key[i], "delivered", "40");
+        sp_engine_destroy(g.e);
+        sp_store_destroy(g.st);
+    }
+    char *a = hash_text(key[0]), *b = hash_text(key[1]);
+    if (strcmp(a, b)) {
+        size_t d = 0;
+        while (a[d] == b[d])
+            d++;
+        while (d > 0 && a[d - 1] != '\n')
+            d--;
+        fail_msg("one batch: %.80s... one per batch: %.80s...", a + d, b + d);
+    }
+    /* and the sum is the exact one */
+    int64_t sum = 0;
+    for (int k = 0; k < N; k++)
+        sum += 20 * HOUR + (int64_t)k * k * 1234567 + k * 7919;
+    char want[32];
+    snprintf(want, sizeof(want), "%lld", (long long)sum);
+    check_field(key[1], "delivery_time_hours_sum_ms", want);
+    free(a);
+    free(b);
+    sp_clock_set_manual(-1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gauges_by_hand),
         cmocka_unit_test(test_encoding),
+        cmocka_unit_test(test_batches_same_bytes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

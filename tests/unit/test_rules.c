@@ -145,6 +145,25 @@ static void test_load_errors(void **state) {
     expect_error("  name: a\n", "key 'alerts': expected a list of rules");
 }
 
+/* repeat_every: 0 is refused with the Alertmanager format (the alert would
+ * expire there at its endsAt while it still fires), accepted otherwise. */
+static void test_alertmanager_needs_repeats(void **state) {
+    static sp_rules_t rules;
+    char err[512];
+    (void)state;
+    static const char *rule = "alerts:\n  - name: a\n    metric: funnel.orders\n    above: 1\n"
+                              "    repeat_every: 0s\n";
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml), "alerting:\n  format: alertmanager\n%s", rule);
+    assert_int_equal(load(yaml, &rules, err, sizeof(err)), SP_ERR_CONFIG);
+    if (!strstr(err, "rule 'a': key 'repeat_every': 0 (never repeat) with alerting.format "
+                     "alertmanager"))
+        fail_msg("error '%s'", err);
+    snprintf(yaml, sizeof(yaml), "alerting:\n  format: json\n%s", rule);
+    assert_int_equal(load(yaml, &rules, err, sizeof(err)), SP_OK);
+    assert_int_equal(rules.r[0].repeat_every_ms, 0);
+}
+
 /* ---- evaluation helpers ---------------------------------------------------- */
 
 typedef struct win {
@@ -607,6 +626,7 @@ int main(void) {
         cmocka_unit_test(test_catalogue_valid),
         cmocka_unit_test(test_default_min_samples),
         cmocka_unit_test(test_metrics_doc),
+        cmocka_unit_test(test_alertmanager_needs_repeats),
         cmocka_unit_test(test_threshold_for_hysteresis),
         cmocka_unit_test(test_repeat_and_restart),
         cmocka_unit_test(test_baseline_and_absent),

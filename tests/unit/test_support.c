@@ -204,13 +204,13 @@ static void test_tickets_by_hand(void **state) {
     check_field(w1, "tickets_reopened", NULL); /* open: zeros are not written */
     check_field(w1, "reopen_rate", "0");
     check_field(w1, "frt_seconds_count", "1");
-    check_field(w1, "frt_seconds_sum", "10");
+    check_field(w1, "frt_seconds_sum_ms", "10000");
     check_field(w1, "frt_seconds_count|channel=email", "1");
     check_field(w1, "frt_seconds:b116", "1");
     check_field(w1, "resolution_seconds_count", "2");
-    check_field(w1, "resolution_seconds_sum", "60");
-    check_field(w1, "resolution_seconds_sum|channel=chat", "30");
-    check_field(w1, "resolution_seconds_sum|channel=phone", "30");
+    check_field(w1, "resolution_seconds_sum_ms", "60000");
+    check_field(w1, "resolution_seconds_sum_ms|channel=chat", "30000");
+    check_field(w1, "resolution_seconds_sum_ms|channel=phone", "30000");
     check_field(w1, "resolution_seconds:b171", "2");
     check_field(w1, "bot_tickets", "1");
     check_field(w1, "bot_tickets|channel=chat", "1");
@@ -225,10 +225,10 @@ static void test_tickets_by_hand(void **state) {
     check_field(w2, "tickets_resolved", "1");
     check_field(w2, "reopen_rate", "1");
     check_field(w2, "frt_seconds_count", "1");
-    check_field(w2, "frt_seconds_sum", "65");
+    check_field(w2, "frt_seconds_sum_ms", "65000");
     check_field(w2, "frt_seconds:b209", "1");
     check_field(w2, "resolution_seconds_count", "1");
-    check_field(w2, "resolution_seconds_sum", "80");
+    check_field(w2, "resolution_seconds_sum_ms", "80000");
     check_field(w2, "resolution_seconds:b220", "1");
     check_field(w2, "bot_tickets", "1");
     check_field(w2, "bot_handoffs|channel=chat", "1");
@@ -252,7 +252,7 @@ static void test_tickets_by_hand(void **state) {
     check_field(h, "tickets_reopened", "1");
     check_field(h, "reopen_rate", "0.25");
     check_field(h, "frt_seconds_count", "2");
-    check_field(h, "resolution_seconds_sum", "140");
+    check_field(h, "resolution_seconds_sum_ms", "140000");
     check_field(h, "bot_handoff_rate", "0.5");
 
     /* t1 and t2 open; t3 resolved twice; t4 resolved before its opening; t5
