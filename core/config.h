@@ -117,6 +117,7 @@ typedef struct sp_config {
     int partitions;              /* embedded broker: partitions per topic (default 8) */
 
     char log_level[16];
+    char log_file[512]; /* "" = stderr */
 } sp_config_t;
 
 /* Defaults for everything. */
@@ -129,6 +130,10 @@ int sp_config_load(sp_config_t *cfg, const char *path, char *errstr, size_t errs
 
 /* Write the resolved config as YAML, every option, secrets as "<redacted>". */
 void sp_config_print(const sp_config_t *cfg, FILE *out);
+
+/* The options whose values differ between a and b (the alert rules aside):
+ * their names, comma-separated, into out; returns how many. */
+int sp_config_diff(const sp_config_t *a, const sp_config_t *b, char *out, size_t size);
 
 /* `value` as it may be logged or printed: "<redacted>" when `key` (dotted,
  * e.g. "redis.password", "kafka.sasl.password") names a secret and value is
