@@ -627,7 +627,7 @@ static void retire_fields_cb(void *opaque, int idx, const char *const *f, const 
 int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
                          const sp_rules_t *rules, char *summary, size_t summary_size, char *errstr,
                          size_t errstr_size) {
-    int rc = SP_OK, ngone = 0, nkept = 0, nresolved = 0;
+    int rc = SP_OK, ngone = 0, nkept = 0, nnew = 0, nresolved = 0;
     int gone[SP_RULES_MAX], to[SP_RULES_MAX], from[SP_RULES_MAX];
     int64_t through[SP_RULES_MAX];
     int fresh[SP_RULES_MAX];
@@ -641,11 +641,14 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
     if (al->reload && (rc = reload_state(al, st, errstr, errstr_size)) != SP_OK) return rc;
     /* a rule is kept when one of the new set has its name and every setting */
     for (int j = 0; j < rules->n; j++) {
+        int named = 0;
         from[j] = -1;
-        for (int i = 0; i < al->rules.n && from[j] < 0; i++)
-            if (!strcmp(al->rules.r[i].name, rules->r[j].name) &&
-                sp_rule_same(&al->rules.r[i], &rules->r[j]))
-                from[j] = i;
+        for (int i = 0; i < al->rules.n && from[j] < 0; i++) {
+            if (strcmp(al->rules.r[i].name, rules->r[j].name)) continue;
+            named = 1;
+            if (sp_rule_same(&al->rules.r[i], &rules->r[j])) from[j] = i;
+        }
+        nnew += !named;
     }
     for (int i = 0; i < al->rules.n; i++) {
         to[i] = -1;
@@ -725,10 +728,12 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
     }
     ob_pump(al);
     al->stats.pending = al->nob;
+    /* changed: a rule of the new set with a current name, other settings */
     snprintf(summary, summary_size,
-             "%d rule(s): %d kept with their state, %d new or changed; %d removed or changed "
-             "(%d firing alert(s) resolved)",
-             rules->n, nkept, rules->n - nkept, ngone, nresolved);
+             "%d rule(s): %d unchanged (state kept), %d changed, %d new, %d removed; %d firing "
+             "alert(s) of changed or removed rules resolved",
+             rules->n, nkept, rules->n - nkept - nnew, nnew, ngone - (rules->n - nkept - nnew),
+             nresolved);
 out:
     wb_free(&del);
     wb_free(&ob);
