@@ -686,21 +686,22 @@ static void test_diff(void **state) {
     (void)state;
     sp_config_defaults(&a);
     sp_config_defaults(&b);
-    assert_int_equal(sp_config_load(&a, write_tmp("pipeline: {batch_max: 500}\n"
-                                                  "alerts: [{name: x, metric: funnel.orders, "
-                                                  "above: 1}]\n"),
+    assert_int_equal(sp_config_load(&a,
+                                    write_tmp("pipeline: {batch_max: 500}\n"
+                                              "alerts: [{name: x, metric: funnel.orders, "
+                                              "above: 1}]\n"),
                                     err, sizeof(err)),
                      SP_OK);
-    assert_int_equal(sp_config_load(&b, write_tmp("pipeline: {batch_max: 500}\n"), err,
-                                    sizeof(err)),
-                     SP_OK);
+    assert_int_equal(
+        sp_config_load(&b, write_tmp("pipeline: {batch_max: 500}\n"), err, sizeof(err)), SP_OK);
     assert_int_equal(sp_config_diff(&a, &b, names, sizeof(names)), 0);
     assert_string_equal(names, "");
     sp_config_defaults(&b);
-    assert_int_equal(sp_config_load(&b, write_tmp("pipeline: {batch_max: 600}\n"
-                                                  "redis: {password: s3cret}\n"
-                                                  "kafka: {linger.ms: 7}\n"
-                                                  "log: {file: /tmp/x.log}\n"),
+    assert_int_equal(sp_config_load(&b,
+                                    write_tmp("pipeline: {batch_max: 600}\n"
+                                              "redis: {password: s3cret}\n"
+                                              "kafka: {linger.ms: 7}\n"
+                                              "log: {file: /tmp/x.log}\n"),
                                     err, sizeof(err)),
                      SP_OK);
     assert_int_equal(sp_config_diff(&a, &b, names, sizeof(names)), 4);
