@@ -239,18 +239,21 @@ static void load_state_cb(void *opaque, int idx, const char *const *f, const cha
 
 /* ---- life cycle ------------------------------------------------------------ */
 
-/* The family and window size rule i is evaluated on. */
-static void rule_place(sp_alerter_t *al, int i) {
+/* The family and window size a rule is evaluated on (-1: none). */
+static void place(const sp_config_t *cfg, const sp_rule_t *ru, int *fam, int *size_idx) {
     static const char *const fam_names[SP_FAM__COUNT] = {"funnel", "abandonment", "delivery",
                                                          "retention", "support"};
-    const sp_rule_t *ru = &al->rules.r[i];
-    al->fam[i] = al->size_idx[i] = -1;
+    *fam = *size_idx = -1;
     for (int f = 0; f < SP_FAM__COUNT; f++)
-        if (!strcmp(fam_names[f], ru->family)) al->fam[i] = f;
+        if (!strcmp(fam_names[f], ru->family)) *fam = f;
     /* gauges: evaluated as the funnel's windows of that size close */
-    if (!strcmp(ru->family, "gauges")) al->fam[i] = SP_FAM_FUNNEL;
-    for (int k = 0; k < al->cfg->window_cnt; k++)
-        if (al->cfg->window_ms[k] == ru->window_ms) al->size_idx[i] = k;
+    if (!strcmp(ru->family, "gauges")) *fam = SP_FAM_FUNNEL;
+    for (int k = 0; k < cfg->window_cnt; k++)
+        if (cfg->window_ms[k] == ru->window_ms) *size_idx = k;
+}
+
+static void rule_place(sp_alerter_t *al, int i) {
+    place(al->cfg, &al->rules.r[i], &al->fam[i], &al->size_idx[i]);
 }
 
 sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
@@ -628,10 +631,10 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
                          const sp_rules_t *rules, char *summary, size_t summary_size, char *errstr,
                          size_t errstr_size) {
     int rc = SP_OK, ngone = 0, nkept = 0, nnew = 0, nresolved = 0;
-    int gone[SP_RULES_MAX], to[SP_RULES_MAX], from[SP_RULES_MAX];
+    int gone[SP_RULES_MAX], to[SP_RULES_MAX], from[SP_RULES_MAX], prev[SP_RULES_MAX];
     int64_t through[SP_RULES_MAX];
     int fresh[SP_RULES_MAX];
-    wbuf_t del = {0}, ob = {0}, fps = {0};
+    wbuf_t del = {0}, ob = {0}, fps = {0}, marks = {0};
     char err[256];
 
     if (al->prepared) {
@@ -641,14 +644,13 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
     if (al->reload && (rc = reload_state(al, st, errstr, errstr_size)) != SP_OK) return rc;
     /* a rule is kept when one of the new set has its name and every setting */
     for (int j = 0; j < rules->n; j++) {
-        int named = 0;
-        from[j] = -1;
-        for (int i = 0; i < al->rules.n && from[j] < 0; i++) {
+        from[j] = prev[j] = -1;
+        for (int i = 0; i < al->rules.n && prev[j] < 0; i++) {
             if (strcmp(al->rules.r[i].name, rules->r[j].name)) continue;
-            named = 1;
+            prev[j] = i;
             if (sp_rule_same(&al->rules.r[i], &rules->r[j])) from[j] = i;
         }
-        nnew += !named;
+        nnew += prev[j] < 0;
     }
     for (int i = 0; i < al->rules.n; i++) {
         to[i] = -1;
@@ -684,19 +686,39 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
         nresolved++;
         sp_log(SP_LOG_INFO, "alert RESOLVED %s: %s", alert.rule, alert.summary);
     }
+    /* Where the rules of the new set start. Kept: where they are. Changed:
+     * with the window after the newest one closed now -- a window the old
+     * settings decided is not decided again (its alert_id would name two
+     * different alerts). New: as a rule added to a running deployment. */
+    for (int j = 0; j < rules->n && rc == SP_OK; j++) {
+        through[j] = from[j] >= 0 ? al->through[from[j]] : -1;
+        fresh[j] = from[j] >= 0 ? al->fresh[from[j]] : 0;
+        if (from[j] >= 0 || prev[j] < 0) continue;
+        int f, k;
+        place(al->cfg, &rules->r[j], &f, &k);
+        through[j] = f >= 0 && k >= 0 ? sp_engine_family_final_start(eng, f, k) : -1;
+        if (through[j] < 0) continue;
+        char mark[32];
+        snprintf(mark, sizeof(mark), "%lld", (long long)through[j]);
+        if (wb_put(&marks, rules->r[j].name, mark)) rc = SP_ERR_NOMEM;
+    }
     /* every field of theirs in Redis (markers, and keys not in memory):
-     * deleted in the same transaction as those messages enter the outbox */
+     * deleted in the same transaction as those messages enter the outbox
+     * and the changed rules' markers are set */
     if (rc == SP_OK && ngone) {
         const char *keys[1] = {al->state_key};
         retire_ctx_t x = {al, gone, &del, SP_OK};
         rc = sp_store_hgetall(st, keys, 1, retire_fields_cb, &x, errstr, errstr_size);
         if (rc == SP_OK) rc = x.rc;
     }
-    if (rc == SP_OK && (del.n || ob.n)) {
-        sp_hwrite_t w[2];
+    if (rc == SP_OK && (del.n || ob.n || marks.n)) {
+        sp_hwrite_t w[3];
         int nw = 0;
         if (del.n)
             w[nw++] = (sp_hwrite_t){al->state_key, 1, del.n, (const char *const *)del.f, NULL};
+        if (marks.n)
+            w[nw++] = (sp_hwrite_t){al->state_key, 0, marks.n, (const char *const *)marks.f,
+                                    (const char *const *)marks.v};
         if (ob.n)
             w[nw++] = (sp_hwrite_t){al->outbox_key, 0, ob.n, (const char *const *)ob.f,
                                     (const char *const *)ob.v};
@@ -709,10 +731,6 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
         if (ob_add(al, ob.f[i], fps.v[i], ob.v[i])) al->reload = 2; /* read it back */
     /* kept rules keep their state and markers; changed and new ones start
      * as a rule added to a running deployment does */
-    for (int j = 0; j < rules->n; j++) {
-        through[j] = from[j] >= 0 ? al->through[from[j]] : -1;
-        fresh[j] = from[j] >= 0 ? al->fresh[from[j]] : 0;
-    }
     int kept = 0;
     for (int k = 0; k < al->nst; k++) {
         if (gone[al->st[k].rule]) continue;
@@ -738,6 +756,7 @@ out:
     wb_free(&del);
     wb_free(&ob);
     wb_free(&fps);
+    wb_free(&marks);
     return rc;
 }
 

@@ -12,11 +12,12 @@ resolve_below 1, never repeated), the same in every file, and `tunable`
   2. sp.log renamed to sp.log.1 (logrotate's way), `tunable` changed to
      above 3 and pipeline.batch_max changed in the file, SIGHUP: the new
      lines are in a new sp.log; the reload names pipeline.batch_max as
-     needing a restart; `tunable`, a changed rule, starts fresh and its
-     last windows are evaluated with the new threshold: FIRING at window 1;
-     `steady` keeps its state: it does not fire again. The standby gets a
-     SIGHUP too and keeps waiting;
-  3. windows 4-5: both resolve at window 5;
+     needing a restart; `steady` keeps its state: it does not fire again.
+     The standby gets a SIGHUP too and keeps waiting;
+  3. windows 4-5: `tunable`, a changed rule, starts afresh with the first
+     window closed after the reload (windows already decided are not
+     decided again): FIRING at window 4 with the new threshold; both
+     resolve at window 5;
   4. a file with an error (a third rule on a window size that is not
      configured) and `tunable` at above 100, SIGHUP: the error is logged
      with FILE:LINE and the rule, the process runs on, and the current
@@ -109,7 +110,7 @@ class SighupReload(H.HandmadeAlerts):
         cls.wait_log("reload: alert rules from")
         standby.signal(signal.SIGHUP)
         cls.wait_log("once active")
-        cls.wait_through("tunable", 3)
+        cls.state_after_change = r.hgetall(f"sp:{{{NS}}}:alerts:state")
         cls.reload1_log = cls.log()
 
         # 3: both resolve at window 5
@@ -170,6 +171,14 @@ class SighupReload(H.HandmadeAlerts):
         self.assertIn("broken", lines[0])
         self.assertIn("ERROR", lines[0].upper())
 
+    def test_changed_rule_starts_after_the_decided_windows(self):
+        st = self.state_after_change
+        self.assertEqual(st.get("tunable"), str(self.wstart(3)), st)  # its marker, reset
+        self.assertFalse([f for f in st if f.startswith("tunable|")], st)
+        # the unchanged rule's state, FIRING (phase 2, rules.h), since window 1
+        self.assertTrue(st.get("steady|", "").startswith("A1 2 "), st)
+        self.assertEqual(st.get("steady"), str(self.wstart(3)), st)
+
     def test_removed_rule_state_gone(self):
         st = self.state_after_removal
         self.assertFalse([f for f in st if f == "steady" or f.startswith("steady|")], st)
@@ -179,7 +188,7 @@ class SighupReload(H.HandmadeAlerts):
         w = self.wstart
         want = sorted([("steady", "FIRING", w(1)), ("steady", "RESOLVED", w(5)),
                        ("steady", "FIRING", w(6)), ("steady", "RESOLVED", w(6)),
-                       ("tunable", "FIRING", w(1)), ("tunable", "RESOLVED", w(5)),
+                       ("tunable", "FIRING", w(4)), ("tunable", "RESOLVED", w(5)),
                        ("tunable", "FIRING", w(6)), ("tunable", "RESOLVED", w(7))])
         self.assertEqual(self.transitions(), want)
 
