@@ -1147,7 +1147,19 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
 
     /* Dead letters must be acknowledged before the batch commits. */
     if (r->dlq_in_batch || r->dlq_failed) {
-        rd_kafka_flush(r->dlq, DLQ_FLUSH_MS);
+        /* in slices: a refusal ends the wait; after SIGTERM it lasts at
+         * most half of pipeline.shutdown_timeout */
+        int64_t until = sp_clock_mono_ms() + DLQ_FLUSH_MS;
+        int capped = 0;
+        while (rd_kafka_outq_len(r->dlq) > 0 && !r->dlq_failed && sp_clock_mono_ms() < until) {
+            if (stop_requested && !capped) {
+                int64_t u = sp_clock_mono_ms() + r->cfg->shutdown_timeout_ms / 2;
+                if (u < until) until = u;
+                capped = 1;
+            }
+            rd_kafka_flush(r->dlq, 200);
+            if (r->broker) sp_broker_poll(r->broker, 0);
+        }
         if (rd_kafka_outq_len(r->dlq) > 0 || r->dlq_failed) {
             dlq_unacked(r);
             r->need_reset = 1;
