@@ -5,11 +5,15 @@ reason (at most once a minute), health `deadletter_error` and
 `deadletter_failing_since_ms` (written outside the commit, which cannot
 happen meanwhile), `ready` 0 with `deadletter_unwritable` in `not_ready`.
 
-The mock cluster's metadata for storepulse.deadletter carries
-TOPIC_AUTHORIZATION_FAILED (`topic-error` on the broker's control FIFO)
-before the pipeline starts; 8 bad messages (undecodable, on several
-partitions) and 6 valid click events are produced. While the topic
-refuses: the line, the health fields and not-ready are there, and no
+Two ways of refusing, from before the pipeline starts: the mock cluster's
+metadata for storepulse.deadletter carries TOPIC_AUTHORIZATION_FAILED
+(`topic-error` on the broker's control FIFO: the producer waits for a
+usable topic, so the batch's dead letters time out after 30 s and the
+reason comes from the topic's metadata), or every Produce request fails
+with TOPIC_AUTHORIZATION_FAILED (`errors 0 ...`: the delivery reports carry
+the error). 8 bad messages (undecodable, on several partitions) and 6
+valid click events are produced first. While the topic refuses: the line,
+the health fields and not-ready are there, and no
 partition holding a bad message has its stored offset past it, also some
 seconds later. Then the error is cleared and:
   - every partition is committed up to its end;
@@ -36,16 +40,20 @@ N_BAD, N_GOOD = 8, 6
 
 
 class DeadLetterTopicUnwritable(H.SPTestCase):
+    NS = NS
+    FAULT = f"topic-error {H.TOPIC_DEADLETTER} {ERR_TOPIC_AUTHORIZATION_FAILED}"
+    CLEAR = f"topic-error {H.TOPIC_DEADLETTER} 0"
+    REASON = ("topic authorization failed (topic metadata)", "not acknowledged within 30 s")
 
     @classmethod
     def scenario(cls):
+        NS = cls.NS
         T0 = H.floor_to(H.now_ms() - 2 * 3_600_000, 3_600_000) + 10 * 60 * S
         cls.T0 = T0
         cls.redis = cls.track(H.Redis(cls.tmp)).start()
         cls.broker = cls.track(H.ControlledBroker(cls.tmp)).start()
         bs = cls.broker.bootstrap
         cfg = H.write_config(f"{cls.tmp}/sp.yaml", NS, bs, cls.redis.port)
-        cls.broker.control(f"topic-error {H.TOPIC_DEADLETTER} {ERR_TOPIC_AUTHORIZATION_FAILED}")
         snd = H.Sender(bs)
         ck = H.TOPIC_CLICKSTREAM
         for i in range(N_BAD):
@@ -55,6 +63,7 @@ class DeadLetterTopicUnwritable(H.SPTestCase):
                                                            f"s{i}", "web", "desktop", "US")),
                      key=b"s%d" % i, tag=f"good{i}")
         snd.flush()
+        cls.broker.control(cls.FAULT)
         cls.sender = snd
         cls.bad_src = {(t, str(p), str(o)) for tag, t, p, o, _, _ in snd.delivered
                        if tag.startswith("bad")}
@@ -73,7 +82,7 @@ class DeadLetterTopicUnwritable(H.SPTestCase):
         time.sleep(4)  # several replays
         cls.down_offsets.append(H.offsets_of(r, NS))
         cls.down_log = open(pipe.log_path, errors="replace").read()
-        cls.broker.control(f"topic-error {H.TOPIC_DEADLETTER} 0")
+        cls.broker.control(cls.CLEAR)
         cls.t_clear = time.monotonic()
         H.wait_caught_up(r, NS, bs, timeout=90, pipeline=pipe)
         H.wait_until(lambda: H.health(r, NS).get("ready") == "1", 30, 0.25, "ready again")
@@ -99,12 +108,14 @@ class DeadLetterTopicUnwritable(H.SPTestCase):
         h = self.down_health
         self.assertEqual(h.get("ready"), "0", h)
         self.assertIn("deadletter_unwritable", h.get("not_ready", ""), h)
-        self.assertIn("authorization", h.get("deadletter_error", "").lower(), h)
+        for part in self.REASON:
+            self.assertIn(part, h.get("deadletter_error", "").lower(), h)
         self.assertGreater(int(h.get("deadletter_failing_since_ms", "0")), 0, h)
         lines = [ln for ln in self.down_log.splitlines()
                  if f"dead letters not acknowledged by topic {H.TOPIC_DEADLETTER}" in ln]
         self.assertTrue(lines)
-        self.assertIn("authorization", lines[0].lower(), lines[0])
+        for part in self.REASON:
+            self.assertIn(part, lines[0].lower(), lines[0])
         self.assertIn("ERROR", lines[0].upper())
         # at most once a minute: the replays of 4+ seconds gave one line
         self.assertEqual(len(lines), 1, lines)
@@ -146,6 +157,13 @@ class DeadLetterTopicUnwritable(H.SPTestCase):
     def test_alive_and_clean_exit(self):
         self.assertTrue(self.alive)
         self.assertEqual(self.term_rc, 0)
+
+
+class DeadLetterProduceRefused(DeadLetterTopicUnwritable):
+    NS = "dlqrefused"
+    FAULT = f"errors {H.API_PRODUCE} 100000 {ERR_TOPIC_AUTHORIZATION_FAILED}"
+    CLEAR = f"clear {H.API_PRODUCE}"
+    REASON = ("topic authorization failed (", "dead letter(s) refused)")
 
 
 if __name__ == "__main__":
