@@ -234,8 +234,8 @@ static const opt_t opts[] = {
     {"log.level", T_ENUM, "info", OFF(log_level), SZ(log_level), 0, 0, level_names, NULL, 0,
      "log level"},
     STR("log.file", log_file, "", NULL, 0,
-        "append the log to this file instead of stderr; SIGHUP opens it again (after "
-        "logrotate renamed it)"),
+        "storepulse run: append the log to this file instead of stderr; SIGHUP opens it "
+        "again (after logrotate renamed it)"),
 
     {"alerts", T_EXTERNAL, "[]", 0, 0, 0, 0, NULL, NULL, 0,
      "alert rules (SPEC section 5); read and validated by the alert module"},
