@@ -1115,3 +1115,22 @@ int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
     }
     return 0;
 }
+
+int sp_rule_same(const sp_rule_t *a, const sp_rule_t *b) {
+    /* every field but the line; parse_rule zeroes a rule before filling it,
+     * so the bytes past strings' ends and the padding are zeros in both */
+    sp_rule_t x = *a, y = *b;
+    x.line = y.line = 0;
+    return memcmp(&x, &y, sizeof(x)) == 0;
+}
+
+int sp_rule_retire(const sp_rule_t *r, const char *key, const sp_rule_state_t *st,
+                   int64_t window_end_ms, int64_t now_ms, sp_alert_t *out) {
+    if (st->phase != SP_PHASE_FIRING || st->last_window < 0) return 0;
+    sp_window_view_t w = {st->last_window, window_end_ms, 0, NULL, NULL};
+    message(r, key, &w, st, 1, 0, 0, NAN, 0, now_ms, out);
+    snprintf(out->summary, sizeof(out->summary),
+             "resolved: rule %s removed or changed in the configuration (%s%s%s)", r->name,
+             r->metric, *key ? " " : "", key);
+    return 1;
+}

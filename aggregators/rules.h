@@ -129,6 +129,16 @@ int sp_rule_keys(const sp_rule_t *r, const sp_window_view_t *w, char (*keys)[160
 int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
                  sp_rule_state_t *st, int64_t now_ms, sp_alert_t *out);
 
+/* 1 if a and b are the same rule (every setting; the line in the file
+ * aside). */
+int sp_rule_same(const sp_rule_t *a, const sp_rule_t *b);
+
+/* The rule was removed from the configuration or changed: 1 and *out the
+ * RESOLVED message that ends its alert st (key), if FIRING; else 0. The
+ * message's window is the last one evaluated (ending at window_end_ms). */
+int sp_rule_retire(const sp_rule_t *r, const char *key, const sp_rule_state_t *st,
+                   int64_t window_end_ms, int64_t now_ms, sp_alert_t *out);
+
 /* The fingerprint of a rule and key: 16 hex digits. */
 void sp_rule_fingerprint(const sp_rule_t *r, const char *key, char out[32]);
 

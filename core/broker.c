@@ -267,6 +267,9 @@ int sp_broker_read_bootstrap_file(const char *path, char *buf, size_t size, int 
  *                                         (the next <count> requests of that
  *                                         ApiKey fail with <errcode>)
  *   clear <ApiKey>                        rd_kafka_mock_clear_request_errors
+ *   topic-error <topic> <errcode>         rd_kafka_mock_topic_set_error (the
+ *                                         topic's metadata carries that error,
+ *                                         so producers to it fail; 0 clears)
  * Each command is answered by one log line "broker: control #<n>: <line>:
  * ok|error ..." (n counts the commands from 1), so a test can wait for it.
  * The FIFO is opened read-write so that writers coming and going never make
@@ -342,12 +345,18 @@ static const char *broker_ctl_exec(sp_broker_t *b, char *line) {
         free(errs);
         return NULL;
     }
+    if (!strcmp(argv[0], "topic-error") && argc == 3) {
+        if (broker_ctl_num(argv[2], -200, 1000, &e)) return "bad error code";
+        rd_kafka_mock_topic_set_error(b->mc, argv[1], (rd_kafka_resp_err_t)e);
+        return NULL;
+    }
     if (!strcmp(argv[0], "clear") && argc == 2) {
         if (broker_ctl_num(argv[1], 0, 1000, &a)) return "bad ApiKey";
         rd_kafka_mock_clear_request_errors(b->mc, (int16_t)a);
         return NULL;
     }
-    return "unknown command (down ID | up ID | rtt ID MS | errors APIKEY COUNT ERR | clear APIKEY)";
+    return "unknown command (down ID | up ID | rtt ID MS | errors APIKEY COUNT ERR | clear APIKEY "
+           "| topic-error TOPIC ERR)";
 }
 
 /* Read whatever is in the FIFO and run every complete line. */
@@ -391,7 +400,8 @@ static void broker_usage(FILE *out) {
           "                          give two input streams different partition counts\n"
           "      --control FIFO      fault injection: create FIFO and run the commands\n"
           "                          written to it, one a line: down ID, up ID,\n"
-          "                          rtt ID MS, errors APIKEY COUNT ERRCODE, clear APIKEY\n"
+          "                          rtt ID MS, errors APIKEY COUNT ERRCODE, clear APIKEY,\n"
+          "                          topic-error TOPIC ERRCODE (0 clears)\n"
           "  -h, --help              this help\n"
           "\n"
           "Prints \"bootstrap: <host:port,...>\" on stdout once the cluster is up.\n",

@@ -241,8 +241,11 @@ static const opt_t opts[] = {
      "log level (also librdkafka's: its lines go through the same logger, component `rdkafka`; "
      "`kafka.debug` lines are logged at debug)"},
     {"log.format", T_ENUM, "text", OFF(log_format), SZ(log_format), 0, 0, log_format_names, NULL, 0,
-     "log lines on stderr: text (`TIME LEVEL COMPONENT: MESSAGE key=value`) or json (one object "
+     "log lines (stderr, or log.file): text (`TIME LEVEL COMPONENT: MESSAGE key=value`) or json (one object "
      "per line: time, level, component, msg and fields such as topic, partition)"},
+    STR("log.file", log_file, "", NULL, 0,
+        "storepulse run: append the log to this file instead of stderr; SIGHUP opens it "
+        "again (after logrotate renamed it)"),
 
     {"alerts", T_EXTERNAL, "[]", 0, 0, 0, 0, NULL, NULL, 0,
      "alert rules (SPEC section 5); read and validated by the alert module"},
@@ -1410,6 +1413,35 @@ void sp_config_print(const sp_config_t *cfg, FILE *out) {
             pseg[d] = pbuf + (cseg[d] - cbuf);
         pn = cn;
     }
+}
+
+int sp_config_diff(const sp_config_t *a, const sp_config_t *b, char *out, size_t size) {
+    int n = 0;
+    size_t o = 0;
+    if (size) out[0] = '\0';
+    for (int i = 0; i < OPT_CNT; i++) {
+        const opt_t *op = &opts[i];
+        int differ;
+        if (op->type == T_KAFKA_PROP || op->type == T_EXTERNAL) continue;
+        if (op->type == T_STR) { /* secrets too: compared, never shown */
+            differ = strcmp((const char *)a + op->off, (const char *)b + op->off) != 0;
+        } else {
+            char *ta = NULL, *tb = NULL;
+            size_t la = 0, lb = 0;
+            FILE *fa = open_memstream(&ta, &la), *fb = open_memstream(&tb, &lb);
+            if (fa) print_value(a, op, fa, 0);
+            if (fb) print_value(b, op, fb, 0);
+            if (fa) fclose(fa);
+            if (fb) fclose(fb);
+            differ = !ta || !tb || la != lb || memcmp(ta, tb, la) != 0;
+            free(ta);
+            free(tb);
+        }
+        if (!differ) continue;
+        n++;
+        if (o < size) o += (size_t)snprintf(out + o, size - o, "%s%s", o ? ", " : "", op->name);
+    }
+    return n;
 }
 
 static const char *type_name(const opt_t *o) {

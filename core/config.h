@@ -135,6 +135,7 @@ typedef struct sp_config {
 
     char log_level[16];
     char log_format[8]; /* log.format: text | json */
+    char log_file[512]; /* "" = stderr */
 
     sp_config_origin_t origin;
 } sp_config_t;
@@ -155,6 +156,10 @@ void sp_config_where(const sp_config_t *cfg, const char *key, char *buf, size_t 
 
 /* Write the resolved config as YAML, every option, secrets as "<redacted>". */
 void sp_config_print(const sp_config_t *cfg, FILE *out);
+
+/* The options whose values differ between a and b (the alert rules aside):
+ * their names, comma-separated, into out; returns how many. */
+int sp_config_diff(const sp_config_t *a, const sp_config_t *b, char *out, size_t size);
 
 /* `value` as it may be logged or printed: "<redacted>" when `key` (dotted,
  * e.g. "redis.password", "kafka.sasl.password") names a secret and value is

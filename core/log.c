@@ -9,10 +9,16 @@
  * inside its strings and still closed. Text lines keep the message on one
  * line (CR/LF become spaces).
  *
- * Not here: log files and rotation (stderr is for the service manager). */
+ * Lines go to stderr, or appended to the file of log.file (O_APPEND, one
+ * write(2) per line, so other writers of the same file never split a line).
+ * sp_log_reopen() opens the path again after logrotate renamed the file; the
+ * new file is dup2()'d onto the descriptor in use, so a line being written by
+ * another thread meanwhile goes to the old file or the new one, never to a
+ * closed descriptor. */
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -235,4 +241,37 @@ int sp_log_setup(const char *level, const char *format) {
 
 void sp_log_set_fd(int fd) {
     log_fd = fd;
+}
+
+static char log_path[1024]; /* "" = stderr */
+
+int sp_log_open(const char *path, char *errstr, size_t errstr_size) {
+    if (!path || !*path) { /* back to stderr */
+        if (log_fd != 2) close(log_fd);
+        log_fd = 2;
+        log_path[0] = '\0';
+        return 0;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(errstr, errstr_size, "log.file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (log_fd == 2) {
+        log_fd = fd;
+    } else { /* atomically for writers on other threads */
+        if (dup2(fd, log_fd) < 0) {
+            snprintf(errstr, errstr_size, "log.file %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        close(fd);
+    }
+    if (path != log_path) snprintf(log_path, sizeof(log_path), "%s", path);
+    return 0;
+}
+
+int sp_log_reopen(char *errstr, size_t errstr_size) {
+    if (!log_path[0]) return 0;
+    return sp_log_open(log_path, errstr, errstr_size); /* on failure the old file stays */
 }

@@ -1,6 +1,7 @@
 /* log.h -- one logging macro that checks the level before formatting.
  *
- * Logs go to stderr, one line each, in one of two formats (log.format):
+ * Logs go to stderr (or the file of log.file), one line each, in one of two
+ * formats (log.format):
  *   text  2026-12-07T23:27:22.123Z info  run: storepulse running ... topic=a partition=3
  *   json  {"time":"2026-12-07T23:27:22.123Z","level":"info","component":"run",
  *          "msg":"storepulse running ...","topic":"a","partition":3}
@@ -37,6 +38,12 @@ int sp_log_level_parse(const char *name);  /* -1 if unknown */
 int sp_log_format_parse(const char *name); /* -1 if unknown */
 /* Apply log.level and log.format (names as in the config); -1 if unknown. */
 int sp_log_setup(const char *level, const char *format);
+/* Append to path from now on (NULL or "": stderr). Returns 0, or -1 with a
+ * reason (the old destination stays). */
+int sp_log_open(const char *path, char *errstr, size_t errstr_size);
+/* Open the same path again (after a rotation renamed it); no-op on stderr.
+ * Returns 0, or -1 with a reason (lines go on to the old file). */
+int sp_log_reopen(char *errstr, size_t errstr_size);
 /* Where lines go (default: stderr's descriptor); for tests. */
 void sp_log_set_fd(int fd);
 /* The line sp_log_emit would write, without the newline, into buf; returns

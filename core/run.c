@@ -69,11 +69,21 @@
 
 #define MAX_TOPICS SP_STREAM__COUNT
 
+#define DLQ_FLUSH_MS       30000 /* dead letters of a batch: acknowledged within this */
+#define DLQ_BACKOFF_MIN_MS 500   /* then the batch is replayed after 0.5 s, 1 s, ... */
+#define DLQ_BACKOFF_MAX_MS 30000
+
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t hup_requested; /* SIGHUP: reopen the log, read the rules again */
 
 static void on_signal(int sig) {
     (void)sig;
     stop_requested = 1;
+}
+
+static void on_hup(int sig) {
+    (void)sig;
+    hup_requested = 1;
 }
 
 typedef struct pos {
@@ -104,9 +114,11 @@ static int ratelog_due(ratelog_t *rl, int64_t *n) {
 
 typedef struct run {
     sp_config_t *cfg;
-    rd_kafka_t *rk;   /* consumer */
-    rd_kafka_t *dlq;  /* dead-letter producer */
-    sp_alerter_t *al; /* alert rules, outbox and alert producer */
+    const char *cfgpath; /* read again on SIGHUP */
+    int rules_reload;    /* SIGHUP seen: read the alert rules again when the loop can */
+    rd_kafka_t *rk;      /* consumer */
+    rd_kafka_t *dlq;     /* dead-letter producer */
+    sp_alerter_t *al;    /* alert rules, outbox and alert producer */
     sp_rules_t *rules;
     rd_kafka_queue_t *q;
     sp_broker_t *broker;
@@ -141,6 +153,17 @@ typedef struct run {
     int need_reset;
     int cooperative;
     int dlq_failed; /* delivery failures since the last check */
+    /* dead letters refused or unacknowledged: the batch is replayed, with
+     * backoff, until they are acknowledged (nothing commits meanwhile) */
+    rd_kafka_resp_err_t dlq_err; /* the last delivery error (0: none, a timeout) */
+    int64_t dlq_failing_since;   /* wall-clock ms of the first failed attempt; 0: not failing */
+    int64_t dlq_attempts;        /* failed attempts since then */
+    int64_t dlq_backoff_ms;
+    int64_t dlq_retry_mono; /* the replay waits until then */
+    int64_t h_dlq_failures; /* failed attempts, carried to health by the next commit */
+    char dlq_reason[256];
+    int dlq_health_dirty; /* deadletter_error / _failing_since_ms to be written */
+    ratelog_t dlq_log;
 
     /* health deltas of the batch being built */
     int64_t h_consumed[MAX_TOPICS];
@@ -215,11 +238,18 @@ static void ready_publish(run_t *r) {
         r->not_ready_logged = r->not_ready;
     }
     /* the health hash is the namespace's: a standby leaves it to the active one */
-    if (r->not_ready == r->not_ready_published || r->standby || !r->st ||
-        sp_store_pending(r->st) > 0)
-        return;
-    not_ready_text(r->not_ready, why, sizeof(why));
+    if (r->standby || !r->st || sp_store_pending(r->st) > 0) return;
     snprintf(key, sizeof(key), "%s:health", r->prefix);
+    if (r->dlq_health_dirty) { /* written here: no commit happens while it fails */
+        char since[24];
+        snprintf(since, sizeof(since), "%lld", (long long)r->dlq_failing_since);
+        const char *f[] = {"deadletter_failing_since_ms", "deadletter_error"};
+        const char *v[] = {since, r->dlq_failing_since ? r->dlq_reason : ""};
+        sp_hwrite_t w = {key, 0, 2, f, v};
+        if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK) r->dlq_health_dirty = 0;
+    }
+    if (r->not_ready == r->not_ready_published) return;
+    not_ready_text(r->not_ready, why, sizeof(why));
     const char *fields[] = {"ready", "not_ready"};
     const char *values[] = {r->not_ready ? "0" : "1", why};
     sp_hwrite_t w = {key, 0, 2, fields, values};
@@ -480,9 +510,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     run_t *r = opaque;
-    if (m->err) {
+    /* purged ones are those of a batch given up already (dlq_unacked) */
+    if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+        m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
         r->dlq_failed++;
-        sp_log(SP_LOG_ERROR, "dead letter not delivered: %s", rd_kafka_err2str(m->err));
+        r->dlq_err = m->err; /* logged with the batch, at most once a minute */
+        sp_log(SP_LOG_DEBUG, "dead letter not delivered: %s", rd_kafka_err2str(m->err));
     }
 }
 
@@ -509,9 +542,10 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
             rd_kafka_poll(r->dlq, 50);
             continue;
         }
-        sp_log(SP_LOG_ERROR, "cannot produce dead letter: %s", rd_kafka_err2str(e));
+        sp_log(SP_LOG_DEBUG, "cannot produce dead letter: %s", rd_kafka_err2str(e));
         rd_kafka_headers_destroy(h);
         r->dlq_failed++;
+        r->dlq_err = e;
         return;
     }
     r->h_dlq[reason]++;
@@ -530,6 +564,72 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
  * consumer group. The commit script rejects a commit whose instance does
  * not hold the lease (health fenced_commits): an instance frozen past the
  * TTL is a zombie whose commits change nothing; it then steps down. */
+
+/* SIGHUP: the log is opened again at once; the alert rules are read again
+ * by the loop (reload_rules) at the next point where no commit is in
+ * flight -- a standby, once it is active. */
+static void sighup_serve(run_t *r) {
+    char err[512];
+    if (!hup_requested) return;
+    hup_requested = 0;
+    if (sp_log_reopen(err, sizeof(err)) != 0)
+        sp_log(SP_LOG_ERROR, "SIGHUP: %s (logging on to the old file)", err);
+    sp_log(SP_LOG_INFO, "SIGHUP: log reopened; reading the alert rules from %s again%s",
+           r->cfgpath ? r->cfgpath : "(no file)",
+           (r->not_ready & SP_NR_STANDBY) ? " once active" : "");
+    r->rules_reload = 1;
+}
+
+/* Read the configuration file again and apply its alert rules: validated
+ * first (the whole file, and the rules against the running configuration),
+ * an error leaves the current rules in force; other options that changed
+ * are named (they take effect at a restart). Between batches, with no
+ * commit in flight (drained first). */
+static void reload_rules(run_t *r) {
+    char err[1024], changed[1024], summary[256];
+    sp_config_t *fresh = NULL;
+    sp_rules_t *nr = NULL;
+    drain_commit(r);
+    if (r->need_reset || r->standby) return; /* again after the reset */
+    r->rules_reload = 0;
+    if (!r->cfgpath) {
+        sp_log(SP_LOG_WARN, "reload: no configuration file (-c): no rules to read");
+        return;
+    }
+    fresh = malloc(sizeof(*fresh));
+    nr = malloc(sizeof(*nr));
+    if (!fresh || !nr) {
+        sp_log(SP_LOG_ERROR, "reload: out of memory; the current alert rules stay");
+        goto out;
+    }
+    sp_config_defaults(fresh);
+    if (sp_config_load(fresh, r->cfgpath, err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_ERROR, "reload: %s; the current alert rules stay", err);
+        goto out;
+    }
+    if (r->broker) /* the embedded cluster's address is set at start */
+        sp_config_kafka_set(fresh, "bootstrap.servers",
+                            sp_config_kafka_get(r->cfg, "bootstrap.servers"));
+    int nchanged = sp_config_diff(r->cfg, fresh, changed, sizeof(changed));
+    if (nchanged)
+        sp_log(SP_LOG_WARN,
+               "reload: %d option(s) changed in %s take effect only at a restart (not applied): %s",
+               nchanged, r->cfgpath, changed);
+    if (sp_rules_load(r->cfg, nr, err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_ERROR, "reload: %s; the current alert rules stay", err);
+        goto out;
+    }
+    if (sp_alerter_set_rules(r->al, r->st, r->eng, nr, summary, sizeof(summary), err,
+                             sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_ERROR, "reload: alert state: %s; the current alert rules stay", err);
+        goto out;
+    }
+    *r->rules = *nr;
+    sp_log(SP_LOG_INFO, "reload: alert rules from %s: %s", r->cfgpath, summary);
+out:
+    free(fresh);
+    free(nr);
+}
 
 /* Wait until the lease is ours (or stop is requested: returns -1). */
 static int wait_for_lease(run_t *r) {
@@ -551,6 +651,7 @@ static int wait_for_lease(run_t *r) {
             if (attempt > 0) sp_log(SP_LOG_INFO, "lease of namespace %s taken: active", r->cfg->ns);
             return 0;
         }
+        sighup_serve(r);
         if (logged < 0 || sp_clock_mono_ms() - logged >= 30000) {
             sp_log(SP_LOG_INFO, "standby: namespace %s is worked by %s; waiting for its lease",
                    r->cfg->ns, holder);
@@ -802,7 +903,8 @@ static void add_health(run_t *r, sp_commit_t *c) {
     if (r->h_late) sp_commit_health(c, "late_events", r->h_late);
     if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
     if (r->h_gaps) sp_commit_health(c, "offset_gaps", r->h_gaps);
-    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = 0;
+    if (r->h_dlq_failures) sp_commit_health(c, "deadletter_failures", r->h_dlq_failures);
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = r->h_dlq_failures = 0;
     if (r->h_redis_reconnects) sp_commit_health(c, "redis_reconnects", r->h_redis_reconnects);
     if (r->h_redis_down_ms) sp_commit_health(c, "redis_reconnect_ms", r->h_redis_down_ms);
     r->h_redis_inflight[0] += r->h_redis_reconnects;
@@ -850,6 +952,73 @@ static void late_event(run_t *r, const pos_t *ps, const rd_kafka_message_t *m, i
              field, (long long)m->offset, (long long)et, (long long)sp_engine_watermark(r->eng),
              (long long)sp_engine_partition_max_et(r->eng, ps->topic_idx, ps->partition),
              (long long)n);
+}
+
+/* The batch's dead letters were refused or not acknowledged within
+ * DLQ_FLUSH_MS: it is replayed (nothing of it commits) after a backoff.
+ * What is still queued is purged -- the replay produces it again -- so the
+ * queue stays bounded and a late acknowledgement cannot add a second copy
+ * of a queued one. Loud: the reason at most once a minute, health
+ * deadletter_error / deadletter_failing_since_ms (written outside the
+ * commit), not ready. */
+static void dlq_unacked(run_t *r) {
+    int64_t n, now = sp_clock_now_ms();
+    int queued = rd_kafka_outq_len(r->dlq);
+    if (r->dlq_failed) {
+        snprintf(r->dlq_reason, sizeof(r->dlq_reason), "%s (%d dead letter(s) refused)",
+                 rd_kafka_err2str(r->dlq_err), r->dlq_failed);
+    } else { /* waiting: the topic's metadata usually says why */
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->dlq, r->cfg->topic_deadletter, NULL);
+        rd_kafka_resp_err_t te = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (rkt && rd_kafka_metadata(r->dlq, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            md && md->topic_cnt == 1)
+            te = md->topics[0].err;
+        if (md) rd_kafka_metadata_destroy(md);
+        if (rkt) rd_kafka_topic_destroy(rkt);
+        snprintf(r->dlq_reason, sizeof(r->dlq_reason),
+                 "%s%s%d dead letter(s) not acknowledged within %d s",
+                 te ? rd_kafka_err2str(te) : "", te ? " (topic metadata): " : "", queued,
+                 DLQ_FLUSH_MS / 1000);
+    }
+    rd_kafka_purge(r->dlq, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(r->dlq, 0); /* their reports (purged: not counted) */
+    r->dlq_failed = 0;
+    r->dlq_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!r->dlq_failing_since) r->dlq_failing_since = now;
+    r->dlq_attempts++;
+    r->h_dlq_failures++;
+    r->dlq_backoff_ms = r->dlq_backoff_ms ? r->dlq_backoff_ms * 2 : DLQ_BACKOFF_MIN_MS;
+    if (r->dlq_backoff_ms > DLQ_BACKOFF_MAX_MS) r->dlq_backoff_ms = DLQ_BACKOFF_MAX_MS;
+    r->dlq_retry_mono = sp_clock_mono_ms() + r->dlq_backoff_ms;
+    r->dlq_health_dirty = 1;
+    ready_set(r, SP_NR_DEADLETTER, 1);
+    if (ratelog_due(&r->dlq_log, &n))
+        sp_log(SP_LOG_ERROR,
+               "dead letters not acknowledged by topic %s: %s; nothing is committed until they "
+               "are (failing for %lld s, %lld attempt(s); %lld since the last report); batch "
+               "replayed in %lld ms",
+               r->cfg->topic_deadletter, r->dlq_reason,
+               (long long)((now - r->dlq_failing_since) / 1000), (long long)r->dlq_attempts,
+               (long long)n, (long long)r->dlq_backoff_ms);
+    ready_publish(r);
+}
+
+/* A batch's dead letters were all acknowledged. */
+static void dlq_acked(run_t *r) {
+    if (r->dlq_failing_since) {
+        sp_log(SP_LOG_INFO, "dead letters acknowledged again after %lld s (%lld failed attempt(s))",
+               (long long)((sp_clock_now_ms() - r->dlq_failing_since) / 1000),
+               (long long)r->dlq_attempts);
+        r->dlq_failing_since = 0;
+        r->dlq_attempts = 0;
+        r->dlq_health_dirty = 1;
+        r->dlq_log.last_mono = 0; /* the next episode is reported at once */
+        r->dlq_log.pending = 0;
+    }
+    r->dlq_backoff_ms = 0;
+    r->dlq_retry_mono = 0;
+    ready_set(r, SP_NR_DEADLETTER, 0);
 }
 
 static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
@@ -987,17 +1156,27 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
 
     /* Dead letters must be acknowledged before the batch commits. */
     if (r->dlq_in_batch || r->dlq_failed) {
-        rd_kafka_flush(r->dlq, 30000);
+        /* in slices: a refusal ends the wait; after SIGTERM it lasts at
+         * most half of pipeline.shutdown_timeout */
+        int64_t until = sp_clock_mono_ms() + DLQ_FLUSH_MS;
+        int capped = 0;
+        while (rd_kafka_outq_len(r->dlq) > 0 && !r->dlq_failed && sp_clock_mono_ms() < until) {
+            if (stop_requested && !capped) {
+                int64_t u = sp_clock_mono_ms() + r->cfg->shutdown_timeout_ms / 2;
+                if (u < until) until = u;
+                capped = 1;
+            }
+            rd_kafka_flush(r->dlq, 200);
+            if (r->broker) sp_broker_poll(r->broker, 0);
+        }
         if (rd_kafka_outq_len(r->dlq) > 0 || r->dlq_failed) {
-            ready_set(r, SP_NR_DEADLETTER, 1);
-            sp_log(SP_LOG_WARN, "dead letters not acknowledged; replaying the batch");
-            r->dlq_failed = 0;
+            dlq_unacked(r);
             r->need_reset = 1;
             clear_batch_health(r);
             return;
         }
         r->dlq_in_batch = 0;
-        ready_set(r, SP_NR_DEADLETTER, 0);
+        dlq_acked(r);
     }
 
     /* Nothing consumed: commit only to close windows, or (at most once a
@@ -1112,15 +1291,17 @@ static int run_open(run_t *r, char *err, size_t errsz) {
                  (unsigned long long)(sp_clock_now_ms() ^ ((uint64_t)(uintptr_t)r << 16)));
         sp_store_set_owner(r->st, r->owner, r->lease_ms);
     }
+    /* the rules are checked before waiting as a standby: one that takes
+     * over later does so with these (or those of a SIGHUP meanwhile) */
+    if (!(r->rules = calloc(1, sizeof(*r->rules)))) goto oom;
+    if (sp_rules_load(cfg, r->rules, err, errsz) != SP_OK) return -1;
     if (wait_for_lease(r) != 0) {
         snprintf(err, errsz, "stopped while waiting as a standby");
         return 1;
     }
     if (load_pointers(r) != SP_OK) return -1;
 
-    /* Alerts: rules, their state and the outbox (produced again at start). */
-    if (!(r->rules = calloc(1, sizeof(*r->rules)))) goto oom;
-    if (sp_rules_load(cfg, r->rules, err, errsz) != SP_OK) return -1;
+    /* Alerts: their state and the outbox (produced again at start). */
     rd_kafka_conf_t *ac = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
     if (sp_alerter_start(r->al, r->st, r->eng, err, errsz) != SP_OK) return -1;
@@ -1212,7 +1393,9 @@ static void run_usage(FILE *out) {
                  "  -c, --config FILE     configuration (YAML); see deploy/storepulse.yaml\n"
                  "  --embedded-kafka      start a librdkafka mock cluster in this process\n"
                  "  --bootstrap-file F    with --embedded-kafka: write its address to F\n"
-                 "SIGTERM/SIGINT: finish the batch, commit, exit 0.\n");
+                 "SIGTERM/SIGINT: finish the batch, commit, exit 0.\n"
+                 "SIGHUP: reopen log.file, read the alert rules from FILE again (an error\n"
+                 "  leaves the current ones in force); never stops the process.\n");
 }
 
 int sp_run_main(int argc, char **argv) {
@@ -1245,6 +1428,10 @@ int sp_run_main(int argc, char **argv) {
         return 2;
     }
     sp_log_setup(cfg.log_level, cfg.log_format);
+    if (cfg.log_file[0] && sp_log_open(cfg.log_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "storepulse: %s\n", err);
+        return 2;
+    }
     if (sp_config_kafka_get(&cfg, "debug") && sp_log_level < SP_LOG_DEBUG)
         sp_log(SP_LOG_WARN,
                "kafka.debug is set but log.level is %s: librdkafka's debug lines "
@@ -1253,12 +1440,15 @@ int sp_run_main(int argc, char **argv) {
 
     memset(&r, 0, sizeof(r));
     r.cfg = &cfg;
+    r.cfgpath = cfgpath;
     r.not_ready_published = r.not_ready_logged = ~0u;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     /* a write to a Redis that just died must be an error (reconnect and
      * replay), not SIGPIPE killing the process */
     sa.sa_handler = SIG_IGN;
@@ -1296,9 +1486,12 @@ int sp_run_main(int argc, char **argv) {
         rd_kafka_poll(r.dlq, 0);
         sp_alerter_poll(r.al);
         ready_publish(&r);
+        sighup_serve(&r);
         if (r.need_reset) {
             for (int i = 0; i < n; i++)
                 rd_kafka_message_destroy(r.msgs[i]);
+            /* dead letters refused: the replay backs off (consumer served) */
+            if (r.dlq_retry_mono && sp_clock_mono_ms() < r.dlq_retry_mono) continue;
             do_reset(&r);
             continue;
         }
@@ -1308,6 +1501,7 @@ int sp_run_main(int argc, char **argv) {
         }
         process_batch(&r, r.msgs, n < 0 ? 0 : n);
         renew_lease(&r);
+        if (r.rules_reload && !r.need_reset) reload_rules(&r);
     }
     sp_log(SP_LOG_INFO, "shutting down");
     drain_commit(&r);

@@ -247,10 +247,25 @@ static void load_state_cb(void *opaque, int idx, const char *const *f, const cha
 
 /* ---- life cycle ------------------------------------------------------------ */
 
-sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
-                             rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+/* The family and window size a rule is evaluated on (-1: none). */
+static void place(const sp_config_t *cfg, const sp_rule_t *ru, int *fam, int *size_idx) {
     static const char *const fam_names[SP_FAM__COUNT] = {"funnel", "abandonment", "delivery",
                                                          "retention", "support"};
+    *fam = *size_idx = -1;
+    for (int f = 0; f < SP_FAM__COUNT; f++)
+        if (!strcmp(fam_names[f], ru->family)) *fam = f;
+    /* gauges: evaluated as the funnel's windows of that size close */
+    if (!strcmp(ru->family, "gauges")) *fam = SP_FAM_FUNNEL;
+    for (int k = 0; k < cfg->window_cnt; k++)
+        if (cfg->window_ms[k] == ru->window_ms) *size_idx = k;
+}
+
+static void rule_place(sp_alerter_t *al, int i) {
+    place(al->cfg, &al->rules.r[i], &al->fam[i], &al->size_idx[i]);
+}
+
+sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
+                             rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
     char kerr[512];
     sp_alerter_t *al = calloc(1, sizeof(*al));
     if (!al) {
@@ -267,13 +282,7 @@ sp_alerter_t *sp_alerter_new(const sp_config_t *cfg, const sp_rules_t *rules,
     snprintf(al->schema_path, sizeof(al->schema_path), "%s/alert.avsc", cfg->schemas_dir);
     for (int i = 0; i < rules->n; i++) {
         al->through[i] = -1;
-        al->fam[i] = al->size_idx[i] = -1;
-        for (int f = 0; f < SP_FAM__COUNT; f++)
-            if (!strcmp(fam_names[f], rules->r[i].family)) al->fam[i] = f;
-        /* gauges: evaluated as the funnel's windows of that size close */
-        if (!strcmp(rules->r[i].family, "gauges")) al->fam[i] = SP_FAM_FUNNEL;
-        for (int k = 0; k < cfg->window_cnt; k++)
-            if (cfg->window_ms[k] == rules->r[i].window_ms) al->size_idx[i] = k;
+        rule_place(al, i);
     }
     if (rd_kafka_conf_set(conf, "enable.idempotence", "true", kerr, sizeof(kerr)) ||
         rd_kafka_conf_set(conf, "linger.ms", "5", kerr, sizeof(kerr))) {
@@ -604,6 +613,159 @@ void sp_alerter_committed(sp_alerter_t *al, int ok) {
     pending_clear(al);
     ob_pump(al);
     al->stats.pending = al->nob;
+}
+
+/* ---- a new rule set (SIGHUP) ---------------------------------------------- */
+
+typedef struct retire_ctx {
+    const sp_alerter_t *al;
+    const int *gone; /* per current rule: 1 if it goes */
+    wbuf_t *del;     /* its fields in Redis */
+    int rc;
+} retire_ctx_t;
+
+static void retire_fields_cb(void *opaque, int idx, const char *const *f, const char *const *v,
+                             int n) {
+    retire_ctx_t *x = opaque;
+    (void)idx, (void)v;
+    for (int i = 0; i < n; i++) {
+        const char *bar = strchr(f[i], '|');
+        int r = rule_index(x->al, f[i], bar ? (size_t)(bar - f[i]) : strlen(f[i]));
+        if (r >= 0 && x->gone[r] && wb_put(x->del, f[i], "")) x->rc = SP_ERR_NOMEM;
+    }
+}
+
+int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
+                         const sp_rules_t *rules, char *summary, size_t summary_size, char *errstr,
+                         size_t errstr_size) {
+    int rc = SP_OK, ngone = 0, nkept = 0, nnew = 0, nresolved = 0;
+    int gone[SP_RULES_MAX], to[SP_RULES_MAX], from[SP_RULES_MAX], prev[SP_RULES_MAX];
+    int64_t through[SP_RULES_MAX];
+    int fresh[SP_RULES_MAX];
+    wbuf_t del = {0}, ob = {0}, fps = {0}, marks = {0};
+    char err[256];
+
+    if (al->prepared) {
+        snprintf(errstr, errstr_size, "a commit is being prepared");
+        return SP_ERR_INVALID;
+    }
+    if (al->reload && (rc = reload_state(al, st, errstr, errstr_size)) != SP_OK) return rc;
+    /* a rule is kept when one of the new set has its name and every setting */
+    for (int j = 0; j < rules->n; j++) {
+        from[j] = prev[j] = -1;
+        for (int i = 0; i < al->rules.n && prev[j] < 0; i++) {
+            if (strcmp(al->rules.r[i].name, rules->r[j].name)) continue;
+            prev[j] = i;
+            if (sp_rule_same(&al->rules.r[i], &rules->r[j])) from[j] = i;
+        }
+        nnew += prev[j] < 0;
+    }
+    for (int i = 0; i < al->rules.n; i++) {
+        to[i] = -1;
+        for (int j = 0; j < rules->n && to[i] < 0; j++)
+            if (from[j] == i) to[i] = j;
+        gone[i] = to[i] < 0;
+        ngone += gone[i];
+        nkept += !gone[i];
+    }
+    /* the firing alerts of a rule that goes end with a RESOLVED message */
+    for (int k = 0; k < al->nst && rc == SP_OK; k++) {
+        const astate_t *a = &al->st[k];
+        const sp_rule_t *ru = &al->rules.r[a->rule];
+        if (!gone[a->rule]) continue;
+        int64_t end = al->size_idx[a->rule] >= 0
+                          ? sp_engine_window_end(eng, al->size_idx[a->rule], a->s.last_window)
+                          : a->s.last_window + ru->window_ms;
+        sp_alert_t alert;
+        if (!sp_rule_retire(ru, a->field + strlen(ru->name) + 1, &a->s, end, sp_clock_now_ms(),
+                            &alert))
+            continue;
+        char *json = NULL, msg_id[128];
+        size_t len = 0;
+        if (sp_alert_encode(&alert, SP_ALERT_FMT_JSON, 0, al->schema_path, NULL, &json, &len, err,
+                            sizeof(err))) {
+            sp_log(SP_LOG_ERROR, "alert %s: %s", alert.alert_id, err);
+            continue;
+        }
+        snprintf(msg_id, sizeof(msg_id), "%s@%lld", alert.alert_id,
+                 (long long)alert.window_start_ms);
+        if (wb_put(&ob, msg_id, json) || wb_put(&fps, msg_id, alert.fingerprint)) rc = SP_ERR_NOMEM;
+        free(json);
+        nresolved++;
+        sp_log(SP_LOG_INFO, "alert RESOLVED %s: %s", alert.rule, alert.summary);
+    }
+    /* Where the rules of the new set start. Kept: where they are. Changed:
+     * with the window after the newest one closed now -- a window the old
+     * settings decided is not decided again (its alert_id would name two
+     * different alerts). New: as a rule added to a running deployment. */
+    for (int j = 0; j < rules->n && rc == SP_OK; j++) {
+        through[j] = from[j] >= 0 ? al->through[from[j]] : -1;
+        fresh[j] = from[j] >= 0 ? al->fresh[from[j]] : 0;
+        if (from[j] >= 0 || prev[j] < 0) continue;
+        int f, k;
+        place(al->cfg, &rules->r[j], &f, &k);
+        through[j] = f >= 0 && k >= 0 ? sp_engine_family_final_start(eng, f, k) : -1;
+        if (through[j] < 0) continue;
+        char mark[32];
+        snprintf(mark, sizeof(mark), "%lld", (long long)through[j]);
+        if (wb_put(&marks, rules->r[j].name, mark)) rc = SP_ERR_NOMEM;
+    }
+    /* every field of theirs in Redis (markers, and keys not in memory):
+     * deleted in the same transaction as those messages enter the outbox
+     * and the changed rules' markers are set */
+    if (rc == SP_OK && ngone) {
+        const char *keys[1] = {al->state_key};
+        retire_ctx_t x = {al, gone, &del, SP_OK};
+        rc = sp_store_hgetall(st, keys, 1, retire_fields_cb, &x, errstr, errstr_size);
+        if (rc == SP_OK) rc = x.rc;
+    }
+    if (rc == SP_OK && (del.n || ob.n || marks.n)) {
+        sp_hwrite_t w[3];
+        int nw = 0;
+        if (del.n)
+            w[nw++] = (sp_hwrite_t){al->state_key, 1, del.n, (const char *const *)del.f, NULL};
+        if (marks.n)
+            w[nw++] = (sp_hwrite_t){al->state_key, 0, marks.n, (const char *const *)marks.f,
+                                    (const char *const *)marks.v};
+        if (ob.n)
+            w[nw++] = (sp_hwrite_t){al->outbox_key, 0, ob.n, (const char *const *)ob.f,
+                                    (const char *const *)ob.v};
+        rc = sp_store_hwrite(st, w, nw, errstr, errstr_size);
+    }
+    if (rc == SP_ERR_NOMEM) snprintf(errstr, errstr_size, "out of memory");
+    if (rc != SP_OK) goto out; /* nothing changed */
+
+    for (int i = 0; i < ob.n; i++)
+        if (ob_add(al, ob.f[i], fps.v[i], ob.v[i])) al->reload = 2; /* read it back */
+    /* kept rules keep their state and markers; changed and new ones start
+     * as a rule added to a running deployment does */
+    int kept = 0;
+    for (int k = 0; k < al->nst; k++) {
+        if (gone[al->st[k].rule]) continue;
+        al->st[kept] = al->st[k];
+        al->st[kept++].rule = to[al->st[k].rule];
+    }
+    al->nst = kept;
+    al->rules = *rules;
+    for (int j = 0; j < rules->n; j++) {
+        al->through[j] = through[j];
+        al->fresh[j] = fresh[j];
+        rule_place(al, j);
+    }
+    ob_pump(al);
+    al->stats.pending = al->nob;
+    /* changed: a rule of the new set with a current name, other settings */
+    snprintf(summary, summary_size,
+             "%d rule(s): %d unchanged (state kept), %d changed, %d new, %d removed; %d firing "
+             "alert(s) of changed or removed rules resolved",
+             rules->n, nkept, rules->n - nkept - nnew, nnew, ngone - (rules->n - nkept - nnew),
+             nresolved);
+out:
+    wb_free(&del);
+    wb_free(&ob);
+    wb_free(&fps);
+    wb_free(&marks);
+    return rc;
 }
 
 void sp_alerter_stats(const sp_alerter_t *al, sp_alerter_stats_t *out) {

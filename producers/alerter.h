@@ -72,6 +72,23 @@ void sp_alerter_committed(sp_alerter_t *al, int ok);
  * one was a standby): read both again before the next evaluation. */
 void sp_alerter_reload(sp_alerter_t *al);
 
+/* Replace the rules (the config file read again; rules copied). A rule
+ * of the new set with the name and every setting of a current one keeps
+ * its alert state and its newest-window marker. A rule that is removed or
+ * changed has its state deleted from Redis, and each of its FIRING alerts
+ * ends with a RESOLVED message (its last window evaluated) put in the
+ * outbox in the same transaction. A changed rule starts afresh with the
+ * first window that closes after the reload (its marker set to the newest
+ * final window, in that transaction: no window is decided twice, so no
+ * alert_id names two alerts); a new rule starts as a rule added to a
+ * running deployment (its last windows evaluated at the next commit).
+ * Blocking; call it with no commit prepared or in flight. On error nothing
+ * changed (the current rules stay). summary: one line saying what was
+ * kept, changed, added, removed. */
+int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
+                         const sp_rules_t *rules, char *summary, size_t summary_size, char *errstr,
+                         size_t errstr_size);
+
 /* Serves delivery reports (non-blocking). */
 void sp_alerter_poll(sp_alerter_t *al);
 

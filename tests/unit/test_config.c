@@ -714,6 +714,40 @@ static void test_round_trip(void **state) {
     free(text);
 }
 
+/* What a SIGHUP reload names as needing a restart: the options whose
+ * values differ (secrets compared, not shown; the alert rules aside). */
+static void test_diff(void **state) {
+    static sp_config_t a, b;
+    char err[512] = "", names[256];
+    (void)state;
+    sp_config_defaults(&a);
+    sp_config_defaults(&b);
+    assert_int_equal(sp_config_load(&a,
+                                    write_tmp("pipeline: {batch_max: 500}\n"
+                                              "alerts: [{name: x, metric: funnel.orders, "
+                                              "above: 1}]\n"),
+                                    err, sizeof(err)),
+                     SP_OK);
+    assert_int_equal(
+        sp_config_load(&b, write_tmp("pipeline: {batch_max: 500}\n"), err, sizeof(err)), SP_OK);
+    assert_int_equal(sp_config_diff(&a, &b, names, sizeof(names)), 0);
+    assert_string_equal(names, "");
+    sp_config_defaults(&b);
+    assert_int_equal(sp_config_load(&b,
+                                    write_tmp("pipeline: {batch_max: 600}\n"
+                                              "redis: {password: s3cret}\n"
+                                              "kafka: {linger.ms: 7}\n"
+                                              "log: {file: /tmp/x.log}\n"),
+                                    err, sizeof(err)),
+                     SP_OK);
+    assert_int_equal(sp_config_diff(&a, &b, names, sizeof(names)), 4);
+    assert_non_null(strstr(names, "pipeline.batch_max"));
+    assert_non_null(strstr(names, "redis.password"));
+    assert_non_null(strstr(names, "kafka"));
+    assert_non_null(strstr(names, "log.file"));
+    assert_null(strstr(names, "s3cret"));
+}
+
 static void test_redaction(void **state) {
     sp_config_t c;
     char err[512] = "";
@@ -809,6 +843,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_redaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_example_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_diff, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -605,6 +605,48 @@ static void test_by_and_contributors(void **state) {
 
 /* The rules shipped in deploy/storepulse.yaml all load (run and
  * check-config refuse a config whose rules do not). */
+/* A reload compares rules whole (the line aside), and a FIRING alert of a
+ * rule that goes ends with a RESOLVED message for its last window. */
+static void test_same_and_retire(void **state) {
+    (void)state;
+    static sp_rules_t a, b, c;
+    char err[512];
+    const char *one = "windows:\n  sizes: [1m]\nalerts:\n"
+                      "  - {name: r, metric: funnel.payments_failed, above: 2, labels: {t: x}}\n";
+    const char *moved = "windows:\n  sizes: [1m]\n\n\nalerts:\n"
+                        "  - {name: r, metric: funnel.payments_failed, above: 2, labels: {t: x}}\n";
+    const char *label = "windows:\n  sizes: [1m]\nalerts:\n"
+                        "  - {name: r, metric: funnel.payments_failed, above: 2, labels: {t: y}}\n";
+    assert_int_equal(load(one, &a, err, sizeof(err)), SP_OK);
+    assert_int_equal(load(moved, &b, err, sizeof(err)), SP_OK);
+    assert_int_equal(load(label, &c, err, sizeof(err)), SP_OK);
+    assert_int_not_equal(a.r[0].line, b.r[0].line);
+    assert_true(sp_rule_same(&a.r[0], &b.r[0]));  /* only the line moved */
+    assert_false(sp_rule_same(&a.r[0], &c.r[0])); /* a label is a setting */
+    b.r[0].threshold = 3;
+    assert_false(sp_rule_same(&a.r[0], &b.r[0]));
+
+    sp_rule_state_t st;
+    sp_alert_t out;
+    sp_rule_state_init(&st);
+    st.last_window = T0 + 4 * MIN;
+    assert_int_equal(sp_rule_retire(&a.r[0], "", &st, T0 + 5 * MIN, 7, &out), 0); /* inactive */
+    st.phase = SP_PHASE_FIRING;
+    st.fired_window = T0 + 2 * MIN;
+    st.started_at_ms = T0 + 3 * MIN;
+    assert_int_equal(sp_rule_retire(&a.r[0], "device=mobile", &st, T0 + 5 * MIN, 7, &out), 1);
+    assert_int_equal(out.state, SP_ALERT_RESOLVED);
+    assert_int_equal(out.window_start_ms, T0 + 4 * MIN);
+    assert_int_equal(out.window_end_ms, T0 + 5 * MIN);
+    assert_int_equal(out.started_at_ms, T0 + 3 * MIN);
+    assert_string_equal(out.dimension, "device=mobile");
+    assert_false(out.has_value);
+    assert_non_null(strstr(out.summary, "removed or changed"));
+    char want[96];
+    snprintf(want, sizeof(want), "%s:RESOLVED:%lld", out.fingerprint, T0 + 4 * MIN);
+    assert_string_equal(out.alert_id, want);
+}
+
 static void test_shipped_rules(void **state) {
     (void)state;
     static sp_config_t cfg;
@@ -632,6 +674,7 @@ int main(void) {
         cmocka_unit_test(test_baseline_and_absent),
         cmocka_unit_test(test_by_and_contributors),
         cmocka_unit_test(test_shipped_rules),
+        cmocka_unit_test(test_same_and_retire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
