@@ -72,6 +72,11 @@ void sp_alerter_committed(sp_alerter_t *al, int ok);
  * one was a standby): read both again before the next evaluation. */
 void sp_alerter_reload(sp_alerter_t *al);
 
+/* hold: produce nothing (the alert topic is missing: a producer would
+ * create it with the broker's defaults, or fail); the alerts wait in the
+ * outbox. Released, they are produced by the next step. */
+void sp_alerter_hold(sp_alerter_t *al, int hold);
+
 /* Serves delivery reports (non-blocking). */
 void sp_alerter_poll(sp_alerter_t *al);
 
