@@ -571,7 +571,8 @@ int sp_broker_main(int argc, char **argv) {
         goto out;
     }
     for (int i = 0; i < nabsent; i++) {
-        int known = !strcmp(absent[i], cfg->topic_deadletter) || !strcmp(absent[i], cfg->topic_alerts);
+        int known =
+            !strcmp(absent[i], cfg->topic_deadletter) || !strcmp(absent[i], cfg->topic_alerts);
         for (int k = 0; k < SP_STREAM__COUNT; k++)
             known |= !strcmp(absent[i], cfg->topics[k].name);
         if (!known) {

@@ -157,11 +157,10 @@ static const opt_t opts[] = {
     {"topics.create", T_BOOL, "false", OFF(topics_create), 0, 0, 0, NULL, NULL, 0,
      "at start, create the input, dead-letter and alert topics that do not exist (Kafka Admin "
      "API; needs the CREATE permission); off: a missing topic is reported and waited for"},
-    INT("topics.partitions", topics_partitions, "12", -1, 100000,
-        "partitions of a topic created by topics.create (-1: the broker's default, Kafka >= 2.4)"),
-    INT("topics.replication_factor", topics_replication, "3", -1, 1000,
-        "replication factor of a topic created by topics.create (-1: the broker's default, "
-        "Kafka >= 2.4)"),
+    INT("topics.partitions", topics_partitions, "12", 1, 100000,
+        "partitions of a topic created by topics.create"),
+    INT("topics.replication_factor", topics_replication, "3", 1, 1000,
+        "replication factor of a topic created by topics.create (at most the number of brokers)"),
     DUR("topics.deadletter_retention", topics_deadletter_retention_ms, "7d", 1,
         "retention.ms of the dead-letter topic when topics.create creates it"),
     DUR("topics.alerts_retention", topics_alerts_retention_ms, "30d", 1,

@@ -72,8 +72,8 @@ typedef struct sp_config {
     char topic_deadletter[256];
     char topic_alerts[256];
     bool topics_create;                     /* topics.create: create missing topics at start */
-    int topics_partitions;                  /* topics.partitions (-1: broker default) */
-    int topics_replication;                 /* topics.replication_factor (-1: broker default) */
+    int topics_partitions;                  /* topics.partitions */
+    int topics_replication;                 /* topics.replication_factor */
     int64_t topics_deadletter_retention_ms; /* topics.deadletter_retention */
     int64_t topics_alerts_retention_ms;     /* topics.alerts_retention */
     int64_t topics_create_timeout_ms;       /* topics.create_timeout */

@@ -119,9 +119,9 @@ typedef struct topic_watch {
 typedef struct topics {
     topic_watch_t w[TOPICS_MAX];
     int n;
-    int64_t next_mono;   /* next listing */
-    int dlq_refused;     /* dead letters refused (topic not there) since the last listing */
-    char missing[1600];  /* names of the missing topics, comma-separated */
+    int64_t next_mono;    /* next listing */
+    int dlq_refused;      /* dead letters refused (topic not there) since the last listing */
+    char missing[1600];   /* names of the missing topics, comma-separated */
     char published[1600]; /* as written to health topics_missing */
     int published_ok;     /* published holds what Redis has */
     int fails;            /* listings failed in a row */
@@ -1156,14 +1156,14 @@ static const char *topic_role_text(const topic_watch_t *w) {
     static const char *const input[SP_STREAM__COUNT] = {
         "input topic of the clickstream stream", "input topic of the checkout stream",
         "input topic of the shipment stream", "input topic of the support stream"};
-    if (w->role == TW_INPUT) return w->stream >= 0 && w->stream < SP_STREAM__COUNT ? input[w->stream] : "input topic";
+    if (w->role == TW_INPUT)
+        return w->stream >= 0 && w->stream < SP_STREAM__COUNT ? input[w->stream] : "input topic";
     return w->role == TW_DEADLETTER ? "dead-letter topic" : "alert topic";
 }
 
 static const char *topic_consequence(const topic_watch_t *w) {
     switch (w->role) {
-    case TW_INPUT:
-        return "its events are not consumed until it exists; the other input topics are";
+    case TW_INPUT: return "its events are not consumed until it exists; the other input topics are";
     case TW_DEADLETTER:
         return "dead letters cannot be written, so a batch with a bad or late event is not "
                "committed and is replayed until the topic exists (nothing is lost)";
@@ -1175,12 +1175,11 @@ static void topics_init(run_t *r) {
     topics_t *tp = &r->tp;
     memset(tp, 0, sizeof(*tp));
     for (int s = 0; s < SP_STREAM__COUNT; s++)
-        tp->w[tp->n++] = (topic_watch_t){.name = r->cfg->topics[s].name, .role = TW_INPUT,
-                                          .stream = s};
-    tp->w[tp->n++] = (topic_watch_t){.name = r->cfg->topic_deadletter, .role = TW_DEADLETTER,
-                                      .stream = -1};
-    tp->w[tp->n++] = (topic_watch_t){.name = r->cfg->topic_alerts, .role = TW_ALERTS,
-                                      .stream = -1};
+        tp->w[tp->n++] =
+            (topic_watch_t){.name = r->cfg->topics[s].name, .role = TW_INPUT, .stream = s};
+    tp->w[tp->n++] =
+        (topic_watch_t){.name = r->cfg->topic_deadletter, .role = TW_DEADLETTER, .stream = -1};
+    tp->w[tp->n++] = (topic_watch_t){.name = r->cfg->topic_alerts, .role = TW_ALERTS, .stream = -1};
 }
 
 static const topic_watch_t *topics_role(const run_t *r, tw_role_t role) {
@@ -1239,8 +1238,8 @@ static void topics_apply(run_t *r) {
                                       o ? "," : "", w->name);
             if (!w->logged_mono || now - w->logged_mono >= TOPICS_LOG_EVERY_MS) {
                 sp_log(SP_LOG_ERROR,
-                       "topic %s (%s) does not exist, or this client may not see it: %s%s",
-                       w->name, topic_role_text(w), topic_consequence(w),
+                       "topic %s (%s) does not exist, or this client may not see it: %s%s", w->name,
+                       topic_role_text(w), topic_consequence(w),
                        r->cfg->topics_create ? ""
                                              : " (create it, or set topics.create: true to "
                                                "create missing topics at start)");
@@ -1298,8 +1297,8 @@ static void topics_create(run_t *r, rd_kafka_t *rk) {
     rd_kafka_event_t *ev = NULL;
     char kerr[512], names[1600] = "";
     int nn = 0, timeout = (int)(cfg->topics_create_timeout_ms < INT32_MAX - 2000
-                                     ? cfg->topics_create_timeout_ms
-                                     : INT32_MAX - 2000);
+                                    ? cfg->topics_create_timeout_ms
+                                    : INT32_MAX - 2000);
     size_t o = 0;
 
     for (int k = 0; k < tp->n; k++) {
@@ -1338,8 +1337,7 @@ static void topics_create(run_t *r, rd_kafka_t *rk) {
     }
     if (nn == 0) return;
     opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    if (!opts ||
-        rd_kafka_AdminOptions_set_request_timeout(opts, timeout, kerr, sizeof(kerr)) ||
+    if (!opts || rd_kafka_AdminOptions_set_request_timeout(opts, timeout, kerr, sizeof(kerr)) ||
         rd_kafka_AdminOptions_set_operation_timeout(opts, timeout, kerr, sizeof(kerr))) {
         sp_log(SP_LOG_ERROR, "creating topics %s: %s", names, opts ? kerr : "out of memory");
         goto out;
@@ -1363,7 +1361,8 @@ static void topics_create(run_t *r, rd_kafka_t *rk) {
     }
     const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
     size_t cnt = 0;
-    const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+    const rd_kafka_topic_result_t **tr =
+        res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
     for (size_t i = 0; i < cnt; i++) {
         rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[i]);
         const char *tn = rd_kafka_topic_result_name(tr[i]);

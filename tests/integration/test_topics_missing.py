@@ -14,11 +14,12 @@ created consumes its events within TOPIC_FOUND_S seconds -- left to
 librdkafka, the consumer would see it only at its next metadata refresh, 5
 minutes later -- and is ready again.
 
-MissingDeadletterTopic: storepulse.deadletter is missing, with
+MissingDeadletterTopic: storepulse.deadletter and storepulse.alerts are
+missing, with
 `topics.create: true`. The mock cluster does not implement the Admin API's
 CreateTopics (librdkafka 2.0.2: the request times out), so what is checked
 is the request as logged (partitions, replication factor, the dead-letter
-retention), the timeout reported as an error, and the pipeline carrying on
+and alert retentions), the timeout reported as an error, and the pipeline carrying on
 not ready. A batch with an undecodable message is not committed while the
 topic is missing (its partition's stored offset stays before it) and is not
 replayed in a tight loop; once the topic is created, the dead letter is
@@ -165,13 +166,18 @@ class MissingInputTopic(H.SPTestCase):
         self.assertEqual(self.term_rc, 0)
 
 
+MISSING = f"{H.TOPIC_DEADLETTER},{H.TOPIC_ALERTS}"
+
+
 class MissingDeadletterTopic(H.SPTestCase):
+    """The dead-letter and the alert topic are missing."""
     NS = "tmdl"
 
     @classmethod
     def scenario(cls):
         cls.redis = cls.track(H.Redis(cls.tmp)).start()
-        cls.broker = cls.track(H.ControlledBroker(cls.tmp, absent=[H.TOPIC_DEADLETTER])).start()
+        cls.broker = cls.track(H.ControlledBroker(
+            cls.tmp, absent=[H.TOPIC_DEADLETTER, H.TOPIC_ALERTS])).start()
         cls.cfg = H.write_config(
             f"{cls.tmp}/sp.yaml", cls.NS, cls.broker.bootstrap, cls.redis.port,
             extra={"topics": {"create": True, "partitions": 3, "replication_factor": 1,
@@ -179,15 +185,17 @@ class MissingDeadletterTopic(H.SPTestCase):
         r = cls.redis.client
         cls.pipe = cls.track(H.Pipeline(cls.tmp, cls.cfg)).start()
         cls.create_line = wait_log(cls.pipe, r"creating topic storepulse\.deadletter .*").group(0)
-        cls.create_error = wait_log(cls.pipe, r"error .*creating topics storepulse\.deadletter: "
-                                              r".*").group(0)
+        cls.create_alerts_line = wait_log(cls.pipe, r"creating topic storepulse\.alerts .*").group(0)
+        cls.create_error = wait_log(cls.pipe, r"error .*creating topics storepulse\.deadletter, "
+                                              r"storepulse\.alerts: .*").group(0)
+        cls.alerts_line = wait_log(cls.pipe, r"error .*topic storepulse\.alerts \(alert topic\) "
+                                             r"does not exist.*").group(0)
         cls.missing_line = wait_log(cls.pipe, r"error .*topic storepulse\.deadletter \(dead-letter "
                                               r"topic\) does not exist.*").group(0)
 
         def not_ready():
             h = H.health(r, cls.NS)
-            return h if h.get("ready") == "0" and h.get("topics_missing") == H.TOPIC_DEADLETTER \
-                else None
+            return h if h.get("ready") == "0" and h.get("topics_missing") == MISSING else None
         cls.health_missing = H.wait_until(not_ready, 30, 0.2, "health: dead-letter topic missing")
 
         # partition 0: good, bad, good; partition 1: good
@@ -219,6 +227,7 @@ class MissingDeadletterTopic(H.SPTestCase):
         cls.health_held = H.health(r, cls.NS)
 
         cls.broker.control(f"create-topic {H.TOPIC_DEADLETTER}")
+        cls.broker.control(f"create-topic {H.TOPIC_ALERTS}")
 
         def committed():
             cls.pipe.assert_alive()
@@ -239,6 +248,13 @@ class MissingDeadletterTopic(H.SPTestCase):
         self.assertIn("creating topic storepulse.deadletter (dead-letter topic): 3 partition(s), "
                       "replication factor 1, retention.ms 604800000", self.create_line)
 
+    def test_create_request_of_alert_topic(self):
+        self.assertIn("creating topic storepulse.alerts (alert topic): 3 partition(s), "
+                      "replication factor 1, retention.ms 2592000000", self.create_alerts_line)
+
+    def test_alert_topic_reported(self):
+        self.assertIn("alerts wait in the outbox", self.alerts_line)
+
     def test_create_failure_reported(self):
         # the mock cluster does not answer CreateTopics: reported, not hidden
         self.assertRegex(self.create_error, r"[Tt]imed out")
@@ -251,8 +267,8 @@ class MissingDeadletterTopic(H.SPTestCase):
         h = self.health_missing
         self.assertEqual(h.get("ready"), "0")
         self.assertIn("topic_missing", h.get("not_ready", "").split(","))
-        self.assertEqual(h.get("topics_missing"), H.TOPIC_DEADLETTER)
-        self.assertEqual(self.health_held.get("topics_missing"), H.TOPIC_DEADLETTER)
+        self.assertEqual(h.get("topics_missing"), MISSING)
+        self.assertEqual(self.health_held.get("topics_missing"), MISSING)
 
     def test_nothing_committed_past_the_bad_message(self):
         self.assertTrue(self.p0_seen)
@@ -279,6 +295,7 @@ class MissingDeadletterTopic(H.SPTestCase):
         self.assertEqual(h.get("not_ready"), "")
         self.assertEqual(h.get("topics_missing"), "")
         self.assertIn("topic storepulse.deadletter (dead-letter topic) exists now", self.log)
+        self.assertIn("topic storepulse.alerts (alert topic) exists now", self.log)
 
     def test_sigterm_exit_0(self):
         self.assertEqual(self.term_rc, 0)
