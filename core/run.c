@@ -1428,11 +1428,11 @@ static void topics_tick(run_t *r) {
         tp->dlq_refused = 0;
     }
     if (now < tp->next_mono || !r->rk) return;
-    int ok = topics_list(r, r->rk, TOPICS_LIST_TIMEOUT_MS) == SP_OK;
-    int all = ok;
+    /* a failed listing changes nothing: the states are the last ones seen */
+    if (topics_list(r, r->rk, TOPICS_LIST_TIMEOUT_MS) == SP_OK) topics_apply(r);
+    int all = 1;
     for (int k = 0; all && k < tp->n; k++)
         all = tp->w[k].state == TW_PRESENT;
-    if (ok) topics_apply(r);
     tp->next_mono = sp_clock_mono_ms() + (all ? TOPICS_CHECK_OK_MS : TOPICS_CHECK_MISSING_MS);
 }
 
