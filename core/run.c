@@ -1151,6 +1151,7 @@ static int setc(rd_kafka_conf_t *kc, const char *k, const char *v, char *err, si
 #define TOPICS_LIST_TIMEOUT_MS  500
 #define TOPICS_START_TIMEOUT_MS 10000
 #define TOPICS_LOG_EVERY_MS     60000
+#define TOPICS_CREATED_WAIT_MS  5000
 
 static const char *topic_role_text(const topic_watch_t *w) {
     static const char *const input[SP_STREAM__COUNT] = {
@@ -1286,8 +1287,9 @@ static int topics_hold_deadletters(run_t *r) {
 }
 
 /* Create the missing topics through the Admin API of rk (topics.create),
- * waiting up to topics.create_timeout; each topic's outcome is logged. */
-static void topics_create(run_t *r, rd_kafka_t *rk) {
+ * waiting up to topics.create_timeout; each topic's outcome is logged.
+ * Returns how many were created (or found created meanwhile). */
+static int topics_create(run_t *r, rd_kafka_t *rk) {
     const sp_config_t *cfg = r->cfg;
     topics_t *tp = &r->tp;
     rd_kafka_NewTopic_t *nt[TOPICS_MAX];
@@ -1296,9 +1298,8 @@ static void topics_create(run_t *r, rd_kafka_t *rk) {
     rd_kafka_queue_t *q = NULL;
     rd_kafka_event_t *ev = NULL;
     char kerr[512], names[1600] = "";
-    int nn = 0, timeout = (int)(cfg->topics_create_timeout_ms < INT32_MAX - 2000
-                                    ? cfg->topics_create_timeout_ms
-                                    : INT32_MAX - 2000);
+    int64_t tmo = cfg->topics_create_timeout_ms;
+    int nn = 0, created = 0, timeout = (int)(tmo < INT32_MAX - 2000 ? tmo : INT32_MAX - 2000);
     size_t o = 0;
 
     for (int k = 0; k < tp->n; k++) {
@@ -1335,7 +1336,7 @@ static void topics_create(run_t *r, rd_kafka_t *rk) {
         ntname[nn] = w->name;
         nt[nn++] = t;
     }
-    if (nn == 0) return;
+    if (nn == 0) return 0;
     opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     if (!opts || rd_kafka_AdminOptions_set_request_timeout(opts, timeout, kerr, sizeof(kerr)) ||
         rd_kafka_AdminOptions_set_operation_timeout(opts, timeout, kerr, sizeof(kerr))) {
@@ -1367,11 +1368,10 @@ static void topics_create(run_t *r, rd_kafka_t *rk) {
         rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[i]);
         const char *tn = rd_kafka_topic_result_name(tr[i]);
         const char *why = rd_kafka_topic_result_error_string(tr[i]);
-        if (te == RD_KAFKA_RESP_ERR_NO_ERROR)
-            sp_log(SP_LOG_INFO, "created topic %s", tn);
-        else if (te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-            sp_log(SP_LOG_INFO, "topic %s exists already", tn);
-        else
+        if (te == RD_KAFKA_RESP_ERR_NO_ERROR || te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            sp_log(SP_LOG_INFO, te ? "topic %s exists already" : "created topic %s", tn);
+            created++;
+        } else
             sp_log(SP_LOG_ERROR, "creating topic %s: %s (%s)", tn, rd_kafka_err2str(te),
                    why ? why : "no detail");
     }
@@ -1381,6 +1381,7 @@ out:
     if (opts) rd_kafka_AdminOptions_destroy(opts);
     for (int i = 0; i < nn; i++)
         rd_kafka_NewTopic_destroy(nt[i]);
+    return created;
 }
 
 /* At start, before anything is produced: list the topics through a
@@ -1400,9 +1401,16 @@ static int topics_open(run_t *r, char *err, size_t errsz) {
     if (topics_list(r, rk, TOPICS_START_TIMEOUT_MS) == SP_OK)
         for (int k = 0; k < r->tp.n; k++)
             missing += r->tp.w[k].state == TW_MISSING;
-    if (missing && r->cfg->topics_create) {
-        topics_create(r, rk);
-        topics_list(r, rk, TOPICS_START_TIMEOUT_MS);
+    if (missing && r->cfg->topics_create && topics_create(r, rk) > 0) {
+        /* a new topic reaches every broker's metadata a moment later */
+        for (int64_t end = sp_clock_mono_ms() + TOPICS_CREATED_WAIT_MS;
+             !stop_requested && sp_clock_mono_ms() < end; usleep(250000)) {
+            if (topics_list(r, rk, TOPICS_START_TIMEOUT_MS) != SP_OK) continue;
+            missing = 0;
+            for (int k = 0; k < r->tp.n; k++)
+                missing += r->tp.w[k].state == TW_MISSING;
+            if (!missing) break;
+        }
     }
     rd_kafka_destroy(rk);
     topics_apply(r);
