@@ -1007,7 +1007,8 @@ class ControlledBroker(Broker):
 
     def control(self, line, timeout=10):
         """Send one command (down ID, up ID, rtt ID MS, errors APIKEY COUNT
-        ERRCODE, clear APIKEY, create-topic NAME [PARTITIONS]) and wait for the broker to acknowledge it."""
+        ERRCODE, clear APIKEY, create-topic NAME [PARTITIONS]) and wait for the
+        broker to acknowledge it."""
         with open(self.control_path, "w") as f:
             f.write(line.strip() + "\n")
         self.commands += 1
