@@ -185,7 +185,8 @@ class MissingDeadletterTopic(H.SPTestCase):
         r = cls.redis.client
         cls.pipe = cls.track(H.Pipeline(cls.tmp, cls.cfg)).start()
         cls.create_line = wait_log(cls.pipe, r"creating topic storepulse\.deadletter .*").group(0)
-        cls.create_alerts_line = wait_log(cls.pipe, r"creating topic storepulse\.alerts .*").group(0)
+        cls.create_alerts_line = wait_log(cls.pipe,
+                                          r"creating topic storepulse\.alerts .*").group(0)
         cls.create_error = wait_log(cls.pipe, r"error .*creating topics storepulse\.deadletter, "
                                               r"storepulse\.alerts: .*").group(0)
         cls.alerts_line = wait_log(cls.pipe, r"error .*topic storepulse\.alerts \(alert topic\) "
