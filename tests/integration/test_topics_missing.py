@@ -14,6 +14,10 @@ created consumes its events within TOPIC_FOUND_S seconds -- left to
 librdkafka, the consumer would see it only at its next metadata refresh, 5
 minutes later -- and is ready again.
 
+MissingAlertTopic: storepulse.alerts does not exist and an alert waits in
+the outbox: it is not produced (which would make the mock cluster create
+the topic) until the topic is created, then delivered.
+
 MissingDeadletterTopic: storepulse.deadletter and storepulse.alerts are
 missing, with
 `topics.create: true`. The mock cluster does not implement the Admin API's
@@ -25,6 +29,7 @@ topic is missing (its partition's stored offset stays before it) and is not
 replayed in a tight loop; once the topic is created, the dead letter is
 written exactly once and everything is committed."""
 
+import json
 import re
 import time
 
@@ -300,6 +305,87 @@ class MissingDeadletterTopic(H.SPTestCase):
 
     def test_sigterm_exit_0(self):
         self.assertEqual(self.term_rc, 0)
+
+
+class MissingAlertTopic(H.SPTestCase):
+    """storepulse.alerts does not exist at all (the broker is given another
+    name for it), and the outbox holds an alert from an earlier run: it is
+    held, so no producer makes the mock cluster create the topic with its
+    defaults (4 partitions); once the topic is created (3 partitions), the
+    alert is delivered."""
+    NS = "tmal"
+    ALERT_ID = "0123456789abcdef:FIRING:1796680000000"
+
+    @classmethod
+    def scenario(cls):
+        cls.redis = cls.track(H.Redis(cls.tmp)).start()
+        bcfg = H.write_config(f"{cls.tmp}/broker.yaml", cls.NS, "127.0.0.1:1", cls.redis.port,
+                              extra={"topics": {"alerts": "unused.alerts"}})
+        cls.broker = cls.track(H.ControlledBroker(cls.tmp, cfg=bcfg)).start()
+        cls.cfg = H.write_config(f"{cls.tmp}/sp.yaml", cls.NS, cls.broker.bootstrap,
+                                 cls.redis.port, extra={"alerting": {"format": "json"}})
+        r = cls.redis.client
+        t = 1796680000000
+        alert = {"fingerprint": "0123456789abcdef", "alert_id": cls.ALERT_ID,
+                 "rule": "payment_failures", "state": "FIRING", "severity": "critical",
+                 "metric": "funnel.payments_failed", "dimension": None, "value": 5,
+                 "threshold": 2, "sample_size": 5, "window_size": "1m", "window_start": t,
+                 "window_end": t + 60 * S, "started_at": t, "emitted_at": t + 61 * S,
+                 "summary": "payments failing", "contributors": [], "labels": {}}
+        r.hset(f"sp:{{{cls.NS}}}:alerts:outbox", f"{cls.ALERT_ID}@{t}", json.dumps(alert))
+        cls.pipe = cls.track(H.Pipeline(cls.tmp, cls.cfg)).start()
+        cls.missing_line = wait_log(cls.pipe, r"error .*topic storepulse\.alerts \(alert topic\) "
+                                              r"does not exist.*").group(0)
+
+        def not_ready():
+            h = H.health(r, cls.NS)
+            return h if h.get("topics_missing") == H.TOPIC_ALERTS else None
+        cls.health_missing = H.wait_until(not_ready, 30, 0.2, "health: alert topic missing")
+        time.sleep(4)
+        cls.pipe.assert_alive()
+        cls.exists_while_held = topic_partitions(cls.broker.bootstrap, H.TOPIC_ALERTS)
+        cls.outbox_held = H.outbox_len(r, cls.NS)
+
+        cls.broker.control(f"create-topic {H.TOPIC_ALERTS} 3")
+
+        def drained():
+            cls.pipe.assert_alive()
+            return H.outbox_len(r, cls.NS) == 0
+        H.wait_until(drained, TOPIC_FOUND_S, 0.1, "the outbox drained")
+        cls.partitions_after = topic_partitions(cls.broker.bootstrap, H.TOPIC_ALERTS)
+        cls.alerts = H.consume_all(cls.broker.bootstrap, H.TOPIC_ALERTS, min_count=1)
+        cls.health_after = H.wait_until(lambda: (lambda h: h if h.get("ready") == "1" else None)(
+            H.health(r, cls.NS)), 30, 0.2, "health: ready again")
+        cls.term_rc = cls.pipe.terminate()
+
+    def test_error_line(self):
+        self.assertIn("alerts wait in the outbox", self.missing_line)
+        self.assertEqual(self.health_missing.get("ready"), "0")
+
+    def test_held_not_produced(self):
+        # a producer naming the topic would have made the mock cluster create it
+        self.assertIsNone(self.exists_while_held, "the alert topic was created while missing")
+        self.assertEqual(self.outbox_held, 1)
+
+    def test_delivered_once_created(self):
+        self.assertEqual(self.partitions_after, 3)
+        self.assertEqual([json.loads(m.value())["alert_id"] for m in self.alerts],
+                         [self.ALERT_ID])
+        self.assertEqual(self.health_after.get("topics_missing"), "")
+
+    def test_sigterm_exit_0(self):
+        self.assertEqual(self.term_rc, 0)
+
+
+def topic_partitions(bootstrap, topic):
+    """Partitions of topic (None: it does not exist), from an all-topics
+    listing (which creates nothing)."""
+    c = H.Consumer({"bootstrap.servers": bootstrap, "group.id": "sp-topics-probe"})
+    try:
+        tm = c.list_topics(timeout=10).topics.get(topic)
+        return None if tm is None or tm.error is not None else len(tm.partitions)
+    finally:
+        c.close()
 
 
 if __name__ == "__main__":
