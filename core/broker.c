@@ -42,11 +42,14 @@
 #define SP_BROKER_DEFAULT_PARTITIONS 8
 #define SP_BROKER_MAX_PARTITIONS     10000
 #define SP_BROKER_OP_PAUSE_US        5000
+#define SP_BROKER_MAX_HIDDEN         8
 
 struct sp_broker {
     rd_kafka_t *rk;              /* owning handle; owns nothing else of ours */
     rd_kafka_mock_cluster_t *mc; /* owned: destroyed before rk */
     char bootstraps[512];
+    int default_partitions;
+    char hidden[SP_BROKER_MAX_HIDDEN][256]; /* topics sp_broker_hide_topic() hides ("": free) */
 };
 
 /* librdkafka logs of the owning handle: it has no bootstrap.servers of its
@@ -132,6 +135,7 @@ sp_broker_t *sp_broker_start_with(const sp_config_t *cfg, const sp_topic_partiti
         goto out;
     }
     memcpy(b->bootstraps, bs, strlen(bs) + 1);
+    b->default_partitions = partitions;
 
     for (int i = 0; i < nover; i++) {
         int known = strcmp(over[i].topic, cfg->topic_deadletter) == 0 ||
@@ -161,6 +165,59 @@ out:
         b = NULL;
     }
     return b;
+}
+
+/* ---- missing topics ---------------------------------------------------
+ *
+ * librdkafka 2.0.2's mock cluster answers Metadata at version 2 only, which
+ * has no AllowAutoTopicCreation flag: any client asking about a topic by
+ * name (a consumer subscribing, a producer producing) creates it with 4
+ * partitions. So a topic cannot simply be left out to play a missing one.
+ * It is created and then hidden: rd_kafka_mock_topic_set_error() makes its
+ * metadata answer UNKNOWN_TOPIC_OR_PART with no partitions, as a real
+ * broker with auto.create.topics.enable=false answers for a topic that
+ * does not exist (a real broker leaves it out of an all-topics listing; the
+ * mock lists it with that error). Showing it again is the topic's creation,
+ * with the partitions it was given at start. */
+
+static int broker_hidden_slot(const sp_broker_t *b, const char *name) {
+    for (int i = 0; i < SP_BROKER_MAX_HIDDEN; i++)
+        if (b->hidden[i][0] && strcmp(b->hidden[i], name) == 0) return i;
+    return -1;
+}
+
+int sp_broker_hide_topic(sp_broker_t *b, const char *name, char *errstr, size_t errstr_size) {
+    int slot = broker_hidden_slot(b, name);
+    for (int i = 0; slot < 0 && i < SP_BROKER_MAX_HIDDEN; i++)
+        if (!b->hidden[i][0]) slot = i;
+    if (slot < 0 || strlen(name) >= sizeof(b->hidden[0]) || !*name) {
+        snprintf(errstr, errstr_size, "cannot hide topic '%s' (at most %d, names < 256 bytes)",
+                 name, SP_BROKER_MAX_HIDDEN);
+        return SP_ERR_INVALID;
+    }
+    usleep(SP_BROKER_OP_PAUSE_US); /* see broker_create_topic */
+    rd_kafka_mock_topic_set_error(b->mc, name, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+    snprintf(b->hidden[slot], sizeof(b->hidden[slot]), "%s", name);
+    return SP_OK;
+}
+
+int sp_broker_create_topic(sp_broker_t *b, const char *name, int partitions, char *errstr,
+                           size_t errstr_size) {
+    int slot = broker_hidden_slot(b, name);
+    if (slot >= 0) {
+        usleep(SP_BROKER_OP_PAUSE_US);
+        rd_kafka_mock_topic_set_error(b->mc, name, RD_KAFKA_RESP_ERR_NO_ERROR);
+        b->hidden[slot][0] = '\0';
+        return SP_OK;
+    }
+    usleep(SP_BROKER_OP_PAUSE_US);
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
+        b->mc, name, partitions > 0 ? partitions : b->default_partitions, 1);
+    if (err) {
+        snprintf(errstr, errstr_size, "creating topic '%s': %s", name, rd_kafka_err2str(err));
+        return SP_ERR_IO;
+    }
+    return SP_OK;
 }
 
 const char *sp_broker_bootstraps(const sp_broker_t *b) {
@@ -270,6 +327,9 @@ int sp_broker_read_bootstrap_file(const char *path, char *buf, size_t size, int 
  *   topic-error <topic> <errcode>         rd_kafka_mock_topic_set_error (the
  *                                         topic's metadata carries that error,
  *                                         so producers to it fail; 0 clears)
+ *   create-topic <name> [<partitions>]    a topic hidden by --no-topic appears
+ *                                         (with its partitions from the start),
+ *                                         or a new one is created
  * Each command is answered by one log line "broker: control #<n>: <line>:
  * ok|error ..." (n counts the commands from 1), so a test can wait for it.
  * The FIFO is opened read-write so that writers coming and going never make
@@ -355,8 +415,17 @@ static const char *broker_ctl_exec(sp_broker_t *b, char *line) {
         rd_kafka_mock_clear_request_errors(b->mc, (int16_t)a);
         return NULL;
     }
+    if (!strcmp(argv[0], "create-topic") && (argc == 2 || argc == 3)) {
+        static char why[320];
+        if (argc == 3 && broker_ctl_num(argv[2], 1, SP_BROKER_MAX_PARTITIONS, &n))
+            return "bad partition count";
+        return sp_broker_create_topic(b, argv[1], argc == 3 ? (int)n : -1, why, sizeof(why)) ==
+                       SP_OK
+                   ? NULL
+                   : why;
+    }
     return "unknown command (down ID | up ID | rtt ID MS | errors APIKEY COUNT ERR | clear APIKEY "
-           "| topic-error TOPIC ERR)";
+           "| topic-error TOPIC ERR | create-topic NAME [PARTITIONS])";
 }
 
 /* Read whatever is in the FIFO and run every complete line. */
@@ -388,6 +457,7 @@ static void broker_ctl_poll(sp_broker_t *b, broker_ctl_t *c) {
 
 static void broker_usage(FILE *out) {
     fputs("usage: storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...\n"
+          "                         [--no-topic TOPIC]... [--control FIFO]\n"
           "\n"
           "Runs librdkafka's mock Kafka cluster (3 brokers on 127.0.0.1, in memory)\n"
           "with the configured topics created, until SIGTERM or SIGINT.\n"
@@ -398,10 +468,14 @@ static void broker_usage(FILE *out) {
           "      --partitions N      partitions per topic (overrides the config)\n"
           "      --partitions TOPIC=N  partitions of one topic (repeatable), e.g. to\n"
           "                          give two input streams different partition counts\n"
+          "      --no-topic TOPIC    start with this configured topic missing (repeatable):\n"
+          "                          its metadata answers \"unknown topic\" until the\n"
+          "                          control command create-topic TOPIC\n"
           "      --control FIFO      fault injection: create FIFO and run the commands\n"
           "                          written to it, one a line: down ID, up ID,\n"
           "                          rtt ID MS, errors APIKEY COUNT ERRCODE, clear APIKEY,\n"
-          "                          topic-error TOPIC ERRCODE (0 clears)\n"
+          "                          topic-error TOPIC ERRCODE (0 clears),\n"
+          "                          create-topic TOPIC [PARTITIONS]\n"
           "  -h, --help              this help\n"
           "\n"
           "Prints \"bootstrap: <host:port,...>\" on stdout once the cluster is up.\n",
@@ -413,6 +487,7 @@ int sp_broker_main(int argc, char **argv) {
                                              {"bootstrap-file", required_argument, NULL, 'b'},
                                              {"partitions", required_argument, NULL, 'p'},
                                              {"control", required_argument, NULL, 'C'},
+                                             {"no-topic", required_argument, NULL, 'n'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *bootstrap_file = NULL, *control_path = NULL;
@@ -420,6 +495,8 @@ int sp_broker_main(int argc, char **argv) {
     long partitions = -1;
     sp_topic_partitions_t over[8];
     int nover = 0;
+    const char *absent[SP_BROKER_MAX_HIDDEN];
+    int nabsent = 0;
     sp_config_t *cfg = NULL;
     sp_broker_t *b = NULL;
     char errstr[1024];
@@ -432,6 +509,13 @@ int sp_broker_main(int argc, char **argv) {
         case 'c': config_path = optarg; break;
         case 'b': bootstrap_file = optarg; break;
         case 'C': control_path = optarg; break;
+        case 'n':
+            if (nabsent == SP_BROKER_MAX_HIDDEN) {
+                fprintf(stderr, "storepulse broker: --no-topic: at most %d topics\n", nabsent);
+                return 2;
+            }
+            absent[nabsent++] = optarg;
+            break;
         case 'p': {
             char *end, *eq = strchr(optarg, '=');
             const char *num = eq ? eq + 1 : optarg;
@@ -491,6 +575,24 @@ int sp_broker_main(int argc, char **argv) {
     if (!b) {
         fprintf(stderr, "storepulse broker: %s\n", errstr);
         goto out;
+    }
+    for (int i = 0; i < nabsent; i++) {
+        int known =
+            !strcmp(absent[i], cfg->topic_deadletter) || !strcmp(absent[i], cfg->topic_alerts);
+        for (int k = 0; k < SP_STREAM__COUNT; k++)
+            known |= !strcmp(absent[i], cfg->topics[k].name);
+        if (!known) {
+            fprintf(stderr, "storepulse broker: --no-topic: '%s' is not a configured topic\n",
+                    absent[i]);
+            ret = 2;
+            goto out;
+        }
+        if (sp_broker_hide_topic(b, absent[i], errstr, sizeof(errstr)) != SP_OK) {
+            fprintf(stderr, "storepulse broker: --no-topic: %s\n", errstr);
+            goto out;
+        }
+        sp_log(SP_LOG_INFO, "broker: topic %s is missing until created (control: create-topic)",
+               absent[i]);
     }
     if (control_path && broker_ctl_open(&ctl, control_path, errstr, sizeof(errstr)) != SP_OK) {
         fprintf(stderr, "storepulse broker: --control: %s\n", errstr);

@@ -35,6 +35,16 @@ typedef struct sp_topic_partitions {
 sp_broker_t *sp_broker_start_with(const sp_config_t *cfg, const sp_topic_partitions_t *over,
                                   int nover, char *errstr, size_t errstr_size);
 
+/* Tests of missing topics: the topic (created at start) answers "unknown
+ * topic or partition" to every metadata request until
+ * sp_broker_create_topic() (at most 8 hidden at once). */
+int sp_broker_hide_topic(sp_broker_t *b, const char *name, char *errstr, size_t errstr_size);
+
+/* A hidden topic appears (with the partitions it was created with); any
+ * other is created with `partitions` (<= 0: the cluster's default). */
+int sp_broker_create_topic(sp_broker_t *b, const char *name, int partitions, char *errstr,
+                           size_t errstr_size);
+
 /* "127.0.0.1:port,..." -- valid until sp_broker_stop(). */
 const char *sp_broker_bootstraps(const sp_broker_t *b);
 
@@ -56,7 +66,8 @@ void sp_broker_stop(sp_broker_t *b);
 int sp_broker_read_bootstrap_file(const char *path, char *buf, size_t size, int wait_ms,
                                   const volatile sig_atomic_t *stop);
 
-/* `storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...`:
+/* `storepulse broker [-c FILE] [--bootstrap-file F] [--partitions N|TOPIC=N]...
+ *  [--no-topic TOPIC]... [--control FIFO]`:
  * starts, prints "bootstrap: <addr>" to stdout, writes the address (one
  * line) to F atomically, serves until SIGTERM/SIGINT, exits 0. */
 int sp_broker_main(int argc, char **argv);

@@ -160,6 +160,20 @@ static const opt_t opts[] = {
         "dead-letter topic (undecodable, invalid and late events, with a reason header)"),
     STR("topics.alerts", topic_alerts, "storepulse.alerts", check_topic, 0,
         "topic the alerts are produced to"),
+    {"topics.create", T_BOOL, "false", OFF(topics_create), 0, 0, 0, NULL, NULL, 0,
+     "at start, create the input, dead-letter and alert topics that do not exist (Kafka Admin "
+     "API; needs the CREATE permission); off: a missing topic is reported and waited for"},
+    INT("topics.partitions", topics_partitions, "12", 1, 100000,
+        "partitions of a topic created by topics.create"),
+    INT("topics.replication_factor", topics_replication, "3", 1, 1000,
+        "replication factor of a topic created by topics.create (at most the number of brokers)"),
+    DUR("topics.deadletter_retention", topics_deadletter_retention_ms, "7d", 1,
+        "retention.ms of the dead-letter topic when topics.create creates it"),
+    DUR("topics.alerts_retention", topics_alerts_retention_ms, "30d", 1,
+        "retention.ms of the alert topic when topics.create creates it (input topics get the "
+        "broker's default retention)"),
+    DUR("topics.create_timeout", topics_create_timeout_ms, "30s", 1,
+        "how long topics.create waits for the cluster to create the topics"),
     STR("alerting.format", alert_format, "avro", check_alert_format, 0,
         "alert messages: avro (schemas/alert.avsc, Confluent framing), json, or alertmanager "
         "(Prometheus Alertmanager v2 alerts)"),

@@ -88,6 +88,12 @@ typedef struct sp_config {
     sp_topic_conf_t topics[SP_STREAM__COUNT]; /* topics.clickstream.name / .format ... */
     char topic_deadletter[256];
     char topic_alerts[256];
+    bool topics_create;                     /* topics.create: create missing topics at start */
+    int topics_partitions;                  /* topics.partitions */
+    int topics_replication;                 /* topics.replication_factor */
+    int64_t topics_deadletter_retention_ms; /* topics.deadletter_retention */
+    int64_t topics_alerts_retention_ms;     /* topics.alerts_retention */
+    int64_t topics_create_timeout_ms;       /* topics.create_timeout */
     char alert_format[16];          /* alerting.format: avro | json | alertmanager */
     int alert_schema_id;            /* alerting.schema_id */
     char alert_generator_url[512];  /* alerting.generator_url */

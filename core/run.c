@@ -112,6 +112,35 @@ static int ratelog_due(ratelog_t *rl, int64_t *n) {
     return 1;
 }
 
+/* The topics the pipeline needs, watched (see "topics" below). */
+#define TOPICS_MAX (MAX_TOPICS + 2)
+
+typedef enum { TW_INPUT, TW_DEADLETTER, TW_ALERTS } tw_role_t;
+typedef enum { TW_UNKNOWN = 0, TW_PRESENT, TW_MISSING } tw_state_t;
+
+typedef struct topic_watch {
+    const char *name; /* the config's */
+    tw_role_t role;
+    int stream;       /* TW_INPUT: its stream */
+    tw_state_t state; /* as the last listing found it */
+    tw_state_t shown; /* as last logged */
+    int partitions;
+    rd_kafka_resp_err_t err; /* why it is missing: its metadata error, or unknown topic */
+    int64_t logged_mono;     /* last ERROR line while missing (0: none yet) */
+} topic_watch_t;
+
+typedef struct topics {
+    topic_watch_t w[TOPICS_MAX];
+    int n;
+    int64_t next_mono;    /* next listing */
+    int dlq_refused;      /* dead letters refused (topic not there) since the last listing */
+    char missing[1600];   /* names of the missing topics, comma-separated */
+    char published[1600]; /* as written to health topics_missing */
+    int published_ok;     /* published holds what Redis has */
+    int fails;            /* listings failed in a row */
+    ratelog_t fail_log;   /* listings that failed */
+} topics_t;
+
 typedef struct run {
     sp_config_t *cfg;
     const char *cfgpath; /* read again on SIGHUP */
@@ -187,6 +216,8 @@ typedef struct run {
     unsigned not_ready;           /* SP_NR_* bits: why this instance is not doing its job */
     unsigned not_ready_published; /* as last written to sp:{NS}:health (~0u: never) */
     unsigned not_ready_logged;    /* as last logged (~0u: never) */
+
+    topics_t tp; /* the topics the pipeline needs: there or not */
 } run_t;
 
 /* ---- readiness ----------------------------------------------------- *
@@ -208,6 +239,9 @@ enum {
 
 static const char *const not_ready_names[SP_NR__COUNT_BITS] = {
     "standby", "redis", "deadletter_unwritable", "topic_missing", "offsets_behind_checkpoint"};
+
+static void topics_publish(run_t *r);
+static int topics_hold_deadletters(run_t *r);
 
 static void ready_set(run_t *r, unsigned bit, int on) {
     if (on)
@@ -237,6 +271,7 @@ static void ready_publish(run_t *r) {
             sp_log(SP_LOG_INFO, "ready");
         r->not_ready_logged = r->not_ready;
     }
+    topics_publish(r);
     /* the health hash is the namespace's: a standby leaves it to the active one */
     if (r->standby || !r->st || sp_store_pending(r->st) > 0) return;
     snprintf(key, sizeof(key), "%s:health", r->prefix);
@@ -524,6 +559,7 @@ static void dead_letter(run_t *r, const rd_kafka_message_t *m, sp_dlq_reason_t r
     char part[16], off[24];
     const char *rsn = sp_dlq_reason_str(reason);
     const char *topic = rd_kafka_topic_name(m->rkt);
+    if (topics_hold_deadletters(r)) return; /* the batch is not committed */
     snprintf(part, sizeof(part), "%d", (int)m->partition);
     snprintf(off, sizeof(off), "%lld", (long long)m->offset);
     rd_kafka_headers_t *h = rd_kafka_headers_new(5);
@@ -964,7 +1000,11 @@ static void late_event(run_t *r, const pos_t *ps, const rd_kafka_message_t *m, i
 static void dlq_unacked(run_t *r) {
     int64_t n, now = sp_clock_now_ms();
     int queued = rd_kafka_outq_len(r->dlq);
-    if (r->dlq_failed) {
+    if (r->dlq_failed && r->tp.dlq_refused) { /* not produced: the topic is not usable */
+        snprintf(r->dlq_reason, sizeof(r->dlq_reason),
+                 "%s (topic metadata): %d dead letter(s) held until the topic is usable",
+                 rd_kafka_err2str(r->dlq_err), r->dlq_failed);
+    } else if (r->dlq_failed) {
         snprintf(r->dlq_reason, sizeof(r->dlq_reason), "%s (%d dead letter(s) refused)",
                  rd_kafka_err2str(r->dlq_err), r->dlq_failed);
     } else { /* waiting: the topic's metadata usually says why */
@@ -1240,6 +1280,351 @@ static int setc(rd_kafka_conf_t *kc, const char *k, const char *v, char *err, si
     return rd_kafka_conf_set(kc, k, v, err, errsz) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
 
+/* ---- topics -------------------------------------------------------- *
+ *
+ * Every topic the pipeline reads or writes must exist: the four input
+ * topics, the dead-letter topic and the alert topic. Left to librdkafka, a
+ * missing one is nearly silent: a consumer subscribed to it logs "Subscribed
+ * topic not available" once and notices the topic's creation only at its
+ * next metadata refresh (topic.metadata.refresh.interval.ms, 5 min by
+ * default); a producer fails its messages after a while, or, where the
+ * broker creates topics automatically, creates it with the broker's
+ * defaults. So the run loop watches them itself:
+ *  - at start, before anything is produced, one listing of the cluster's
+ *    topics (a metadata request for all topics, which creates none); with
+ *    topics.create, the missing ones are then created through the Admin API;
+ *  - then every TOPICS_CHECK_MISSING_MS while one is missing or not known
+ *    yet, every TOPICS_CHECK_OK_MS otherwise, on the consumer's handle: an
+ *    all-topics answer there also updates its consumer group's view of the
+ *    subscription, so a topic that appears is joined at once (a rebalance)
+ *    instead of minutes later. Measured with librdkafka 2.0.2 on the mock
+ *    cluster: assigned ~5 s after its creation (the group's rebalance);
+ *    neither subscribing again (a rebalance each time, the new topic still
+ *    unseen) nor a metadata request for that one topic does it.
+ * A listing is one blocking request of at most TOPICS_LIST_TIMEOUT_MS (a
+ * few ms on a healthy cluster); one that fails changes nothing.
+ *
+ * A missing topic: an ERROR line naming it and its role, at most once a
+ * minute; health `topics_missing` (their names, comma-separated; written
+ * outside the commit, like the readiness); not-ready cause topic_missing.
+ * Its role decides the rest:
+ *  - input: the other input topics are consumed as usual (a missing support
+ *    topic must not stop the checkout alerts). The watermark is the minimum
+ *    over the partitions that exist, so when the topic appears, its events
+ *    older than the watermark minus the allowed lateness are late (and
+ *    dead-lettered as such);
+ *  - dead-letter: no dead letter is produced (that would create the topic
+ *    with the broker's defaults, or fail). A batch that has one is not
+ *    committed, and the loop waits for the next listing before replaying
+ *    it: nothing is lost, nothing is committed past it;
+ *  - alerts: the alerter holds its outbox; the alerts wait in Redis.
+ * A topic not confirmed yet (the first listing failed) is held the same way
+ * but not reported missing. */
+
+#define TOPICS_CHECK_MISSING_MS 2000
+#define TOPICS_CHECK_OK_MS      60000
+#define TOPICS_LIST_TIMEOUT_MS  500
+#define TOPICS_START_TIMEOUT_MS 10000
+#define TOPICS_LOG_EVERY_MS     60000
+#define TOPICS_CREATED_WAIT_MS  5000
+
+static const char *topic_role_text(const topic_watch_t *w) {
+    static const char *const input[SP_STREAM__COUNT] = {
+        "input topic of the clickstream stream", "input topic of the checkout stream",
+        "input topic of the shipment stream", "input topic of the support stream"};
+    if (w->role == TW_INPUT)
+        return w->stream >= 0 && w->stream < SP_STREAM__COUNT ? input[w->stream] : "input topic";
+    return w->role == TW_DEADLETTER ? "dead-letter topic" : "alert topic";
+}
+
+static const char *topic_consequence(const topic_watch_t *w) {
+    switch (w->role) {
+    case TW_INPUT: return "its events are not consumed until it exists; the other input topics are";
+    case TW_DEADLETTER:
+        return "dead letters cannot be written, so a batch with a bad or late event is not "
+               "committed and is replayed until the topic exists (nothing is lost)";
+    default: return "alerts wait in the outbox (Redis) until the topic exists";
+    }
+}
+
+static void topics_init(run_t *r) {
+    topics_t *tp = &r->tp;
+    memset(tp, 0, sizeof(*tp));
+    for (int s = 0; s < SP_STREAM__COUNT; s++)
+        tp->w[tp->n++] =
+            (topic_watch_t){.name = r->cfg->topics[s].name, .role = TW_INPUT, .stream = s};
+    tp->w[tp->n++] =
+        (topic_watch_t){.name = r->cfg->topic_deadletter, .role = TW_DEADLETTER, .stream = -1};
+    tp->w[tp->n++] = (topic_watch_t){.name = r->cfg->topic_alerts, .role = TW_ALERTS, .stream = -1};
+}
+
+static const topic_watch_t *topics_role(const run_t *r, tw_role_t role) {
+    for (int i = 0; i < r->tp.n; i++)
+        if (r->tp.w[i].role == role) return &r->tp.w[i];
+    return NULL;
+}
+
+/* One listing of the cluster's topics through rk (all topics: a request
+ * that names a missing topic may create it). A topic is there when it is
+ * listed without error and with partitions. */
+static int topics_list(run_t *r, rd_kafka_t *rk, int timeout_ms) {
+    topics_t *tp = &r->tp;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || !md) {
+        int64_t n;
+        /* one may time out behind the group's join on the same connection */
+        if (++tp->fails >= 3 && ratelog_due(&tp->fail_log, &n))
+            sp_log(SP_LOG_WARN,
+                   "cannot list the cluster's topics: %s (%d attempt(s) in a row; tried again "
+                   "in %d s)",
+                   rd_kafka_err2str(e), tp->fails, TOPICS_CHECK_MISSING_MS / 1000);
+        return SP_ERR_IO;
+    }
+    for (int k = 0; k < tp->n; k++) {
+        topic_watch_t *w = &tp->w[k];
+        w->state = TW_MISSING;
+        w->partitions = 0;
+        w->err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        for (int i = 0; i < md->topic_cnt; i++) {
+            if (strcmp(md->topics[i].topic, w->name)) continue;
+            if (md->topics[i].err) {
+                w->err = md->topics[i].err; /* e.g. not authorized */
+            } else if (md->topics[i].partition_cnt > 0) {
+                w->state = TW_PRESENT;
+                w->partitions = md->topics[i].partition_cnt;
+                w->err = RD_KAFKA_RESP_ERR_NO_ERROR;
+            }
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    tp->fails = 0;
+    return SP_OK;
+}
+
+/* After a listing: log what changed (a missing topic again once a minute),
+ * the readiness, the health text, the alerter's hold. */
+static void topics_apply(run_t *r) {
+    topics_t *tp = &r->tp;
+    int64_t now = sp_clock_mono_ms();
+    int missing = 0;
+    size_t o = 0;
+    tp->missing[0] = '\0';
+    for (int k = 0; k < tp->n; k++) {
+        topic_watch_t *w = &tp->w[k];
+        if (w->state == TW_MISSING) {
+            missing++;
+            if (o < sizeof(tp->missing))
+                o += (size_t)snprintf(tp->missing + o, sizeof(tp->missing) - o, "%s%s",
+                                      o ? "," : "", w->name);
+            if (!w->logged_mono || now - w->logged_mono >= TOPICS_LOG_EVERY_MS) {
+                sp_log(SP_LOG_ERROR,
+                       "topic %s (%s) does not exist, or this client may not see it (%s): %s%s",
+                       w->name, topic_role_text(w), rd_kafka_err2str(w->err), topic_consequence(w),
+                       r->cfg->topics_create ? ""
+                                             : " (create it, or set topics.create: true to "
+                                               "create missing topics at start)");
+                w->logged_mono = now;
+            }
+        } else if (w->state == TW_PRESENT && w->shown == TW_MISSING) {
+            sp_log(SP_LOG_INFO, "topic %s (%s) exists now, %d partition(s)%s", w->name,
+                   topic_role_text(w), w->partitions,
+                   w->role == TW_INPUT ? ": the consumer group joins it" : "");
+            w->logged_mono = 0;
+        }
+        if (w->state != TW_UNKNOWN) w->shown = w->state;
+    }
+    ready_set(r, SP_NR_TOPIC, missing > 0);
+    const topic_watch_t *al = topics_role(r, TW_ALERTS);
+    if (r->al) sp_alerter_hold(r->al, !al || al->state != TW_PRESENT);
+}
+
+/* Health field topics_missing, when it changed and nothing is in flight on
+ * the connection (called by ready_publish). */
+static void topics_publish(run_t *r) {
+    topics_t *tp = &r->tp;
+    char err[256], key[128];
+    if (tp->published_ok && !strcmp(tp->missing, tp->published)) return;
+    if (r->standby || !r->st || sp_store_pending(r->st) > 0) return;
+    snprintf(key, sizeof(key), "%s:health", r->prefix);
+    const char *fields[] = {"topics_missing"};
+    const char *values[] = {tp->missing};
+    sp_hwrite_t w = {key, 0, 1, fields, values};
+    if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) != SP_OK) return;
+    memcpy(tp->published, tp->missing, sizeof(tp->published));
+    tp->published_ok = 1;
+}
+
+/* dead_letter(): 1 if the dead-letter topic is not known to exist, so the
+ * dead letter must not be produced (counted as not delivered: the batch is
+ * replayed). */
+static int topics_hold_deadletters(run_t *r) {
+    const topic_watch_t *w = topics_role(r, TW_DEADLETTER);
+    if (!w || w->state == TW_PRESENT) return 0;
+    r->dlq_failed++;
+    r->dlq_err = w->err ? w->err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    r->tp.dlq_refused++;
+    return 1;
+}
+
+/* Create the missing topics through the Admin API of rk (topics.create),
+ * waiting up to topics.create_timeout; each topic's outcome is logged.
+ * Returns how many were created (or found created meanwhile). */
+static int topics_create(run_t *r, rd_kafka_t *rk) {
+    const sp_config_t *cfg = r->cfg;
+    topics_t *tp = &r->tp;
+    rd_kafka_NewTopic_t *nt[TOPICS_MAX];
+    const char *ntname[TOPICS_MAX];
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    char kerr[512], names[1600] = "";
+    int64_t tmo = cfg->topics_create_timeout_ms;
+    int nn = 0, created = 0, timeout = (int)(tmo < INT32_MAX - 2000 ? tmo : INT32_MAX - 2000);
+    size_t o = 0;
+
+    for (int k = 0; k < tp->n; k++) {
+        const topic_watch_t *w = &tp->w[k];
+        int dup = 0;
+        if (w->state != TW_MISSING) continue;
+        for (int i = 0; i < nn; i++)
+            dup |= !strcmp(ntname[i], w->name);
+        if (dup) continue; /* one topic in two roles */
+        rd_kafka_NewTopic_t *t = rd_kafka_NewTopic_new(w->name, cfg->topics_partitions,
+                                                       cfg->topics_replication, kerr, sizeof(kerr));
+        if (!t) {
+            sp_log(SP_LOG_ERROR, "cannot create topic %s: %s", w->name, kerr);
+            continue;
+        }
+        char retention[32] = "";
+        int64_t ret_ms = w->role == TW_DEADLETTER ? cfg->topics_deadletter_retention_ms
+                         : w->role == TW_ALERTS   ? cfg->topics_alerts_retention_ms
+                                                  : -1;
+        if (ret_ms > 0) {
+            snprintf(retention, sizeof(retention), "%lld", (long long)ret_ms);
+            if (rd_kafka_NewTopic_set_config(t, "retention.ms", retention)) {
+                sp_log(SP_LOG_ERROR, "cannot create topic %s: retention.ms", w->name);
+                rd_kafka_NewTopic_destroy(t);
+                continue;
+            }
+        }
+        sp_log(SP_LOG_INFO,
+               "creating topic %s (%s): %d partition(s), replication factor %d, retention.ms %s",
+               w->name, topic_role_text(w), cfg->topics_partitions, cfg->topics_replication,
+               retention[0] ? retention : "the broker's default");
+        if (o < sizeof(names))
+            o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", w->name);
+        ntname[nn] = w->name;
+        nt[nn++] = t;
+    }
+    if (nn == 0) return 0;
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    if (!opts || rd_kafka_AdminOptions_set_request_timeout(opts, timeout, kerr, sizeof(kerr)) ||
+        rd_kafka_AdminOptions_set_operation_timeout(opts, timeout, kerr, sizeof(kerr))) {
+        sp_log(SP_LOG_ERROR, "creating topics %s: %s", names, opts ? kerr : "out of memory");
+        goto out;
+    }
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, nt, (size_t)nn, opts, q);
+    /* the request times out by itself; polled in steps so SIGTERM is heard */
+    for (int64_t end = sp_clock_mono_ms() + timeout + 2000;
+         !ev && !stop_requested && sp_clock_mono_ms() < end;)
+        ev = rd_kafka_queue_poll(q, 200);
+    if (!ev) {
+        sp_log(SP_LOG_ERROR, "creating topics %s: no answer from the cluster", names);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        sp_log(SP_LOG_ERROR,
+               "creating topics %s: %s (the cluster did not create them within "
+               "topics.create_timeout %lld ms; they stay missing until created)",
+               names, rd_kafka_event_error_string(ev), (long long)timeout);
+        goto out;
+    }
+    const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **tr =
+        res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[i]);
+        const char *tn = rd_kafka_topic_result_name(tr[i]);
+        const char *why = rd_kafka_topic_result_error_string(tr[i]);
+        if (te == RD_KAFKA_RESP_ERR_NO_ERROR || te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            sp_log(SP_LOG_INFO, te ? "topic %s exists already" : "created topic %s", tn);
+            created++;
+        } else
+            sp_log(SP_LOG_ERROR, "creating topic %s: %s (%s)", tn, rd_kafka_err2str(te),
+                   why ? why : "no detail");
+    }
+out:
+    if (ev) rd_kafka_event_destroy(ev);
+    if (q) rd_kafka_queue_destroy(q);
+    if (opts) rd_kafka_AdminOptions_destroy(opts);
+    for (int i = 0; i < nn; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+    return created;
+}
+
+/* At start, before anything is produced: list the topics through a
+ * short-lived handle of our own (the consumer does not exist yet), create
+ * the missing ones with topics.create, report. Fails only when the handle
+ * cannot be made (a Kafka property is wrong). */
+static int topics_open(run_t *r, char *err, size_t errsz) {
+    topics_init(r);
+    rd_kafka_conf_t *kc = sp_kafka_conf_new(r->cfg, SP_KAFKA_ADMIN, err, errsz);
+    if (!kc) return -1;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, errsz);
+    if (!rk) {
+        rd_kafka_conf_destroy(kc);
+        return -1;
+    }
+    int missing = 0;
+    if (topics_list(r, rk, TOPICS_START_TIMEOUT_MS) == SP_OK)
+        for (int k = 0; k < r->tp.n; k++)
+            missing += r->tp.w[k].state == TW_MISSING;
+    if (missing && r->cfg->topics_create && topics_create(r, rk) > 0) {
+        /* a new topic reaches every broker's metadata a moment later */
+        for (int64_t end = sp_clock_mono_ms() + TOPICS_CREATED_WAIT_MS;
+             !stop_requested && sp_clock_mono_ms() < end; usleep(250000)) {
+            if (topics_list(r, rk, TOPICS_START_TIMEOUT_MS) != SP_OK) continue;
+            missing = 0;
+            for (int k = 0; k < r->tp.n; k++)
+                missing += r->tp.w[k].state == TW_MISSING;
+            if (!missing) break;
+        }
+    }
+    rd_kafka_destroy(rk);
+    topics_apply(r);
+    r->tp.next_mono = sp_clock_mono_ms() + TOPICS_CHECK_MISSING_MS;
+    return 0;
+}
+
+/* Once per loop turn: the next listing when it is due, through the
+ * consumer (so its group sees a new topic at once). A batch that was
+ * replayed because its dead letters were held waits for that listing
+ * instead of replaying again at once: it cannot commit before. */
+static void topics_tick(run_t *r) {
+    topics_t *tp = &r->tp;
+    int64_t now = sp_clock_mono_ms();
+    if (tp->dlq_refused) {
+        const topic_watch_t *w = topics_role(r, TW_DEADLETTER);
+        while (w && w->state != TW_PRESENT && !stop_requested && now < tp->next_mono) {
+            int64_t left = tp->next_mono - now;
+            usleep((useconds_t)(left < 100 ? left : 100) * 1000);
+            if (r->broker) sp_broker_poll(r->broker, 0);
+            now = sp_clock_mono_ms();
+        }
+        tp->dlq_refused = 0;
+    }
+    if (now < tp->next_mono || !r->rk) return;
+    /* a failed listing changes nothing: the states are the last ones seen */
+    if (topics_list(r, r->rk, TOPICS_LIST_TIMEOUT_MS) == SP_OK) topics_apply(r);
+    int all = 1;
+    for (int k = 0; all && k < tp->n; k++)
+        all = tp->w[k].state == TW_PRESENT;
+    tp->next_mono = sp_clock_mono_ms() + (all ? TOPICS_CHECK_OK_MS : TOPICS_CHECK_MISSING_MS);
+}
+
 static int run_open(run_t *r, char *err, size_t errsz) {
     sp_config_t *cfg = r->cfg;
     snprintf(r->prefix, sizeof(r->prefix), "sp:{%s}", cfg->ns);
@@ -1304,6 +1689,7 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     /* Alerts: their state and the outbox (produced again at start). */
     rd_kafka_conf_t *ac = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
+    if (topics_open(r, err, errsz) != 0) return -1; /* before anything is produced */
     if (sp_alerter_start(r->al, r->st, r->eng, err, errsz) != SP_OK) return -1;
 
     /* Dead-letter producer: idempotent, acks=all. */
@@ -1485,6 +1871,7 @@ int sp_run_main(int argc, char **argv) {
         if (r.broker) sp_broker_poll(r.broker, 0);
         rd_kafka_poll(r.dlq, 0);
         sp_alerter_poll(r.al);
+        topics_tick(&r);
         ready_publish(&r);
         sighup_serve(&r);
         if (r.need_reset) {

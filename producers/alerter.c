@@ -55,6 +55,7 @@ struct sp_alerter {
     const char **heads; /* ob_pump's fingerprints seen, capob of them */
     sp_alerter_stats_t stats;
     int reload; /* a write failed: the in-memory state is ahead of Redis */
+    int hold;   /* sp_alerter_hold: nothing is produced */
     /* what the commit in preparation writes (sp_alerter_prepare) */
     int prepared;
     wbuf_t pstate, poutbox, pfps; /* fps: outbox field -> fingerprint */
@@ -169,6 +170,7 @@ static void ob_sort(sp_alerter_t *al) {
 static void ob_pump(sp_alerter_t *al) {
     int64_t now = sp_clock_mono_ms();
     int nh = 0;
+    if (al->hold) return;
     for (int i = 0; i < al->nob; i++) {
         outbox_t *o = &al->ob[i];
         if (o->acked) continue;
@@ -318,6 +320,10 @@ int sp_alerter_start(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng, char *e
 
 void sp_alerter_reload(sp_alerter_t *al) {
     if (al) al->reload = 2;
+}
+
+void sp_alerter_hold(sp_alerter_t *al, int hold) {
+    if (al) al->hold = hold;
 }
 
 void sp_alerter_poll(sp_alerter_t *al) {

@@ -89,6 +89,11 @@ int sp_alerter_set_rules(sp_alerter_t *al, sp_store_t *st, sp_engine_t *eng,
                          const sp_rules_t *rules, char *summary, size_t summary_size, char *errstr,
                          size_t errstr_size);
 
+/* hold: produce nothing (the alert topic is missing: a producer would
+ * create it with the broker's defaults, or fail); the alerts wait in the
+ * outbox. Released, they are produced by the next step. */
+void sp_alerter_hold(sp_alerter_t *al, int hold);
+
 /* Serves delivery reports (non-blocking). */
 void sp_alerter_poll(sp_alerter_t *al);
 

@@ -320,11 +320,14 @@ class Redis(_Proc):
 
 
 class Broker(_Proc):
-    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker", topic_partitions=None):
-        """topic_partitions: {topic: n}, topics with partition counts of their own."""
+    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker", topic_partitions=None,
+                 absent=()):
+        """topic_partitions: {topic: n}, topics with partition counts of their own.
+        absent: topics missing until created (`--no-topic`, control create-topic)."""
         super().__init__(tmpdir, name)
         self.partitions = partitions
         self.topic_partitions = dict(topic_partitions or {})
+        self.absent = list(absent)
         self.cfg = cfg
         self.bootstrap_file = os.path.join(tmpdir, f"{name}.bootstrap")
         self.bootstrap = None
@@ -337,6 +340,8 @@ class Broker(_Proc):
             argv += ["--partitions", str(self.partitions)]
         for topic, n in sorted(self.topic_partitions.items()):
             argv += ["--partitions", f"{topic}={n}"]
+        for topic in self.absent:
+            argv += ["--no-topic", topic]
         if self.cfg:
             argv += ["-c", self.cfg]
         self._spawn(argv)
@@ -352,7 +357,7 @@ class Broker(_Proc):
 
         self.bootstrap = wait_until(ready, timeout, 0.05, "broker bootstrap file")
         # wait for the topics to be visible through metadata
-        need = set(INPUT_TOPICS + [TOPIC_DEADLETTER])
+        need = set(INPUT_TOPICS + [TOPIC_DEADLETTER]) - set(self.absent)
 
         def topics_ready():
             c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sp-meta"})
@@ -982,8 +987,8 @@ def resume(proc):
 class ControlledBroker(Broker):
     """`storepulse broker --control FIFO`: faults injected while it runs."""
 
-    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker"):
-        super().__init__(tmpdir, partitions=partitions, cfg=cfg, name=name)
+    def __init__(self, tmpdir, partitions=None, cfg=None, name="broker", absent=()):
+        super().__init__(tmpdir, partitions=partitions, cfg=cfg, name=name, absent=absent)
         self.control_path = os.path.join(tmpdir, f"{name}.control")
         self.commands = 0
 
@@ -1002,7 +1007,8 @@ class ControlledBroker(Broker):
 
     def control(self, line, timeout=10):
         """Send one command (down ID, up ID, rtt ID MS, errors APIKEY COUNT
-        ERRCODE, clear APIKEY) and wait for the broker to acknowledge it."""
+        ERRCODE, clear APIKEY, create-topic NAME [PARTITIONS]) and wait for the
+        broker to acknowledge it."""
         with open(self.control_path, "w") as f:
             f.write(line.strip() + "\n")
         self.commands += 1

@@ -7,9 +7,9 @@ happen meanwhile), `ready` 0 with `deadletter_unwritable` in `not_ready`.
 
 Two ways of refusing, from before the pipeline starts: the mock cluster's
 metadata for storepulse.deadletter carries TOPIC_AUTHORIZATION_FAILED
-(`topic-error` on the broker's control FIFO: the producer waits for a
-usable topic, so the batch's dead letters time out after 30 s and the
-reason comes from the topic's metadata), or every Produce request fails
+(`topic-error` on the broker's control FIFO: the pipeline's topic check
+finds the topic unusable, so the dead letters are held, not produced, and
+the reason is the topic's metadata error), or every Produce request fails
 with TOPIC_AUTHORIZATION_FAILED (`errors 0 ...`: the delivery reports carry
 the error). 8 bad messages (undecodable, on several partitions) and 6
 valid click events are produced first. While the topic refuses: the line,
@@ -43,7 +43,7 @@ class DeadLetterTopicUnwritable(H.SPTestCase):
     NS = NS
     FAULT = f"topic-error {H.TOPIC_DEADLETTER} {ERR_TOPIC_AUTHORIZATION_FAILED}"
     CLEAR = f"topic-error {H.TOPIC_DEADLETTER} 0"
-    REASON = ("topic authorization failed (topic metadata)", "not acknowledged within 30 s")
+    REASON = ("topic authorization failed (topic metadata)", "held until the topic is usable")  # the topic check sees it first
 
     @classmethod
     def scenario(cls):
