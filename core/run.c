@@ -74,14 +74,6 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-typedef struct pos {
-    int topic_idx;
-    int32_t partition;
-    int64_t committed; /* next offset as stored in Redis (-1: none) */
-    int64_t next;      /* next offset to process (-1: unknown yet) */
-    int touched;       /* in the batch being built */
-} pos_t;
-
 /* A log line at most once a minute, saying how many it stands for. */
 typedef struct ratelog {
     int64_t last_mono;
@@ -99,6 +91,20 @@ static int ratelog_due(ratelog_t *rl, int64_t *n) {
     rl->pending = 0;
     return 1;
 }
+
+typedef struct pos {
+    int topic_idx;
+    int32_t partition;
+    int64_t committed; /* next offset as stored in Redis (-1: none) */
+    int64_t next;      /* next offset to process (-1: unknown yet) */
+    int touched;       /* in the batch being built */
+    /* The partition's log ends below the stored offset (see "behind the
+     * checkpoint" below): paused, nothing of it processed. */
+    int behind;
+    int paused;             /* paused by us (rd_kafka_pause_partitions) */
+    int64_t log_lo, log_hi; /* its log start and end when last queried */
+    ratelog_t behind_log;
+} pos_t;
 
 typedef struct run {
     sp_config_t *cfg;
@@ -156,7 +162,11 @@ typedef struct run {
     int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
     int rebalanced; /* a rebalance callback ran since the last batch */
-    int64_t h_gaps; /* offset gaps seen (health offset_gaps) */
+    int64_t h_gaps;     /* offset gaps seen (health offset_gaps) */
+    int64_t h_replayed; /* messages below a partition's position, dropped (health) */
+    int nbehind;        /* partitions behind the checkpoint */
+    unsigned behind_gen, behind_published; /* changes of that set; as last written */
+    int64_t behind_check_mono;             /* last re-check of those partitions */
     ratelog_t gap_log, late_log;
 
     unsigned not_ready;           /* SP_NR_* bits: why this instance is not doing its job */
@@ -213,16 +223,30 @@ static void ready_publish(run_t *r) {
         r->not_ready_logged = r->not_ready;
     }
     /* the health hash is the namespace's: a standby leaves it to the active one */
-    if (r->not_ready == r->not_ready_published || r->standby || !r->st ||
-        sp_store_pending(r->st) > 0)
+    if ((r->not_ready == r->not_ready_published && r->behind_gen == r->behind_published) ||
+        r->standby || !r->st || sp_store_pending(r->st) > 0)
         return;
     not_ready_text(r->not_ready, why, sizeof(why));
     snprintf(key, sizeof(key), "%s:health", r->prefix);
-    const char *fields[] = {"ready", "not_ready"};
-    const char *values[] = {r->not_ready ? "0" : "1", why};
-    sp_hwrite_t w = {key, 0, 2, fields, values};
-    if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK)
+    /* partitions behind the checkpoint: how many, and which (the first
+     * ones that fit) */
+    char nb[16], list[512];
+    size_t o = 0;
+    snprintf(nb, sizeof(nb), "%d", r->nbehind);
+    list[0] = '\0';
+    for (int i = 0; i < r->npos && o < sizeof(list) - 1; i++)
+        if (r->pos[i].behind)
+            o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s/%d", o ? "," : "",
+                                  r->topic_names[r->pos[i].topic_idx], (int)r->pos[i].partition);
+    const char *fields[] = {"ready", "not_ready", "partitions_behind_checkpoint",
+                            "behind_checkpoint"};
+    const char *values[] = {r->not_ready ? "0" : "1", why, nb, list};
+    sp_hwrite_t w = {key, 0, 4, fields, values};
+    unsigned gen = r->behind_gen;
+    if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK) {
         r->not_ready_published = r->not_ready;
+        r->behind_published = gen;
+    }
 }
 
 /* ---- partitions ---------------------------------------------------- */
@@ -290,6 +314,228 @@ static void drain_commit(run_t *r) {
     r->need_reset = rc == SP_ERR_IO ? 2 : 1;
 }
 
+/* ---- behind the checkpoint ---------------------------------------- *
+ *
+ * A partition whose log ends below the offset stored in Redis (the topic
+ * was re-created, the cluster replaced, the log truncated) holds new data
+ * under offsets we have already passed: read from there, every message
+ * would look like a replay. So such a partition is "behind the checkpoint":
+ * it is paused and nothing of it is processed, the instance is not ready
+ * (offsets_behind_checkpoint), health holds partitions_behind_checkpoint
+ * and behind_checkpoint (which ones), and an ERROR line a minute per
+ * partition names both offsets and the command to run. Only an operator can
+ * tell whether the new data is to be read from its start, from a time, or
+ * skipped (`storepulse offsets --reset`, refused while an instance holds
+ * the namespace lease); a log end that grows past the stored offset later
+ * does not make the partition right again, it only hides the gap.
+ *
+ * It is found two ways: on assignment and after a reset, the log end of
+ * every partition with a stored offset is queried (a bounded time in all);
+ * and the consumer runs with auto.offset.reset=error, so a fetch out of
+ * range (the log moved under a running instance, or the query above timed
+ * out) comes back as an error event instead of librdkafka silently
+ * starting the partition at its beginning. Out of range with the log start
+ * past our position (retention deleted messages before we read them) goes
+ * on from where kafka.auto.offset.reset says, and the jump is counted in
+ * offset_gaps as any other gap.
+ *
+ * While a partition is stopped it keeps its last watermark (the stored max
+ * event time): it is never idle, since its data is not read, so windows the
+ * new data belongs to do not close without it. Every 10 s the stored
+ * offsets of stopped partitions are read again: a changed one reloads the
+ * positions (the same path as after a failed commit), which checks again. */
+
+/* The log start and end of ps (one ListOffsets round trip each). */
+static int query_log(run_t *r, pos_t *ps, int timeout_ms, char *err, size_t errsz) {
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+        r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo, &hi, timeout_ms);
+    if (e) {
+        snprintf(err, errsz, "%s", rd_kafka_err2str(e));
+        return SP_ERR_IO;
+    }
+    ps->log_lo = lo;
+    ps->log_hi = hi;
+    return SP_OK;
+}
+
+/* The loud line, at most once a minute per partition. */
+static void behind_report(run_t *r, pos_t *ps) {
+    char field[300];
+    int64_t n;
+    if (!ratelog_due(&ps->behind_log, &n)) return;
+    pos_field(r, ps, field, sizeof(field));
+    sp_log(SP_LOG_ERROR,
+           "offsets: %s is behind the checkpoint: its log ends at offset %lld (starts at %lld) "
+           "but the offset stored in Redis is %lld, so its new messages would be taken for "
+           "replays (topic re-created, cluster replaced or log truncated?). Nothing of this "
+           "partition is processed until an operator decides: stop every instance of namespace "
+           "%s, then see `storepulse offsets -c CONFIG` and run `storepulse offsets -c CONFIG "
+           "--reset %s --to earliest|latest|TIME`",
+           field, (long long)ps->log_hi, (long long)ps->log_lo, (long long)ps->committed,
+           r->cfg->ns, field);
+}
+
+static void behind_set(run_t *r, pos_t *ps, int on) {
+    if (ps->behind == on) return;
+    ps->behind = on;
+    r->nbehind += on ? 1 : -1;
+    r->behind_gen++;
+    ready_set(r, SP_NR_OFFSETS, r->nbehind > 0);
+    if (on) {
+        behind_report(r, ps);
+    } else {
+        char field[300];
+        pos_field(r, ps, field, sizeof(field));
+        sp_log(SP_LOG_INFO, "offsets: %s is no longer behind the checkpoint (stored %lld, log %lld..%lld)",
+               field, (long long)ps->committed, (long long)ps->log_lo, (long long)ps->log_hi);
+    }
+}
+
+/* Recount after the table changed (revocations, reloads). */
+static void behind_recount(run_t *r) {
+    int n = 0;
+    for (int i = 0; i < r->npos; i++)
+        n += r->pos[i].behind;
+    if (n != r->nbehind) r->behind_gen++;
+    r->nbehind = n;
+    ready_set(r, SP_NR_OFFSETS, n > 0);
+}
+
+/* Pause the partitions behind the checkpoint and resume the others that we
+ * paused (all the others with resume_all: after an assignment, whatever
+ * state librdkafka kept from an earlier one). */
+static void sync_pauses(run_t *r, int resume_all) {
+    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_topic_partition_list_t *rl = rd_kafka_topic_partition_list_new(4);
+    for (int i = 0; i < r->npos; i++) {
+        pos_t *ps = &r->pos[i];
+        if (ps->behind && !ps->paused)
+            rd_kafka_topic_partition_list_add(pl, r->topic_names[ps->topic_idx], ps->partition);
+        else if (!ps->behind && (ps->paused || resume_all))
+            rd_kafka_topic_partition_list_add(rl, r->topic_names[ps->topic_idx], ps->partition);
+        ps->paused = ps->behind;
+    }
+    if (pl->cnt) rd_kafka_pause_partitions(r->rk, pl);
+    if (rl->cnt) rd_kafka_resume_partitions(r->rk, rl);
+    rd_kafka_topic_partition_list_destroy(pl);
+    rd_kafka_topic_partition_list_destroy(rl);
+}
+
+/* After positions are loaded: which partitions have a log ending below
+ * their stored offset. At most ~10 s in all (this runs inside the rebalance
+ * callback too); a partition not checked in time is caught by its fetch. */
+static void check_logs(run_t *r, const rd_kafka_topic_partition_list_t *parts) {
+    char err[256];
+    int64_t deadline = sp_clock_mono_ms() + 10000;
+    for (int i = 0; i < parts->cnt; i++) {
+        int ti = topic_index(r, parts->elems[i].topic);
+        pos_t *ps = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
+        int64_t left = deadline - sp_clock_mono_ms();
+        if (!ps) continue;
+        if (ps->committed < 0) {
+            behind_set(r, ps, 0);
+            continue;
+        }
+        if (left <= 0) break;
+        if (query_log(r, ps, (int)(left < 5000 ? left : 5000), err, sizeof(err)) != SP_OK) {
+            sp_log(SP_LOG_WARN, "offsets: reading the log offsets of %s/%d: %s",
+                   r->topic_names[ps->topic_idx], (int)ps->partition, err);
+            break;
+        }
+        behind_set(r, ps, ps->log_hi < ps->committed);
+    }
+}
+
+/* A fetch out of range (auto.offset.reset=error): which case is it? */
+static void out_of_range(run_t *r, const rd_kafka_message_t *m) {
+    char err[256], field[300];
+    int ti = topic_index(r, rd_kafka_topic_name(m->rkt));
+    pos_t *ps = ti >= 0 ? pos_find(r, ti, m->partition) : NULL;
+    if (!ps || ps->behind) return;
+    pos_field(r, ps, field, sizeof(field));
+    int64_t at = ps->next, to = ps->next;
+    if (query_log(r, ps, 5000, err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_WARN, "offsets: %s: fetch at %lld out of range; reading its log offsets: "
+               "%s; fetching again", field, (long long)m->offset, err);
+    } else if (at >= 0 && ps->log_hi < at) {
+        /* read up to `at`, and now the log ends before it: re-created under
+         * us; the stored offset is `at` once the commit in flight lands */
+        if (ps->committed < at) ps->committed = at;
+        behind_set(r, ps, 1);
+        sync_pauses(r, 0);
+        return;
+    } else if (at < 0 || ps->log_lo > at) {
+        sp_log(SP_LOG_WARN,
+               "offsets: %s: the log starts at %lld, after our position %lld: the messages "
+               "before it were deleted before they were read; going on from the %s (counted in "
+               "offset_gaps)",
+               field, (long long)ps->log_lo, (long long)at,
+               r->reset_offset == RD_KAFKA_OFFSET_END ? "log end" : "log start");
+        to = r->reset_offset;
+    } else {
+        sp_log(SP_LOG_INFO, "offsets: %s: fetch at %lld out of range, log now %lld..%lld; "
+               "fetching again from %lld", field, (long long)m->offset, (long long)ps->log_lo,
+               (long long)ps->log_hi, (long long)at);
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, r->topic_names[ti], ps->partition)->offset = to;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, 10000);
+    if (e) {
+        sp_log(SP_LOG_WARN, "seek %s: %s", field, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        r->need_reset = 1;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Every 10 s while partitions are stopped: their stored offsets again (an
+ * operator may have changed them), and the loud line. */
+static void check_behind(run_t *r) {
+    char err[512], (*fields)[300] = NULL;
+    const char **fp = NULL;
+    int64_t *next = NULL, *maxet = NULL;
+    int n = 0;
+    if (!r->nbehind || r->need_reset || r->standby) return;
+    if (sp_clock_mono_ms() - r->behind_check_mono < 10000) return;
+    drain_commit(r); /* the next batch would read its reply first anyway */
+    if (r->need_reset || sp_store_pending(r->st) > 0) return;
+    r->behind_check_mono = sp_clock_mono_ms();
+    fields = malloc((size_t)r->nbehind * sizeof(*fields));
+    fp = malloc((size_t)r->nbehind * sizeof(*fp));
+    next = malloc((size_t)r->nbehind * sizeof(*next));
+    maxet = malloc((size_t)r->nbehind * sizeof(*maxet));
+    if (!fields || !fp || !next || !maxet) goto out;
+    for (int i = 0; i < r->npos && n < r->nbehind; i++)
+        if (r->pos[i].behind) {
+            pos_field(r, &r->pos[i], fields[n], sizeof(fields[n]));
+            fp[n] = fields[n];
+            n++;
+        }
+    if (sp_store_load_offsets(r->st, fp, n, next, maxet, err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_WARN, "offsets: re-reading stored offsets: %s", err);
+        goto out;
+    }
+    for (int i = 0, k = 0; i < r->npos && k < n; i++) {
+        pos_t *ps = &r->pos[i];
+        if (!ps->behind) continue;
+        if (next[k] != ps->committed) {
+            sp_log(SP_LOG_WARN, "offsets: the stored offset of %s changed (%lld -> %lld): "
+                   "reloading positions", fields[k], (long long)ps->committed, (long long)next[k]);
+            r->need_reset = 1;
+        } else {
+            query_log(r, ps, 2000, err, sizeof(err)); /* on error: the last figures */
+            behind_report(r, ps);
+        }
+        k++;
+    }
+out:
+    free(fields);
+    free(fp);
+    free(next);
+    free(maxet);
+}
+
 /* Load stored offsets and watermarks of parts from Redis into our table and
  * into the partition list (offset to start from). */
 static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
@@ -331,10 +577,12 @@ static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
         }
         ps->committed = next[i];
         ps->next = next[i];
+        ps->touched = 0;
         tp->offset = next[i] >= 0 ? next[i] : r->reset_offset;
         sp_engine_partition_add(r->eng, ti, tp->partition, maxet[i], now);
         sp_log(SP_LOG_INFO, "assigned %s from offset %lld", fields[i], (long long)next[i]);
     }
+    check_logs(r, parts);
 out:
     if (fields)
         for (int i = 0; i < n; i++)
@@ -454,6 +702,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else {
             rd_kafka_assign(rk, parts);
         }
+        sync_pauses(r, 1);
     } else {
         sp_engine_forget_entities(r->eng); /* the next owner may change them */
         for (int i = 0; i < parts->cnt; i++) {
@@ -464,6 +713,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             sp_log(SP_LOG_INFO, "revoked %s/%d", parts->elems[i].topic,
                    (int)parts->elems[i].partition);
         }
+        behind_recount(r);
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
             if (e) rd_kafka_error_destroy(e);
@@ -579,6 +829,7 @@ static int step_down(run_t *r) {
         if (n == 0) break;
     }
     r->npos = 0;
+    behind_recount(r);
     r->standby = 1;
     if (wait_for_lease(r) != 0) {
         rd_kafka_topic_partition_list_destroy(subs);
@@ -619,10 +870,15 @@ static int seek_positions(run_t *r) {
     if (r->npos == 0) return SP_OK;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->npos);
     for (int i = 0; i < r->npos; i++)
-        rd_kafka_topic_partition_list_add(l, r->topic_names[r->pos[i].topic_idx],
-                                          r->pos[i].partition)
-            ->offset = r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
+        if (!r->pos[i].behind) /* paused where it is */
+            rd_kafka_topic_partition_list_add(l, r->topic_names[r->pos[i].topic_idx],
+                                              r->pos[i].partition)
+                ->offset = r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
     int rc = SP_OK;
+    if (l->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return SP_OK;
+    }
     rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, 10000);
     if (e) {
         sp_log(SP_LOG_WARN, "seek: %s", rd_kafka_error_string(e));
@@ -726,11 +982,22 @@ static void do_reset(run_t *r) {
     }
     if (stop_requested || load_pointers(r) != SP_OK) goto out;
     if (rd_kafka_assignment(r->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) goto out;
-    r->npos = 0;
+    /* Entries of partitions still assigned are kept (load_positions sets
+     * them again; only their once-a-minute log state survives). */
+    for (int i = 0; i < r->npos;) {
+        pos_t *ps = &r->pos[i];
+        if (rd_kafka_topic_partition_list_find(parts, r->topic_names[ps->topic_idx],
+                                               ps->partition))
+            i++;
+        else
+            *ps = r->pos[--r->npos];
+    }
+    behind_recount(r);
     if (parts->cnt > 0) {
         if (load_positions(r, parts) != SP_OK) goto out;
         /* Every partition goes back to its Redis offset. */
         if (seek_positions(r) != SP_OK) goto out;
+        sync_pauses(r, 1);
     }
     r->rebalanced = 0;
     ok = 1;
@@ -760,6 +1027,10 @@ static void update_lags(run_t *r) {
     for (int i = 0; i < r->npos; i++) {
         pos_t *ps = &r->pos[i];
         int64_t lo = -1, hi = -1, lag = -1;
+        if (ps->behind) { /* its data is not read: never idle, it holds its watermark */
+            sp_engine_partition_lag(r->eng, ps->topic_idx, ps->partition, -1);
+            continue;
+        }
         rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo,
                                        &hi);
         if (hi >= 0) {
@@ -800,7 +1071,8 @@ static void add_health(run_t *r, sp_commit_t *c) {
     if (r->h_late) sp_commit_health(c, "late_events", r->h_late);
     if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
     if (r->h_gaps) sp_commit_health(c, "offset_gaps", r->h_gaps);
-    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = 0;
+    if (r->h_replayed) sp_commit_health(c, "replayed_dropped", r->h_replayed);
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = r->h_replayed = 0;
     if (r->h_redis_reconnects) sp_commit_health(c, "redis_reconnects", r->h_redis_reconnects);
     if (r->h_redis_down_ms) sp_commit_health(c, "redis_reconnect_ms", r->h_redis_down_ms);
     r->h_redis_inflight[0] += r->h_redis_reconnects;
@@ -811,7 +1083,7 @@ static void add_health(run_t *r, sp_commit_t *c) {
 static void clear_batch_health(run_t *r) {
     memset(r->h_consumed, 0, sizeof(r->h_consumed));
     memset(r->h_dlq, 0, sizeof(r->h_dlq));
-    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = 0;
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = r->h_replayed = 0;
     r->dlq_in_batch = 0;
 }
 
@@ -853,14 +1125,21 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->rkt)
+                out_of_range(r, m);
+            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 sp_log(SP_LOG_WARN, "consumer: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             continue;
         }
         int ti = topic_index(r, rd_kafka_topic_name(m->rkt));
         pos_t *ps = ti >= 0 ? pos_find(r, ti, m->partition) : NULL;
-        if (!ps || (ps->next >= 0 && m->offset < ps->next)) { /* not ours, or replayed */
+        if (!ps || ps->behind) { /* not ours, or stopped */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (ps->next >= 0 && m->offset < ps->next) { /* fetched again (a rebalance, a seek) */
+            r->h_replayed++;
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -1149,10 +1428,12 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     if (!sp_config_kafka_get(cfg, "queued.min.messages") &&
         setc(kc, "queued.min.messages", "200000", err, errsz))
         return -1;
+    /* kafka.auto.offset.reset says where a partition without a stored
+     * offset starts (reset_offset); a fetch out of range is ours to judge
+     * (see "behind the checkpoint"), never a silent jump */
     if (setc(kc, "enable.auto.commit", "false", err, errsz) ||
         setc(kc, "enable.auto.offset.store", "false", err, errsz) ||
-        (!sp_config_kafka_get(cfg, "auto.offset.reset") &&
-         setc(kc, "auto.offset.reset", "earliest", err, errsz)))
+        setc(kc, "auto.offset.reset", "error", err, errsz))
         return -1;
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
     rd_kafka_conf_set_opaque(kc, r);
@@ -1311,6 +1592,7 @@ int sp_run_main(int argc, char **argv) {
         }
         process_batch(&r, r.msgs, n < 0 ? 0 : n);
         renew_lease(&r);
+        check_behind(&r);
     }
     sp_log(SP_LOG_INFO, "shutting down");
     drain_commit(&r);
