@@ -46,14 +46,14 @@
 #include "core/err.h"
 
 #define MAX_RESETS 64
-#define MAX_PARTS 65536
+#define MAX_PARTS  65536
 #define TIMEOUT_MS 10000
 
 typedef struct opart {
     int topic_idx; /* index into cfg->topics */
     int32_t partition;
-    char field[300]; /* "topic/partition" */
-    int in_cluster;  /* the cluster's metadata has it */
+    char field[300];                   /* "topic/partition" */
+    int in_cluster;                    /* the cluster's metadata has it */
     int64_t stored, committed, lo, hi; /* -1: none / unknown */
     int log_ok;
     int selected;    /* named by a --reset */
@@ -191,8 +191,8 @@ static void print_table(const sp_config_t *cfg, const oparts_t *ps, const char *
     printf("namespace %s, consumer group %s, lease %s%s\n", cfg->ns,
            sp_config_kafka_get(cfg, "group.id") ? sp_config_kafka_get(cfg, "group.id") : "-",
            holder[0] ? "held by " : "free", holder);
-    printf("%-32s %12s %12s %12s %12s %10s  %s\n", "PARTITION", "STORED", "COMMITTED",
-           "LOG-START", "LOG-END", "LAG", "STATUS");
+    printf("%-32s %12s %12s %12s %12s %10s  %s\n", "PARTITION", "STORED", "COMMITTED", "LOG-START",
+           "LOG-END", "LAG", "STATUS");
     for (int i = 0; i < ps->n; i++) {
         const opart_t *o = &ps->p[i];
         printf("%-32s", o->field);
@@ -223,8 +223,8 @@ static int select_target(const sp_config_t *cfg, oparts_t *ps, const char *arg, 
         ti = input_topic(cfg, arg, tlen);
     }
     if (ti < 0) {
-        size_t o = (size_t)snprintf(err, errsz, "--reset %s: not an input topic of this config (",
-                                    arg);
+        size_t o =
+            (size_t)snprintf(err, errsz, "--reset %s: not an input topic of this config (", arg);
         for (int s = 0; s < SP_STREAM__COUNT && o < errsz; s++)
             o += (size_t)snprintf(err + o, errsz - o, "%s%s", s ? ", " : "", cfg->topics[s].name);
         if (o < errsz) snprintf(err + o, errsz - o, ")");
@@ -251,8 +251,10 @@ static int compute_targets(rd_kafka_t *rk, const sp_config_t *cfg, oparts_t *ps,
     const char *why = NULL;
     int by_time = strcmp(to, "earliest") && strcmp(to, "latest");
     if (by_time && sp_import_parse_time(to, strlen(to), &ts, &why) != 0) {
-        snprintf(err, errsz, "--to %s: expected earliest, latest or an ISO 8601 time with a zone "
-                 "(2026-12-07T09:30:00Z)", to);
+        snprintf(err, errsz,
+                 "--to %s: expected earliest, latest or an ISO 8601 time with a zone "
+                 "(2026-12-07T09:30:00Z)",
+                 to);
         return SP_ERR_INVALID;
     }
     for (int i = 0; i < ps->n; i++) {
@@ -405,14 +407,15 @@ static void offsets_usage(FILE *out) {
 
 int sp_offsets_main(int argc, char **argv) {
     enum { O_BOOTFILE = 256, O_RESET, O_TO, O_DRY };
-    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-                                             {"brokers", required_argument, NULL, 'b'},
-                                             {"bootstrap-file", required_argument, NULL, O_BOOTFILE},
-                                             {"reset", required_argument, NULL, O_RESET},
-                                             {"to", required_argument, NULL, O_TO},
-                                             {"dry-run", no_argument, NULL, O_DRY},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"bootstrap-file", required_argument, NULL, O_BOOTFILE},
+        {"reset", required_argument, NULL, O_RESET},
+        {"to", required_argument, NULL, O_TO},
+        {"dry-run", no_argument, NULL, O_DRY},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *brokers = NULL, *bootstrap_file = NULL, *to = NULL;
     const char *resets[MAX_RESETS];
     int nresets = 0, dry = 0, opt, ret = 1;
@@ -454,6 +457,17 @@ int sp_offsets_main(int argc, char **argv) {
     if ((nresets > 0) != (to != NULL) || (dry && !nresets)) {
         fprintf(stderr, "storepulse offsets: --reset and --to go together (--dry-run with them)\n");
         return 2;
+    }
+    if (to && strcmp(to, "earliest") && strcmp(to, "latest")) {
+        int64_t ts;
+        const char *why;
+        if (sp_import_parse_time(to, strlen(to), &ts, &why) != 0) {
+            fprintf(stderr,
+                    "storepulse offsets: --to %s: expected earliest, latest or an ISO 8601 time "
+                    "with a zone (2026-12-07T09:30:00Z)\n",
+                    to);
+            return 2;
+        }
     }
     sp_config_defaults(&cfg);
     if (sp_config_load(&cfg, config_path, err, sizeof(err)) != SP_OK) {

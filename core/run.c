@@ -161,7 +161,7 @@ typedef struct run {
     int standby;        /* waiting for the lease */
     int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
-    int rebalanced; /* a rebalance callback ran since the last batch */
+    int rebalanced;     /* a rebalance callback ran since the last batch */
     int64_t h_gaps;     /* offset gaps seen (health offset_gaps) */
     int64_t h_replayed; /* messages below a partition's position, dropped (health) */
     int nbehind;        /* partitions behind the checkpoint */
@@ -348,8 +348,8 @@ static void drain_commit(run_t *r) {
 /* The log start and end of ps (one ListOffsets round trip each). */
 static int query_log(run_t *r, pos_t *ps, int timeout_ms, char *err, size_t errsz) {
     int64_t lo = -1, hi = -1;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-        r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo, &hi, timeout_ms);
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->rk, r->topic_names[ps->topic_idx],
+                                                             ps->partition, &lo, &hi, timeout_ms);
     if (e) {
         snprintf(err, errsz, "%s", rd_kafka_err2str(e));
         return SP_ERR_IO;
@@ -387,7 +387,8 @@ static void behind_set(run_t *r, pos_t *ps, int on) {
     } else {
         char field[300];
         pos_field(r, ps, field, sizeof(field));
-        sp_log(SP_LOG_INFO, "offsets: %s is no longer behind the checkpoint (stored %lld, log %lld..%lld)",
+        sp_log(SP_LOG_INFO,
+               "offsets: %s is no longer behind the checkpoint (stored %lld, log %lld..%lld)",
                field, (long long)ps->committed, (long long)ps->log_lo, (long long)ps->log_hi);
     }
 }
@@ -456,8 +457,10 @@ static void out_of_range(run_t *r, const rd_kafka_message_t *m) {
     pos_field(r, ps, field, sizeof(field));
     int64_t at = ps->next, to = ps->next;
     if (query_log(r, ps, 5000, err, sizeof(err)) != SP_OK) {
-        sp_log(SP_LOG_WARN, "offsets: %s: fetch at %lld out of range; reading its log offsets: "
-               "%s; fetching again", field, (long long)m->offset, err);
+        sp_log(SP_LOG_WARN,
+               "offsets: %s: fetch at %lld out of range; reading its log offsets: "
+               "%s; fetching again",
+               field, (long long)m->offset, err);
     } else if (at >= 0 && ps->log_hi < at) {
         /* read up to `at`, and now the log ends before it: re-created under
          * us; the stored offset is `at` once the commit in flight lands */
@@ -474,9 +477,11 @@ static void out_of_range(run_t *r, const rd_kafka_message_t *m) {
                r->reset_offset == RD_KAFKA_OFFSET_END ? "log end" : "log start");
         to = r->reset_offset;
     } else {
-        sp_log(SP_LOG_INFO, "offsets: %s: fetch at %lld out of range, log now %lld..%lld; "
-               "fetching again from %lld", field, (long long)m->offset, (long long)ps->log_lo,
-               (long long)ps->log_hi, (long long)at);
+        sp_log(SP_LOG_INFO,
+               "offsets: %s: fetch at %lld out of range, log now %lld..%lld; "
+               "fetching again from %lld",
+               field, (long long)m->offset, (long long)ps->log_lo, (long long)ps->log_hi,
+               (long long)at);
     }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, r->topic_names[ti], ps->partition)->offset = to;
@@ -520,8 +525,10 @@ static void check_behind(run_t *r) {
         pos_t *ps = &r->pos[i];
         if (!ps->behind) continue;
         if (next[k] != ps->committed) {
-            sp_log(SP_LOG_WARN, "offsets: the stored offset of %s changed (%lld -> %lld): "
-                   "reloading positions", fields[k], (long long)ps->committed, (long long)next[k]);
+            sp_log(SP_LOG_WARN,
+                   "offsets: the stored offset of %s changed (%lld -> %lld): "
+                   "reloading positions",
+                   fields[k], (long long)ps->committed, (long long)next[k]);
             r->need_reset = 1;
         } else {
             query_log(r, ps, 2000, err, sizeof(err)); /* on error: the last figures */
@@ -986,8 +993,7 @@ static void do_reset(run_t *r) {
      * them again; only their once-a-minute log state survives). */
     for (int i = 0; i < r->npos;) {
         pos_t *ps = &r->pos[i];
-        if (rd_kafka_topic_partition_list_find(parts, r->topic_names[ps->topic_idx],
-                                               ps->partition))
+        if (rd_kafka_topic_partition_list_find(parts, r->topic_names[ps->topic_idx], ps->partition))
             i++;
         else
             *ps = r->pos[--r->npos];
