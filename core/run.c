@@ -31,7 +31,9 @@
  * that poll returned and points every partition back at our position: the
  * batch consume of librdkafka 2.0 can return messages fetched before it.
  * Offsets that jump ahead of a partition's position are counted
- * (offset_gaps), never silently taken for replays.
+ * (offset_gaps), and a partition whose log ends below its stored offset is
+ * stopped until an operator resets it ("behind the checkpoint"): new data is
+ * never silently taken for replays.
  *
  * The recent event-id set (dedup) is checkpointed too: each commit appends
  * the batch's admitted event-id hashes (8 bytes each) to
@@ -103,6 +105,7 @@ typedef struct pos {
     int behind;
     int paused;             /* paused by us (rd_kafka_pause_partitions) */
     int64_t log_lo, log_hi; /* its log start and end when last queried */
+    int log_ok;             /* they were read by the last query */
     ratelog_t behind_log;
 } pos_t;
 
@@ -345,18 +348,43 @@ static void drain_commit(run_t *r) {
  * offsets of stopped partitions are read again: a changed one reloads the
  * positions (the same path as after a failed commit), which checks again. */
 
-/* The log start and end of ps (one ListOffsets round trip each). */
-static int query_log(run_t *r, pos_t *ps, int timeout_ms, char *err, size_t errsz) {
-    int64_t lo = -1, hi = -1;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->rk, r->topic_names[ps->topic_idx],
-                                                             ps->partition, &lo, &hi, timeout_ms);
-    if (e) {
-        snprintf(err, errsz, "%s", rd_kafka_err2str(e));
-        return SP_ERR_IO;
+/* The log start and end of n partitions: two ListOffsets requests per
+ * leader however many they are (one query per partition would wait behind
+ * each broker's long-polling fetch, ~fetch.wait.max.ms apiece). A
+ * partition whose figures could not be read gets log_ok 0. */
+static int query_logs(run_t *r, pos_t *const *ps, int n, int timeout_ms, char *err, size_t errsz) {
+    int rc = SP_OK;
+    for (int i = 0; i < n; i++)
+        ps[i]->log_ok = 1;
+    for (int end = 0; end < 2 && rc == SP_OK; end++) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+        for (int i = 0; i < n; i++)
+            rd_kafka_topic_partition_list_add(l, r->topic_names[ps[i]->topic_idx], ps[i]->partition)
+                ->offset = end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->rk, l, timeout_ms);
+        if (e) {
+            snprintf(err, errsz, "%s", rd_kafka_err2str(e));
+            rc = SP_ERR_IO;
+        }
+        for (int i = 0; rc == SP_OK && i < n; i++) {
+            rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+                l, r->topic_names[ps[i]->topic_idx], ps[i]->partition);
+            if (!tp || tp->err || tp->offset < 0) {
+                ps[i]->log_ok = 0;
+                snprintf(err, errsz, "%s/%d: %s", r->topic_names[ps[i]->topic_idx],
+                         (int)ps[i]->partition, tp ? rd_kafka_err2str(tp->err) : "no reply");
+            } else if (end) {
+                ps[i]->log_hi = tp->offset;
+            } else {
+                ps[i]->log_lo = tp->offset;
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(l);
     }
-    ps->log_lo = lo;
-    ps->log_hi = hi;
-    return SP_OK;
+    if (rc != SP_OK)
+        for (int i = 0; i < n; i++)
+            ps[i]->log_ok = 0;
+    return rc;
 }
 
 /* The loud line, at most once a minute per partition. */
@@ -423,29 +451,28 @@ static void sync_pauses(run_t *r, int resume_all) {
     rd_kafka_topic_partition_list_destroy(rl);
 }
 
-/* After positions are loaded: which partitions have a log ending below
- * their stored offset. At most ~10 s in all (this runs inside the rebalance
- * callback too); a partition not checked in time is caught by its fetch. */
+/* After positions are loaded: which of parts have a log ending below their
+ * stored offset (this runs inside the rebalance callback too: bounded by
+ * the query's timeout; partitions not checked are caught by their fetch). */
 static void check_logs(run_t *r, const rd_kafka_topic_partition_list_t *parts) {
-    char err[256];
-    int64_t deadline = sp_clock_mono_ms() + 10000;
+    char err[256] = "";
+    int n = 0;
+    pos_t **ps = malloc(((size_t)parts->cnt + 1) * sizeof(*ps));
+    if (!ps) return;
     for (int i = 0; i < parts->cnt; i++) {
         int ti = topic_index(r, parts->elems[i].topic);
-        pos_t *ps = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
-        int64_t left = deadline - sp_clock_mono_ms();
-        if (!ps) continue;
-        if (ps->committed < 0) {
-            behind_set(r, ps, 0);
-            continue;
-        }
-        if (left <= 0) break;
-        if (query_log(r, ps, (int)(left < 5000 ? left : 5000), err, sizeof(err)) != SP_OK) {
-            sp_log(SP_LOG_WARN, "offsets: reading the log offsets of %s/%d: %s",
-                   r->topic_names[ps->topic_idx], (int)ps->partition, err);
-            break;
-        }
-        behind_set(r, ps, ps->log_hi < ps->committed);
+        pos_t *p = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
+        if (!p) continue;
+        if (p->committed < 0)
+            behind_set(r, p, 0);
+        else
+            ps[n++] = p;
     }
+    if (n > 0 && query_logs(r, ps, n, 5000, err, sizeof(err)) != SP_OK)
+        sp_log(SP_LOG_WARN, "offsets: reading the log offsets of %d partition(s): %s", n, err);
+    for (int i = 0; i < n; i++)
+        if (ps[i]->log_ok) behind_set(r, ps[i], ps[i]->log_hi < ps[i]->committed);
+    free(ps);
 }
 
 /* A fetch out of range (auto.offset.reset=error): which case is it? */
@@ -456,7 +483,7 @@ static void out_of_range(run_t *r, const rd_kafka_message_t *m) {
     if (!ps || ps->behind) return;
     pos_field(r, ps, field, sizeof(field));
     int64_t at = ps->next, to = ps->next;
-    if (query_log(r, ps, 5000, err, sizeof(err)) != SP_OK) {
+    if (query_logs(r, &ps, 1, 5000, err, sizeof(err)) != SP_OK || !ps->log_ok) {
         sp_log(SP_LOG_WARN,
                "offsets: %s: fetch at %lld out of range; reading its log offsets: "
                "%s; fetching again",
@@ -499,48 +526,57 @@ static void out_of_range(run_t *r, const rd_kafka_message_t *m) {
 static void check_behind(run_t *r) {
     char err[512], (*fields)[300] = NULL;
     const char **fp = NULL;
-    int64_t *next = NULL, *maxet = NULL;
+    pos_t **bps = NULL;
+    int64_t *next = NULL, *maxet = NULL, *lo = NULL, *hi = NULL;
     int n = 0;
     if (!r->nbehind || r->need_reset || r->standby) return;
     if (sp_clock_mono_ms() - r->behind_check_mono < 10000) return;
     drain_commit(r); /* the next batch would read its reply first anyway */
     if (r->need_reset || sp_store_pending(r->st) > 0) return;
     r->behind_check_mono = sp_clock_mono_ms();
-    fields = malloc((size_t)r->nbehind * sizeof(*fields));
-    fp = malloc((size_t)r->nbehind * sizeof(*fp));
-    next = malloc((size_t)r->nbehind * sizeof(*next));
-    maxet = malloc((size_t)r->nbehind * sizeof(*maxet));
-    if (!fields || !fp || !next || !maxet) goto out;
+    size_t nb = (size_t)r->nbehind;
+    fields = malloc(nb * sizeof(*fields));
+    fp = malloc(nb * sizeof(*fp));
+    bps = malloc(nb * sizeof(*bps));
+    next = malloc(nb * sizeof(*next));
+    maxet = malloc(nb * sizeof(*maxet));
+    lo = malloc(nb * sizeof(*lo));
+    hi = malloc(nb * sizeof(*hi));
+    if (!fields || !fp || !bps || !next || !maxet || !lo || !hi) goto out;
     for (int i = 0; i < r->npos && n < r->nbehind; i++)
         if (r->pos[i].behind) {
             pos_field(r, &r->pos[i], fields[n], sizeof(fields[n]));
             fp[n] = fields[n];
+            bps[n] = &r->pos[i];
+            lo[n] = r->pos[i].log_lo;
+            hi[n] = r->pos[i].log_hi;
             n++;
         }
     if (sp_store_load_offsets(r->st, fp, n, next, maxet, err, sizeof(err)) != SP_OK) {
         sp_log(SP_LOG_WARN, "offsets: re-reading stored offsets: %s", err);
         goto out;
     }
-    for (int i = 0, k = 0; i < r->npos && k < n; i++) {
-        pos_t *ps = &r->pos[i];
-        if (!ps->behind) continue;
-        if (next[k] != ps->committed) {
+    for (int k = 0; k < n; k++)
+        if (next[k] != bps[k]->committed) {
             sp_log(SP_LOG_WARN,
-                   "offsets: the stored offset of %s changed (%lld -> %lld): "
-                   "reloading positions",
-                   fields[k], (long long)ps->committed, (long long)next[k]);
+                   "offsets: the stored offset of %s changed (%lld -> %lld): reloading positions",
+                   fields[k], (long long)bps[k]->committed, (long long)next[k]);
             r->need_reset = 1;
-        } else {
-            query_log(r, ps, 2000, err, sizeof(err)); /* on error: the last figures */
-            behind_report(r, ps);
         }
-        k++;
+    if (r->need_reset) goto out;
+    query_logs(r, bps, n, 2000, err, sizeof(err));
+    for (int k = 0; k < n; k++) {
+        if (!bps[k]->log_ok) bps[k]->log_lo = lo[k], bps[k]->log_hi = hi[k]; /* the last ones */
+        behind_report(r, bps[k]);
     }
 out:
     free(fields);
     free(fp);
+    free(bps);
     free(next);
     free(maxet);
+    free(lo);
+    free(hi);
 }
 
 /* Load stored offsets and watermarks of parts from Redis into our table and
