@@ -103,9 +103,10 @@ typedef struct pos {
     /* The partition's log ends below the stored offset (see "behind the
      * checkpoint" below): paused, nothing of it processed. */
     int behind;
-    int paused;             /* paused by us (rd_kafka_pause_partitions) */
-    int64_t log_lo, log_hi; /* its log start and end when last queried */
-    int log_ok;             /* they were read by the last query */
+    int paused;                 /* paused by us (rd_kafka_pause_partitions) */
+    int64_t log_lo, log_hi;     /* its log start and end when last queried */
+    int log_ok;                 /* they were read by the last query */
+    int64_t below_checked_mono; /* last log query for a message below `next` */
     ratelog_t behind_log;
 } pos_t;
 
@@ -334,12 +335,15 @@ static void drain_commit(run_t *r) {
  *
  * It is found two ways: on assignment and after a reset, the log end of
  * every partition with a stored offset is queried (a bounded time in all);
- * and the consumer runs with auto.offset.reset=error, so a fetch out of
- * range (the log moved under a running instance, or the query above timed
- * out) comes back as an error event instead of librdkafka silently
- * starting the partition at its beginning. Out of range with the log start
- * past our position (retention deleted messages before we read them) goes
- * on from where kafka.auto.offset.reset says, and the jump is counted in
+ * and a message below a partition's position, or a log end below it in
+ * the fetcher's figures, makes the same query: after a fetch out of range
+ * (the log moved under a running instance, or the query above failed)
+ * librdkafka's auto.offset.reset starts the partition again at its log
+ * start, and those messages used to be dropped as replays without a word.
+ * Below the position with the log end at or past it is a
+ * message fetched again (a rebalance, a seek): dropped, counted in health
+ * replayed_dropped. Out of range with the log start past our position
+ * (retention deleted messages before we read them) jumps ahead, counted in
  * offset_gaps as any other gap.
  *
  * While a partition is stopped it keeps its last watermark (the stored max
@@ -475,50 +479,27 @@ static void check_logs(run_t *r, const rd_kafka_topic_partition_list_t *parts) {
     free(ps);
 }
 
-/* A fetch out of range (auto.offset.reset=error): which case is it? */
-static void out_of_range(run_t *r, const rd_kafka_message_t *m) {
-    char err[256], field[300];
-    int ti = topic_index(r, rd_kafka_topic_name(m->rkt));
-    pos_t *ps = ti >= 0 ? pos_find(r, ti, m->partition) : NULL;
-    if (!ps || ps->behind) return;
-    pos_field(r, ps, field, sizeof(field));
-    int64_t at = ps->next, to = ps->next;
+/* Does the log of ps end below our position? Asked when a message comes
+ * below the position (fetched again before a rebalance or a seek, or the
+ * log moved under us: after a fetch out of range librdkafka's
+ * auto.offset.reset started the partition again at its log start) and when
+ * the fetcher's last log end is below it (an empty re-created partition
+ * sends nothing). The broker answers, not the fetcher's cache (at most one
+ * query a second per partition). */
+static void check_below(run_t *r, pos_t *ps) {
+    char err[256];
+    int64_t now = sp_clock_mono_ms();
+    if (ps->behind || ps->next < 0 || now - ps->below_checked_mono < 1000) return;
+    ps->below_checked_mono = now;
     if (query_logs(r, &ps, 1, 5000, err, sizeof(err)) != SP_OK || !ps->log_ok) {
-        sp_log(SP_LOG_WARN,
-               "offsets: %s: fetch at %lld out of range; reading its log offsets: "
-               "%s; fetching again",
-               field, (long long)m->offset, err);
-    } else if (at >= 0 && ps->log_hi < at) {
-        /* read up to `at`, and now the log ends before it: re-created under
-         * us; the stored offset is `at` once the commit in flight lands */
-        if (ps->committed < at) ps->committed = at;
-        behind_set(r, ps, 1);
-        sync_pauses(r, 0);
+        char field[300];
+        pos_field(r, ps, field, sizeof(field));
+        sp_log(SP_LOG_WARN, "offsets: %s: reading its log offsets: %s", field, err);
         return;
-    } else if (at < 0 || ps->log_lo > at) {
-        sp_log(SP_LOG_WARN,
-               "offsets: %s: the log starts at %lld, after our position %lld: the messages "
-               "before it were deleted before they were read; going on from the %s (counted in "
-               "offset_gaps)",
-               field, (long long)ps->log_lo, (long long)at,
-               r->reset_offset == RD_KAFKA_OFFSET_END ? "log end" : "log start");
-        to = r->reset_offset;
-    } else {
-        sp_log(SP_LOG_INFO,
-               "offsets: %s: fetch at %lld out of range, log now %lld..%lld; "
-               "fetching again from %lld",
-               field, (long long)m->offset, (long long)ps->log_lo, (long long)ps->log_hi,
-               (long long)at);
     }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, r->topic_names[ti], ps->partition)->offset = to;
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, 10000);
-    if (e) {
-        sp_log(SP_LOG_WARN, "seek %s: %s", field, rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-        r->need_reset = 1;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
+    if (ps->log_hi >= ps->next) return;
+    behind_set(r, ps, 1);
+    sync_pauses(r, 0);
 }
 
 /* Every 10 s while partitions are stopped: their stored offsets again (an
@@ -1075,6 +1056,13 @@ static void update_lags(run_t *r) {
         }
         rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo,
                                        &hi);
+        if (hi >= 0 && ps->next >= 0 && hi < ps->next) {
+            check_below(r, ps);
+            if (ps->behind) {
+                sp_engine_partition_lag(r->eng, ps->topic_idx, ps->partition, -1);
+                continue;
+            }
+        }
         if (hi >= 0) {
             int64_t at = ps->next;
             if (at < 0) { /* nothing consumed yet: where the fetcher is */
@@ -1167,9 +1155,7 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         if (m->err) {
-            if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->rkt)
-                out_of_range(r, m);
-            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 sp_log(SP_LOG_WARN, "consumer: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             continue;
@@ -1180,8 +1166,9 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (ps->next >= 0 && m->offset < ps->next) { /* fetched again (a rebalance, a seek) */
+        if (ps->next >= 0 && m->offset < ps->next) { /* fetched again, or the log moved */
             r->h_replayed++;
+            check_below(r, ps);
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -1470,12 +1457,10 @@ static int run_open(run_t *r, char *err, size_t errsz) {
     if (!sp_config_kafka_get(cfg, "queued.min.messages") &&
         setc(kc, "queued.min.messages", "200000", err, errsz))
         return -1;
-    /* kafka.auto.offset.reset says where a partition without a stored
-     * offset starts (reset_offset); a fetch out of range is ours to judge
-     * (see "behind the checkpoint"), never a silent jump */
     if (setc(kc, "enable.auto.commit", "false", err, errsz) ||
         setc(kc, "enable.auto.offset.store", "false", err, errsz) ||
-        setc(kc, "auto.offset.reset", "error", err, errsz))
+        (!sp_config_kafka_get(cfg, "auto.offset.reset") &&
+         setc(kc, "auto.offset.reset", "earliest", err, errsz)))
         return -1;
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
     rd_kafka_conf_set_opaque(kc, r);

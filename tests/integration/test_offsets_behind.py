@@ -20,7 +20,14 @@ new message was dropped as a replay, silently. Now:
     reference.py);
   - `--to TIME`: the mock cluster answers every ListOffsets by time with
     "no offset" (its FIXME), so only that path is tested: the reset goes to
-    the log end and says why. Bad targets and times are usage errors."""
+    the log end and says why. Bad targets and times are usage errors.
+FetchOutOfRange: the same migration, but the log-end query at assignment
+fails (ListOffsets errors injected), so the partitions are fetched from
+their stored offsets; out of range, librdkafka starts them again at their
+log start, and those messages (below the stored offsets) are what finds
+them behind: they used to be dropped as replays without a word. Then the
+stored offsets are changed in Redis directly while the pipeline runs: it
+sees it within ~10 s, resumes, and counts the new traffic exactly."""
 
 import re
 import subprocess
@@ -53,47 +60,84 @@ def parse_table(out):
     return rows
 
 
+def migrate(cls, broker2):
+    """Phase 1 on broker 1 (committed, then gone); phase 2: broker2 started
+    with newer and fewer messages, the same Redis."""
+    cls.redis = cls.track(H.Redis(cls.tmp)).start()
+    r = cls.redis.client
+    # phase 1: two hours ago, on broker 1, committed
+    b1 = cls.track(H.Broker(cls.tmp, name="broker1")).start()
+    cfg1 = H.write_config(f"{cls.tmp}/sp1.yaml", NS, b1.bootstrap, cls.redis.port, sizes=SIZES)
+    t1 = H.floor_to(H.now_ms(), 3_600_000) - 2 * 3_600_000
+    H.gen(cfg1, b1.bootstrap_file, 4000, 11, t1, rate=20, extra_args=STREAMS,
+          log_path=f"{cls.tmp}/gen.log")
+    p1 = cls.track(H.Pipeline(cls.tmp, cfg1, name="pipeline1")).start()
+    H.wait_caught_up(r, NS, b1.bootstrap, timeout=120, pipeline=p1)
+    p1.terminate_ok()
+    b1.stop()
+    cls.stored1 = H.offsets_of(r, NS)
+    cls.wm1 = r.hgetall(f"sp:{{{NS}}}:wm")
+    cls.health1 = H.health(r, NS)
+
+    # phase 2: a new cluster, the same Redis; newer traffic, fewer messages
+    cls.b2 = cls.track(broker2).start()
+    bs = cls.b2.bootstrap
+    cls.cfg = H.write_config(f"{cls.tmp}/sp2.yaml", NS, bs, cls.redis.port, sizes=SIZES)
+    cls.t2 = H.now_ms() + 1000  # after the watermark phase 1 left
+    H.gen(cls.cfg, cls.b2.bootstrap_file, 800, 22, cls.t2, rate=50, extra_args=STREAMS,
+          log_path=f"{cls.tmp}/gen.log")
+    cls.highs2 = H.high_watermarks(bs)
+    cls.behind_expected = {tp for tp, hi in cls.highs2.items()
+                           if tp in cls.stored1 and hi < cls.stored1[tp]}
+
+
+def wait_stopped(cls, pipe):
+    n = len(cls.behind_expected)
+
+    def stopped():
+        pipe.assert_alive()
+        h = H.health(cls.redis.client, NS)
+        return h if h.get("partitions_behind_checkpoint") == str(n) else None
+
+    return H.wait_until(stopped, 60, 0.25, f"{n} partitions behind checkpoint")
+
+
+def wait_counted(cls, pipe):
+    """Wait until pipe has read broker 2 and counted it; (reference, stats)."""
+    r = cls.redis.client
+    H.wait_caught_up(r, NS, cls.b2.bootstrap, timeout=120, pipeline=pipe)
+    ref, stats = reference.compute(reference.read_messages(cls.b2.bootstrap), sizes=SIZES)
+
+    def counted():
+        pipe.assert_alive()
+        act = H.funnel_windows(r, NS)
+        return all(not reference.diff_window(f, act.get(k, {})) for k, f in ref.items())
+
+    try:
+        H.wait_until(counted, 30, 0.5, "the new traffic counted")
+    except AssertionError:
+        pass  # the test comparing them says what differs
+    return ref, stats
+
+
+def window_problems(ref, windows):
+    problems = []
+    for k, fields in sorted(ref.items()):
+        d = reference.diff_window(fields, windows.get(k, {}))
+        if d:
+            problems.append((k, d[:4]))
+    return problems
+
+
 class OffsetsBehindCheckpoint(H.SPTestCase):
 
     @classmethod
     def scenario(cls):
-        cls.redis = cls.track(H.Redis(cls.tmp)).start()
+        migrate(cls, H.Broker(cls.tmp, name="broker2"))
         r = cls.redis.client
-        # phase 1: two hours ago, on broker 1, committed
-        b1 = cls.track(H.Broker(cls.tmp, name="broker1")).start()
-        cfg1 = H.write_config(f"{cls.tmp}/sp1.yaml", NS, b1.bootstrap, cls.redis.port,
-                              sizes=SIZES)
-        t1 = H.floor_to(H.now_ms(), 3_600_000) - 2 * 3_600_000
-        H.gen(cfg1, b1.bootstrap_file, 4000, 11, t1, rate=20, extra_args=STREAMS,
-              log_path=f"{cls.tmp}/gen.log")
-        p1 = cls.track(H.Pipeline(cls.tmp, cfg1, name="pipeline1")).start()
-        H.wait_caught_up(r, NS, b1.bootstrap, timeout=120, pipeline=p1)
-        p1.terminate_ok()
-        b1.stop()
-        cls.stored1 = H.offsets_of(r, NS)
-        cls.wm1 = r.hgetall(f"sp:{{{NS}}}:wm")
-        cls.health1 = H.health(r, NS)
-
-        # phase 2: a new cluster, the same Redis; newer traffic, fewer messages
-        cls.b2 = cls.track(H.Broker(cls.tmp, name="broker2")).start()
         bs = cls.b2.bootstrap
-        cls.cfg = H.write_config(f"{cls.tmp}/sp2.yaml", NS, bs, cls.redis.port, sizes=SIZES)
-        cls.t2 = H.now_ms() + 1000  # after the watermark phase 1 left
-        H.gen(cls.cfg, cls.b2.bootstrap_file, 800, 22, cls.t2, rate=50, extra_args=STREAMS,
-              log_path=f"{cls.tmp}/gen.log")
-        cls.highs2 = H.high_watermarks(bs)
-        cls.behind_expected = {tp for tp, hi in cls.highs2.items()
-                               if tp in cls.stored1 and hi < cls.stored1[tp]}
-
         p2 = cls.track(H.Pipeline(cls.tmp, cls.cfg, name="pipeline2")).start()
-        n = len(cls.behind_expected)
-
-        def stopped():
-            p2.assert_alive()
-            h = H.health(r, NS)
-            return h if h.get("partitions_behind_checkpoint") == str(n) else None
-
-        cls.health_behind = H.wait_until(stopped, 60, 0.25, f"{n} partitions behind checkpoint")
+        cls.health_behind = wait_stopped(cls, p2)
         time.sleep(4)  # it would have read everything by now
         cls.health_behind = H.health(r, NS)
         cls.offsets_behind = H.offsets_of(r, NS)
@@ -116,19 +160,7 @@ class OffsetsBehindCheckpoint(H.SPTestCase):
         cls.show_reset = offsets_cmd(cls.cfg)
 
         p3 = cls.track(H.Pipeline(cls.tmp, cls.cfg, name="pipeline3")).start()
-        H.wait_caught_up(r, NS, bs, timeout=120, pipeline=p3)
-        cls.ref, cls.stats = reference.compute(reference.read_messages(bs), sizes=SIZES)
-
-        def counted():
-            p3.assert_alive()
-            act = H.funnel_windows(r, NS)
-            return all(not reference.diff_window(f, act.get(k, {}))
-                       for k, f in cls.ref.items())
-
-        try:
-            H.wait_until(counted, 30, 0.5, "the new traffic counted")
-        except AssertionError:
-            pass  # test_new_traffic_counted_exactly says what differs
+        cls.ref, cls.stats = wait_counted(cls, p3)
         cls.windows = H.funnel_windows(r, NS)
         cls.health_after = H.health(r, NS)
         p3.terminate_ok()
@@ -213,11 +245,7 @@ class OffsetsBehindCheckpoint(H.SPTestCase):
 
     def test_new_traffic_counted_exactly(self):
         self.assertGreater(self.stats["kept"], 500)
-        problems = []
-        for k, fields in sorted(self.ref.items()):
-            d = reference.diff_window(fields, self.windows.get(k, {}))
-            if d:
-                problems.append((k, d[:4]))
+        problems = window_problems(self.ref, self.windows)
         self.assertEqual(problems[:10], [], f"{len(problems)} windows differ")
         h = self.health_after
         self.assertEqual(h.get("ready"), "1", h)
@@ -240,6 +268,52 @@ class OffsetsBehindCheckpoint(H.SPTestCase):
                       self.bad_time[2])
         self.assertIn("not an input topic of this config", self.bad_topic[2])
         self.assertIn("no such partition in the cluster", self.bad_part[2])
+
+
+class FetchOutOfRange(H.SPTestCase):
+
+    @classmethod
+    def scenario(cls):
+        migrate(cls, H.ControlledBroker(cls.tmp, name="broker2"))
+        r = cls.redis.client
+        # the next ListOffsets requests fail (TOPIC_AUTHORIZATION_FAILED): the
+        # check at assignment cannot read the log ends
+        cls.b2.control("errors 2 6 29")
+        p = cls.track(H.Pipeline(cls.tmp, cls.cfg, name="pipeline2")).start()
+        cls.health_behind = wait_stopped(cls, p)
+        time.sleep(2)
+        cls.offsets_behind = H.offsets_of(r, NS)
+        cls.log_behind = open(p.log_path).read()
+        # an operator's change of the stored offsets, made while it runs
+        r.hset(f"sp:{{{NS}}}:offsets", mapping={f"{t}/{q}": 0 for (t, q) in cls.stored1})
+        r.hdel(f"sp:{{{NS}}}:wm", *[f"{t}/{q}" for (t, q) in cls.stored1])
+        cls.ref, cls.stats = wait_counted(cls, p)
+        cls.windows = H.funnel_windows(r, NS)
+        cls.health_after = H.health(r, NS)
+        cls.log_after = open(p.log_path).read()
+        p.terminate_ok()
+
+    def test_the_check_at_assignment_failed(self):
+        self.assertIn("offsets: reading the log offsets of", self.log_behind)
+
+    def test_fetch_out_of_range_finds_them_behind(self):
+        self.assertTrue(self.behind_expected)
+        h = self.health_behind
+        self.assertEqual(h.get("ready"), "0", h)
+        listed = set(h.get("behind_checkpoint", "").split(","))
+        self.assertEqual(listed, {f"{t}/{p}" for t, p in self.behind_expected})
+        self.assertEqual(self.offsets_behind, self.stored1)
+        for (t, p) in self.behind_expected:
+            self.assertIn(f"offsets: {t}/{p} is behind the checkpoint", self.log_behind)
+
+    def test_changed_stored_offsets_resume(self):
+        self.assertRegex(self.log_after, r"offsets: the stored offset of \S+ changed \(\d+ -> 0\)")
+        self.assertGreater(self.stats["kept"], 500)
+        problems = window_problems(self.ref, self.windows)
+        self.assertEqual(problems[:10], [], f"{len(problems)} windows differ")
+        h = self.health_after
+        self.assertEqual(h.get("ready"), "1", h)
+        self.assertEqual(h.get("partitions_behind_checkpoint"), "0", h)
 
 
 if __name__ == "__main__":
