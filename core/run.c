@@ -107,6 +107,7 @@ typedef struct pos {
     int64_t log_lo, log_hi;     /* its log start and end when last queried */
     int log_ok;                 /* they were read by the last query */
     int64_t below_checked_mono; /* last log query for a message below `next` */
+    int check_pending;          /* loaded: its log end still to be compared */
     ratelog_t behind_log;
 } pos_t;
 
@@ -333,8 +334,9 @@ static void drain_commit(run_t *r) {
  * the namespace lease); a log end that grows past the stored offset later
  * does not make the partition right again, it only hides the gap.
  *
- * It is found two ways: on assignment and after a reset, the log end of
- * every partition with a stored offset is queried (a bounded time in all);
+ * It is found two ways: after an assignment (once the rebalance callback
+ * has returned) and after a reset, the log end of every partition with a
+ * stored offset is queried (two requests per broker, 5 s at most);
  * and a message below a partition's position, or a log end below it in
  * the fetcher's figures, makes the same query: after a fetch out of range
  * (the log moved under a running instance, or the query above failed)
@@ -455,18 +457,20 @@ static void sync_pauses(run_t *r, int resume_all) {
     rd_kafka_topic_partition_list_destroy(rl);
 }
 
-/* After positions are loaded: which of parts have a log ending below their
- * stored offset (this runs inside the rebalance callback too: bounded by
- * the query's timeout; partitions not checked are caught by their fetch). */
-static void check_logs(run_t *r, const rd_kafka_topic_partition_list_t *parts) {
+/* After positions are loaded (load_positions marks them): which have a log
+ * ending below their stored offset. Run from the loop, never inside the
+ * rebalance callback (a broker that does not answer would hold the group's
+ * rebalance for the query's timeout); bounded by a 5 s budget, partitions
+ * not checked in time are caught by their fetch (check_below). */
+static void check_logs(run_t *r) {
     char err[256] = "";
     int n = 0;
-    pos_t **ps = malloc(((size_t)parts->cnt + 1) * sizeof(*ps));
+    pos_t **ps = malloc(((size_t)r->npos + 1) * sizeof(*ps));
     if (!ps) return;
-    for (int i = 0; i < parts->cnt; i++) {
-        int ti = topic_index(r, parts->elems[i].topic);
-        pos_t *p = ti >= 0 ? pos_find(r, ti, parts->elems[i].partition) : NULL;
-        if (!p) continue;
+    for (int i = 0; i < r->npos; i++) {
+        pos_t *p = &r->pos[i];
+        if (!p->check_pending) continue;
+        p->check_pending = 0;
         if (p->committed < 0)
             behind_set(r, p, 0);
         else
@@ -602,11 +606,11 @@ static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
         ps->committed = next[i];
         ps->next = next[i];
         ps->touched = 0;
+        ps->check_pending = 1; /* check_logs */
         tp->offset = next[i] >= 0 ? next[i] : r->reset_offset;
         sp_engine_partition_add(r->eng, ti, tp->partition, maxet[i], now);
         sp_log(SP_LOG_INFO, "assigned %s from offset %lld", fields[i], (long long)next[i]);
     }
-    check_logs(r, parts);
 out:
     if (fields)
         for (int i = 0; i < n; i++)
@@ -953,7 +957,9 @@ static void after_rebalance(run_t *r, rd_kafka_message_t **msgs, int n) {
                "rebalanced during a poll: %d message(s) dropped (%d partition(s) would have "
                "skipped offsets), fetching again from our positions",
                n, skips);
+    check_logs(r);
     if (seek_positions(r) != SP_OK) r->need_reset = 1;
+    sync_pauses(r, 1);
 }
 
 static void do_reset(run_t *r) {
@@ -1018,6 +1024,7 @@ static void do_reset(run_t *r) {
     behind_recount(r);
     if (parts->cnt > 0) {
         if (load_positions(r, parts) != SP_OK) goto out;
+        check_logs(r);
         /* Every partition goes back to its Redis offset. */
         if (seek_positions(r) != SP_OK) goto out;
         sync_pauses(r, 1);
