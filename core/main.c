@@ -10,18 +10,19 @@
 #include "producers/gen.h"
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: storepulse <command> [options]\n"
-                 "\n"
-                 "commands:\n"
-                 "  run           the pipeline daemon (run -c FILE [--embedded-kafka])\n"
-                 "  broker        an embedded Kafka mock cluster as its own process\n"
-                 "  gen           synthetic store traffic to Kafka\n"
-                 "  alerts        print the alerts on the alert topic\n"
-                 "  check-config  validate a config file and print it resolved\n"
-                 "  import-orders seed customer history and cohorts from a CSV of past orders\n"
-                 "  offsets       show stored, committed and log offsets; reset stored offsets\n"
-                 "\n"
-                 "'storepulse <command> --help' describes a command's options.\n");
+    fprintf(out,
+            "usage: storepulse <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run           the pipeline daemon (run -c FILE [--embedded-kafka])\n"
+            "  broker        an embedded Kafka mock cluster as its own process\n"
+            "  gen           synthetic store traffic to Kafka\n"
+            "  alerts        print the alerts on the alert topic\n"
+            "  check-config  validate a config file and print it resolved\n"
+            "  import-orders seed customer history and cohorts from a CSV of past orders\n"
+            "  offsets       stored, committed and log offsets; reset stored offsets\n"
+            "\n"
+            "'storepulse <command> --help' describes a command's options.\n");
 }
 
 int main(int argc, char **argv) {
