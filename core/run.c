@@ -406,8 +406,8 @@ static void behind_report(run_t *r, pos_t *ps) {
            "partition is processed until an operator decides: stop every instance of namespace "
            "%s, then see `storepulse offsets -c CONFIG` and run `storepulse offsets -c CONFIG "
            "--reset %s --to earliest|latest|TIME`",
-           field, (long long)ps->log_hi, (long long)ps->log_lo, (long long)ps->committed,
-           r->cfg->ns, field);
+           field, (long long)ps->log_hi, (long long)ps->log_lo,
+           (long long)(ps->next > ps->committed ? ps->next : ps->committed), r->cfg->ns, field);
 }
 
 static void behind_set(run_t *r, pos_t *ps, int on) {
