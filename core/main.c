@@ -8,6 +8,7 @@
 
 #include "aggregators/import.h"
 #include "core/broker.h"
+#include "core/offsets.h"
 #include "core/run.h"
 #include "producers/alert.h"
 #include "producers/gen.h"
@@ -23,6 +24,7 @@ static void usage(FILE *out) {
             "  alerts        print the alerts on the alert topic\n"
             "  check-config  validate a config file and print it resolved\n"
             "  import-orders seed customer history and cohorts from a CSV of past orders\n"
+            "  offsets       stored, committed and log offsets; reset stored offsets\n"
             "  version       the version, git commit and library versions (also --version)\n"
             "\n"
             "'storepulse <command> --help' describes a command's options.\n");
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "alerts")) return sp_alerts_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "check-config")) return sp_check_config_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "import-orders")) return sp_import_orders_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "offsets")) return sp_offsets_main(argc - 1, argv + 1);
     fprintf(stderr, "storepulse: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -31,7 +31,9 @@
  * that poll returned and points every partition back at our position: the
  * batch consume of librdkafka 2.0 can return messages fetched before it.
  * Offsets that jump ahead of a partition's position are counted
- * (offset_gaps), never silently taken for replays.
+ * (offset_gaps), and a partition whose log ends below its stored offset is
+ * stopped until an operator resets it ("behind the checkpoint"): new data is
+ * never silently taken for replays.
  *
  * The recent event-id set (dedup) is checkpointed too: each commit appends
  * the batch's admitted event-id hashes (8 bytes each) to
@@ -86,14 +88,6 @@ static void on_hup(int sig) {
     hup_requested = 1;
 }
 
-typedef struct pos {
-    int topic_idx;
-    int32_t partition;
-    int64_t committed; /* next offset as stored in Redis (-1: none) */
-    int64_t next;      /* next offset to process (-1: unknown yet) */
-    int touched;       /* in the batch being built */
-} pos_t;
-
 /* A log line at most once a minute, saying how many it stands for. */
 typedef struct ratelog {
     int64_t last_mono;
@@ -140,6 +134,23 @@ typedef struct topics {
     int fails;            /* listings failed in a row */
     ratelog_t fail_log;   /* listings that failed */
 } topics_t;
+
+typedef struct pos {
+    int topic_idx;
+    int32_t partition;
+    int64_t committed; /* next offset as stored in Redis (-1: none) */
+    int64_t next;      /* next offset to process (-1: unknown yet) */
+    int touched;       /* in the batch being built */
+    /* The partition's log ends below the stored offset (see "behind the
+     * checkpoint" below): paused, nothing of it processed. */
+    int behind;
+    int paused;                 /* paused by us (rd_kafka_pause_partitions) */
+    int64_t log_lo, log_hi;     /* its log start and end when last queried */
+    int log_ok;                 /* they were read by the last query */
+    int64_t below_checked_mono; /* last log query for a message below `next` */
+    int check_pending;          /* loaded: its log end still to be compared */
+    ratelog_t behind_log;
+} pos_t;
 
 typedef struct run {
     sp_config_t *cfg;
@@ -209,8 +220,12 @@ typedef struct run {
     int standby;        /* waiting for the lease */
     int total_parts;    /* partitions of the input topics (-1: unknown) */
     int dlq_in_batch;
-    int rebalanced; /* a rebalance callback ran since the last batch */
-    int64_t h_gaps; /* offset gaps seen (health offset_gaps) */
+    int rebalanced;     /* a rebalance callback ran since the last batch */
+    int64_t h_gaps;     /* offset gaps seen (health offset_gaps) */
+    int64_t h_replayed; /* messages below a partition's position, dropped (health) */
+    int nbehind;        /* partitions behind the checkpoint */
+    unsigned behind_gen, behind_published; /* changes of that set; as last written */
+    int64_t behind_check_mono;             /* last re-check of those partitions */
     ratelog_t gap_log, late_log;
 
     unsigned not_ready;           /* SP_NR_* bits: why this instance is not doing its job */
@@ -283,13 +298,27 @@ static void ready_publish(run_t *r) {
         sp_hwrite_t w = {key, 0, 2, f, v};
         if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK) r->dlq_health_dirty = 0;
     }
-    if (r->not_ready == r->not_ready_published) return;
+    if (r->not_ready == r->not_ready_published && r->behind_gen == r->behind_published) return;
     not_ready_text(r->not_ready, why, sizeof(why));
-    const char *fields[] = {"ready", "not_ready"};
-    const char *values[] = {r->not_ready ? "0" : "1", why};
-    sp_hwrite_t w = {key, 0, 2, fields, values};
-    if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK)
+    /* partitions behind the checkpoint: how many, and which (the first
+     * ones that fit) */
+    char nb[16], list[512];
+    size_t o = 0;
+    snprintf(nb, sizeof(nb), "%d", r->nbehind);
+    list[0] = '\0';
+    for (int i = 0; i < r->npos && o < sizeof(list) - 1; i++)
+        if (r->pos[i].behind)
+            o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s/%d", o ? "," : "",
+                                  r->topic_names[r->pos[i].topic_idx], (int)r->pos[i].partition);
+    const char *fields[] = {"ready", "not_ready", "partitions_behind_checkpoint",
+                            "behind_checkpoint"};
+    const char *values[] = {r->not_ready ? "0" : "1", why, nb, list};
+    sp_hwrite_t w = {key, 0, 4, fields, values};
+    unsigned gen = r->behind_gen;
+    if (sp_store_hwrite(r->st, &w, 1, err, sizeof(err)) == SP_OK) {
         r->not_ready_published = r->not_ready;
+        r->behind_published = gen;
+    }
 }
 
 /* ---- partitions ---------------------------------------------------- */
@@ -357,6 +386,251 @@ static void drain_commit(run_t *r) {
     r->need_reset = rc == SP_ERR_IO ? 2 : 1;
 }
 
+/* ---- behind the checkpoint ---------------------------------------- *
+ *
+ * A partition whose log ends below the offset stored in Redis (the topic
+ * was re-created, the cluster replaced, the log truncated) holds new data
+ * under offsets we have already passed: read from there, every message
+ * would look like a replay. So such a partition is "behind the checkpoint":
+ * it is paused and nothing of it is processed, the instance is not ready
+ * (offsets_behind_checkpoint), health holds partitions_behind_checkpoint
+ * and behind_checkpoint (which ones), and an ERROR line a minute per
+ * partition names both offsets and the command to run. Only an operator can
+ * tell whether the new data is to be read from its start, from a time, or
+ * skipped (`storepulse offsets --reset`, refused while an instance holds
+ * the namespace lease); a log end that grows past the stored offset later
+ * does not make the partition right again, it only hides the gap.
+ *
+ * It is found two ways: after an assignment (once the rebalance callback
+ * has returned) and after a reset, the log end of every partition with a
+ * stored offset is queried (two requests per broker, 5 s at most);
+ * and a message below a partition's position, or a log end below it in
+ * the fetcher's figures, makes the same query: after a fetch out of range
+ * (the log moved under a running instance, or the query above failed)
+ * librdkafka's auto.offset.reset starts the partition again at its log
+ * start, and those messages used to be dropped as replays without a word.
+ * Below the position with the log end at or past it is a
+ * message fetched again (a rebalance, a seek): dropped, counted in health
+ * replayed_dropped. Out of range with the log start past our position
+ * (retention deleted messages before we read them) jumps ahead, counted in
+ * offset_gaps as any other gap.
+ *
+ * While a partition is stopped it keeps its last watermark (the stored max
+ * event time): it is never idle, since its data is not read, so windows the
+ * new data belongs to do not close without it. Every 10 s the stored
+ * offsets of stopped partitions are read again: a changed one reloads the
+ * positions (the same path as after a failed commit), which checks again. */
+
+/* The log start and end of n partitions: two ListOffsets requests per
+ * leader however many they are (one query per partition would wait behind
+ * each broker's long-polling fetch, ~fetch.wait.max.ms apiece). A
+ * partition whose figures could not be read gets log_ok 0. */
+static int query_logs(run_t *r, pos_t *const *ps, int n, int timeout_ms, char *err, size_t errsz) {
+    int rc = SP_OK;
+    for (int i = 0; i < n; i++)
+        ps[i]->log_ok = 1;
+    for (int end = 0; end < 2 && rc == SP_OK; end++) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+        for (int i = 0; i < n; i++)
+            rd_kafka_topic_partition_list_add(l, r->topic_names[ps[i]->topic_idx], ps[i]->partition)
+                ->offset = end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->rk, l, timeout_ms);
+        if (e) {
+            snprintf(err, errsz, "%s", rd_kafka_err2str(e));
+            rc = SP_ERR_IO;
+        }
+        for (int i = 0; rc == SP_OK && i < n; i++) {
+            rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+                l, r->topic_names[ps[i]->topic_idx], ps[i]->partition);
+            if (!tp || tp->err || tp->offset < 0) {
+                ps[i]->log_ok = 0;
+                snprintf(err, errsz, "%s/%d: %s", r->topic_names[ps[i]->topic_idx],
+                         (int)ps[i]->partition, tp ? rd_kafka_err2str(tp->err) : "no reply");
+            } else if (end) {
+                ps[i]->log_hi = tp->offset;
+            } else {
+                ps[i]->log_lo = tp->offset;
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (rc != SP_OK)
+        for (int i = 0; i < n; i++)
+            ps[i]->log_ok = 0;
+    return rc;
+}
+
+/* The loud line, at most once a minute per partition. */
+static void behind_report(run_t *r, pos_t *ps) {
+    char field[300];
+    int64_t n;
+    if (!ratelog_due(&ps->behind_log, &n)) return;
+    pos_field(r, ps, field, sizeof(field));
+    sp_log(SP_LOG_ERROR,
+           "offsets: %s is behind the checkpoint: its log ends at offset %lld (starts at %lld) "
+           "but the offset stored in Redis is %lld, so its new messages would be taken for "
+           "replays (topic re-created, cluster replaced or log truncated?). Nothing of this "
+           "partition is processed until an operator decides: stop every instance of namespace "
+           "%s, then see `storepulse offsets -c CONFIG` and run `storepulse offsets -c CONFIG "
+           "--reset %s --to earliest|latest|TIME`",
+           field, (long long)ps->log_hi, (long long)ps->log_lo,
+           (long long)(ps->next > ps->committed ? ps->next : ps->committed), r->cfg->ns, field);
+}
+
+static void behind_set(run_t *r, pos_t *ps, int on) {
+    if (ps->behind == on) return;
+    ps->behind = on;
+    r->nbehind += on ? 1 : -1;
+    r->behind_gen++;
+    ready_set(r, SP_NR_OFFSETS, r->nbehind > 0);
+    if (on) {
+        behind_report(r, ps);
+    } else {
+        char field[300];
+        pos_field(r, ps, field, sizeof(field));
+        sp_log(SP_LOG_INFO,
+               "offsets: %s is no longer behind the checkpoint (stored %lld, log %lld..%lld)",
+               field, (long long)ps->committed, (long long)ps->log_lo, (long long)ps->log_hi);
+    }
+}
+
+/* Recount after the table changed (revocations, reloads). */
+static void behind_recount(run_t *r) {
+    int n = 0;
+    for (int i = 0; i < r->npos; i++)
+        n += r->pos[i].behind;
+    if (n != r->nbehind) r->behind_gen++;
+    r->nbehind = n;
+    ready_set(r, SP_NR_OFFSETS, n > 0);
+}
+
+/* Pause the partitions behind the checkpoint and resume the others that we
+ * paused (all the others with resume_all: after an assignment, whatever
+ * state librdkafka kept from an earlier one). */
+static void sync_pauses(run_t *r, int resume_all) {
+    rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_topic_partition_list_t *rl = rd_kafka_topic_partition_list_new(4);
+    for (int i = 0; i < r->npos; i++) {
+        pos_t *ps = &r->pos[i];
+        if (ps->behind && !ps->paused)
+            rd_kafka_topic_partition_list_add(pl, r->topic_names[ps->topic_idx], ps->partition);
+        else if (!ps->behind && (ps->paused || resume_all))
+            rd_kafka_topic_partition_list_add(rl, r->topic_names[ps->topic_idx], ps->partition);
+        ps->paused = ps->behind;
+    }
+    if (pl->cnt) rd_kafka_pause_partitions(r->rk, pl);
+    if (rl->cnt) rd_kafka_resume_partitions(r->rk, rl);
+    rd_kafka_topic_partition_list_destroy(pl);
+    rd_kafka_topic_partition_list_destroy(rl);
+}
+
+/* After positions are loaded (load_positions marks them): which have a log
+ * ending below their stored offset. Run from the loop, never inside the
+ * rebalance callback (a broker that does not answer would hold the group's
+ * rebalance for the query's timeout); bounded by a 5 s budget, partitions
+ * not checked in time are caught by their fetch (check_below). */
+static void check_logs(run_t *r) {
+    char err[256] = "";
+    int n = 0;
+    pos_t **ps = malloc(((size_t)r->npos + 1) * sizeof(*ps));
+    if (!ps) return;
+    for (int i = 0; i < r->npos; i++) {
+        pos_t *p = &r->pos[i];
+        if (!p->check_pending) continue;
+        p->check_pending = 0;
+        if (p->committed < 0)
+            behind_set(r, p, 0);
+        else
+            ps[n++] = p;
+    }
+    if (n > 0 && query_logs(r, ps, n, 5000, err, sizeof(err)) != SP_OK)
+        sp_log(SP_LOG_WARN, "offsets: reading the log offsets of %d partition(s): %s", n, err);
+    for (int i = 0; i < n; i++)
+        if (ps[i]->log_ok) behind_set(r, ps[i], ps[i]->log_hi < ps[i]->committed);
+    free(ps);
+}
+
+/* Does the log of ps end below our position? Asked when a message comes
+ * below the position (fetched again before a rebalance or a seek, or the
+ * log moved under us: after a fetch out of range librdkafka's
+ * auto.offset.reset started the partition again at its log start) and when
+ * the fetcher's last log end is below it (an empty re-created partition
+ * sends nothing). The broker answers, not the fetcher's cache (at most one
+ * query a second per partition). */
+static void check_below(run_t *r, pos_t *ps) {
+    char err[256];
+    int64_t now = sp_clock_mono_ms();
+    if (ps->behind || ps->next < 0 || now - ps->below_checked_mono < 1000) return;
+    ps->below_checked_mono = now;
+    if (query_logs(r, &ps, 1, 5000, err, sizeof(err)) != SP_OK || !ps->log_ok) {
+        char field[300];
+        pos_field(r, ps, field, sizeof(field));
+        sp_log(SP_LOG_WARN, "offsets: %s: reading its log offsets: %s", field, err);
+        return;
+    }
+    if (ps->log_hi >= ps->next) return;
+    behind_set(r, ps, 1);
+    sync_pauses(r, 0);
+}
+
+/* Every 10 s while partitions are stopped: their stored offsets again (an
+ * operator may have changed them), and the loud line. */
+static void check_behind(run_t *r) {
+    char err[512], (*fields)[300] = NULL;
+    const char **fp = NULL;
+    pos_t **bps = NULL;
+    int64_t *next = NULL, *maxet = NULL, *lo = NULL, *hi = NULL;
+    int n = 0;
+    if (!r->nbehind || r->need_reset || r->standby) return;
+    if (sp_clock_mono_ms() - r->behind_check_mono < 10000) return;
+    drain_commit(r); /* the next batch would read its reply first anyway */
+    if (r->need_reset || sp_store_pending(r->st) > 0) return;
+    r->behind_check_mono = sp_clock_mono_ms();
+    size_t nb = (size_t)r->nbehind;
+    fields = malloc(nb * sizeof(*fields));
+    fp = malloc(nb * sizeof(*fp));
+    bps = malloc(nb * sizeof(*bps));
+    next = malloc(nb * sizeof(*next));
+    maxet = malloc(nb * sizeof(*maxet));
+    lo = malloc(nb * sizeof(*lo));
+    hi = malloc(nb * sizeof(*hi));
+    if (!fields || !fp || !bps || !next || !maxet || !lo || !hi) goto out;
+    for (int i = 0; i < r->npos && n < r->nbehind; i++)
+        if (r->pos[i].behind) {
+            pos_field(r, &r->pos[i], fields[n], sizeof(fields[n]));
+            fp[n] = fields[n];
+            bps[n] = &r->pos[i];
+            lo[n] = r->pos[i].log_lo;
+            hi[n] = r->pos[i].log_hi;
+            n++;
+        }
+    if (sp_store_load_offsets(r->st, fp, n, next, maxet, err, sizeof(err)) != SP_OK) {
+        sp_log(SP_LOG_WARN, "offsets: re-reading stored offsets: %s", err);
+        goto out;
+    }
+    for (int k = 0; k < n; k++)
+        if (next[k] != bps[k]->committed) {
+            sp_log(SP_LOG_WARN,
+                   "offsets: the stored offset of %s changed (%lld -> %lld): reloading positions",
+                   fields[k], (long long)bps[k]->committed, (long long)next[k]);
+            r->need_reset = 1;
+        }
+    if (r->need_reset) goto out;
+    query_logs(r, bps, n, 2000, err, sizeof(err));
+    for (int k = 0; k < n; k++) {
+        if (!bps[k]->log_ok) bps[k]->log_lo = lo[k], bps[k]->log_hi = hi[k]; /* the last ones */
+        behind_report(r, bps[k]);
+    }
+out:
+    free(fields);
+    free(fp);
+    free(bps);
+    free(next);
+    free(maxet);
+    free(lo);
+    free(hi);
+}
+
 /* Load stored offsets and watermarks of parts from Redis into our table and
  * into the partition list (offset to start from). */
 static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
@@ -398,6 +672,8 @@ static int load_positions(run_t *r, rd_kafka_topic_partition_list_t *parts) {
         }
         ps->committed = next[i];
         ps->next = next[i];
+        ps->touched = 0;
+        ps->check_pending = 1; /* check_logs */
         tp->offset = next[i] >= 0 ? next[i] : r->reset_offset;
         sp_engine_partition_add(r->eng, ti, tp->partition, maxet[i], now);
         sp_log(SP_LOG_INFO, "assigned %s from offset %lld", fields[i], (long long)next[i]);
@@ -521,6 +797,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else {
             rd_kafka_assign(rk, parts);
         }
+        sync_pauses(r, 1);
     } else {
         sp_engine_forget_entities(r->eng); /* the next owner may change them */
         for (int i = 0; i < parts->cnt; i++) {
@@ -531,6 +808,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             sp_log(SP_LOG_INFO, "revoked %s/%d", parts->elems[i].topic,
                    (int)parts->elems[i].partition);
         }
+        behind_recount(r);
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
             if (e) rd_kafka_error_destroy(e);
@@ -718,6 +996,7 @@ static int step_down(run_t *r) {
         if (n == 0) break;
     }
     r->npos = 0;
+    behind_recount(r);
     r->standby = 1;
     if (wait_for_lease(r) != 0) {
         rd_kafka_topic_partition_list_destroy(subs);
@@ -758,10 +1037,15 @@ static int seek_positions(run_t *r) {
     if (r->npos == 0) return SP_OK;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->npos);
     for (int i = 0; i < r->npos; i++)
-        rd_kafka_topic_partition_list_add(l, r->topic_names[r->pos[i].topic_idx],
-                                          r->pos[i].partition)
-            ->offset = r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
+        if (!r->pos[i].behind) /* paused where it is */
+            rd_kafka_topic_partition_list_add(l, r->topic_names[r->pos[i].topic_idx],
+                                              r->pos[i].partition)
+                ->offset = r->pos[i].next >= 0 ? r->pos[i].next : r->reset_offset;
     int rc = SP_OK;
+    if (l->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return SP_OK;
+    }
     rd_kafka_error_t *e = rd_kafka_seek_partitions(r->rk, l, 10000);
     if (e) {
         sp_log(SP_LOG_WARN, "seek: %s", rd_kafka_error_string(e));
@@ -812,7 +1096,9 @@ static void after_rebalance(run_t *r, rd_kafka_message_t **msgs, int n) {
                "rebalanced during a poll: %d message(s) dropped (%d partition(s) would have "
                "skipped offsets), fetching again from our positions",
                n, skips);
+    check_logs(r);
     if (seek_positions(r) != SP_OK) r->need_reset = 1;
+    sync_pauses(r, 1);
 }
 
 static void do_reset(run_t *r) {
@@ -865,11 +1151,22 @@ static void do_reset(run_t *r) {
     }
     if (stop_requested || load_pointers(r) != SP_OK) goto out;
     if (rd_kafka_assignment(r->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) goto out;
-    r->npos = 0;
+    /* Entries of partitions still assigned are kept (load_positions sets
+     * them again; only their once-a-minute log state survives). */
+    for (int i = 0; i < r->npos;) {
+        pos_t *ps = &r->pos[i];
+        if (rd_kafka_topic_partition_list_find(parts, r->topic_names[ps->topic_idx], ps->partition))
+            i++;
+        else
+            *ps = r->pos[--r->npos];
+    }
+    behind_recount(r);
     if (parts->cnt > 0) {
         if (load_positions(r, parts) != SP_OK) goto out;
+        check_logs(r);
         /* Every partition goes back to its Redis offset. */
         if (seek_positions(r) != SP_OK) goto out;
+        sync_pauses(r, 1);
     }
     r->rebalanced = 0;
     ok = 1;
@@ -899,8 +1196,19 @@ static void update_lags(run_t *r) {
     for (int i = 0; i < r->npos; i++) {
         pos_t *ps = &r->pos[i];
         int64_t lo = -1, hi = -1, lag = -1;
+        if (ps->behind) { /* its data is not read: never idle, it holds its watermark */
+            sp_engine_partition_lag(r->eng, ps->topic_idx, ps->partition, -1);
+            continue;
+        }
         rd_kafka_get_watermark_offsets(r->rk, r->topic_names[ps->topic_idx], ps->partition, &lo,
                                        &hi);
+        if (hi >= 0 && ps->next >= 0 && hi < ps->next) {
+            check_below(r, ps);
+            if (ps->behind) {
+                sp_engine_partition_lag(r->eng, ps->topic_idx, ps->partition, -1);
+                continue;
+            }
+        }
         if (hi >= 0) {
             int64_t at = ps->next;
             if (at < 0) { /* nothing consumed yet: where the fetcher is */
@@ -940,7 +1248,8 @@ static void add_health(run_t *r, sp_commit_t *c) {
     if (r->h_dup) sp_commit_health(c, "duplicates", r->h_dup);
     if (r->h_gaps) sp_commit_health(c, "offset_gaps", r->h_gaps);
     if (r->h_dlq_failures) sp_commit_health(c, "deadletter_failures", r->h_dlq_failures);
-    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = r->h_dlq_failures = 0;
+    if (r->h_replayed) sp_commit_health(c, "replayed_dropped", r->h_replayed);
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = r->h_dlq_failures = r->h_replayed = 0;
     if (r->h_redis_reconnects) sp_commit_health(c, "redis_reconnects", r->h_redis_reconnects);
     if (r->h_redis_down_ms) sp_commit_health(c, "redis_reconnect_ms", r->h_redis_down_ms);
     r->h_redis_inflight[0] += r->h_redis_reconnects;
@@ -951,7 +1260,7 @@ static void add_health(run_t *r, sp_commit_t *c) {
 static void clear_batch_health(run_t *r) {
     memset(r->h_consumed, 0, sizeof(r->h_consumed));
     memset(r->h_dlq, 0, sizeof(r->h_dlq));
-    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = 0;
+    r->h_decoded = r->h_late = r->h_dup = r->h_gaps = r->h_replayed = 0;
     r->dlq_in_batch = 0;
 }
 
@@ -1078,7 +1387,13 @@ static void process_batch(run_t *r, rd_kafka_message_t **msgs, int n) {
         }
         int ti = topic_index(r, rd_kafka_topic_name(m->rkt));
         pos_t *ps = ti >= 0 ? pos_find(r, ti, m->partition) : NULL;
-        if (!ps || (ps->next >= 0 && m->offset < ps->next)) { /* not ours, or replayed */
+        if (!ps || ps->behind) { /* not ours, or stopped */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (ps->next >= 0 && m->offset < ps->next) { /* fetched again, or the log moved */
+            r->h_replayed++;
+            check_below(r, ps);
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -1889,6 +2204,7 @@ int sp_run_main(int argc, char **argv) {
         process_batch(&r, r.msgs, n < 0 ? 0 : n);
         renew_lease(&r);
         if (r.rules_reload && !r.need_reset) reload_rules(&r);
+        check_behind(&r);
     }
     sp_log(SP_LOG_INFO, "shutting down");
     drain_commit(&r);
