@@ -128,6 +128,7 @@ class Secrets(H.SPTestCase):
         H.wait_caught_up(admin, NS, cls.broker.bootstrap, timeout=120, pipeline=cls.pipe)
         cls.windows = H.funnel_windows(admin, NS)
         cls.clients = admin.client_list()
+        cls.health = admin.hgetall(f"sp:{{{NS}}}:health")
 
         csv = os.path.join(cls.tmp, "orders.csv")
         with open(csv, "w") as f:
@@ -137,6 +138,8 @@ class Secrets(H.SPTestCase):
         cls.check = run_cmd([H.SP_BIN, "check-config", "-c", cls.cfg], secret_env())
 
         cls.pipe.terminate_ok()
+        # every command denied to a user, before the tests below try some on purpose
+        cls.acl_log = admin.execute_command("ACL", "LOG")
         with open(cls.pipe.log_path, "rb") as f:
             cls.pipe_log = f.read().decode("utf-8", "replace")
 
@@ -146,6 +149,11 @@ class Secrets(H.SPTestCase):
         self.assertGreater(sessions, 0, f"no sessions counted: {len(self.windows)} windows")
         users = [c.get("user") for c in self.clients]
         self.assertIn(REDIS_USER, users, f"the pipeline is not logged in as {REDIS_USER}")
+        # written outside the commit (MULTI/EXEC + HSET): the user may do that too
+        self.assertEqual(self.health.get("ready"), "1", self.health)
+        # the documented user covers every command the pipeline, import-orders and
+        # check-config sent: Redis denied none of them
+        self.assertEqual(self.acl_log, [], "commands denied to the documented ACL user")
 
     def test_import_orders_as_the_acl_user(self):
         rc, out, err = self.imp
