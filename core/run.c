@@ -200,6 +200,7 @@ typedef struct run {
     int64_t dlq_attempts;        /* failed attempts since then */
     int64_t dlq_backoff_ms;
     int64_t dlq_retry_mono; /* the replay waits until then */
+    int dlq_hold;           /* every partition paused meanwhile */
     int64_t h_dlq_failures; /* failed attempts, carried to health by the next commit */
     char dlq_reason[256];
     int dlq_health_dirty; /* deadletter_error / _failing_since_ms to be written */
@@ -257,6 +258,7 @@ static const char *const not_ready_names[SP_NR__COUNT_BITS] = {
 
 static void topics_publish(run_t *r);
 static int topics_hold_deadletters(run_t *r);
+static void dlq_acked(run_t *r);
 
 static void ready_set(run_t *r, unsigned bit, int on) {
     if (on)
@@ -372,6 +374,10 @@ static void drain_commit(run_t *r) {
     r->h_redis_inflight[0] = r->h_redis_inflight[1] = 0;
     sp_alerter_committed(r->al, rc == SP_OK);
     ready_set(r, SP_NR_REDIS, rc != SP_OK && rc != SP_ERR_FENCED);
+    /* A commit goes through only once the dead letters of its batches are
+     * acknowledged: a refused batch is either in it now, or no longer ours
+     * (its partition moved). Either way the dead-letter trouble is over. */
+    if (rc == SP_OK && (r->dlq_failing_since || (r->not_ready & SP_NR_DEADLETTER))) dlq_acked(r);
     if (rc == SP_OK) {
         r->lease_mono = sp_clock_mono_ms(); /* the commit extended the lease */
         /* Redis holds the checkpoint; Kafka's copy is for lag tools only,
@@ -504,19 +510,21 @@ static void behind_recount(run_t *r) {
     ready_set(r, SP_NR_OFFSETS, n > 0);
 }
 
-/* Pause the partitions behind the checkpoint and resume the others that we
- * paused (all the others with resume_all: after an assignment, whatever
+/* Pause the partitions behind the checkpoint (all of them while a batch
+ * whose dead letters were refused waits for its replay: nothing is fetched
+ * only to be dropped) and resume the others that we paused (all the others with resume_all: after an assignment, whatever
  * state librdkafka kept from an earlier one). */
 static void sync_pauses(run_t *r, int resume_all) {
     rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(4);
     rd_kafka_topic_partition_list_t *rl = rd_kafka_topic_partition_list_new(4);
     for (int i = 0; i < r->npos; i++) {
         pos_t *ps = &r->pos[i];
-        if (ps->behind && !ps->paused)
+        int hold = ps->behind || r->dlq_hold;
+        if (hold && !ps->paused)
             rd_kafka_topic_partition_list_add(pl, r->topic_names[ps->topic_idx], ps->partition);
-        else if (!ps->behind && (ps->paused || resume_all))
+        else if (!hold && (ps->paused || resume_all))
             rd_kafka_topic_partition_list_add(rl, r->topic_names[ps->topic_idx], ps->partition);
-        ps->paused = ps->behind;
+        ps->paused = hold;
     }
     if (pl->cnt) rd_kafka_pause_partitions(r->rk, pl);
     if (rl->cnt) rd_kafka_resume_partitions(r->rk, rl);
@@ -1320,7 +1328,7 @@ static void dlq_unacked(run_t *r) {
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->dlq, r->cfg->topic_deadletter, NULL);
         rd_kafka_resp_err_t te = RD_KAFKA_RESP_ERR_NO_ERROR;
-        if (rkt && rd_kafka_metadata(r->dlq, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        if (rkt && rd_kafka_metadata(r->dlq, 0, rkt, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             md && md->topic_cnt == 1)
             te = md->topics[0].err;
         if (md) rd_kafka_metadata_destroy(md);
@@ -1340,6 +1348,8 @@ static void dlq_unacked(run_t *r) {
     r->dlq_backoff_ms = r->dlq_backoff_ms ? r->dlq_backoff_ms * 2 : DLQ_BACKOFF_MIN_MS;
     if (r->dlq_backoff_ms > DLQ_BACKOFF_MAX_MS) r->dlq_backoff_ms = DLQ_BACKOFF_MAX_MS;
     r->dlq_retry_mono = sp_clock_mono_ms() + r->dlq_backoff_ms;
+    r->dlq_hold = 1;
+    sync_pauses(r, 0);
     r->dlq_health_dirty = 1;
     ready_set(r, SP_NR_DEADLETTER, 1);
     if (ratelog_due(&r->dlq_log, &n))
@@ -1367,6 +1377,10 @@ static void dlq_acked(run_t *r) {
     }
     r->dlq_backoff_ms = 0;
     r->dlq_retry_mono = 0;
+    if (r->dlq_hold) {
+        r->dlq_hold = 0;
+        sync_pauses(r, 0);
+    }
     ready_set(r, SP_NR_DEADLETTER, 0);
 }
 
@@ -1751,7 +1765,7 @@ static void topics_apply(run_t *r) {
     }
     ready_set(r, SP_NR_TOPIC, missing > 0);
     const topic_watch_t *al = topics_role(r, TW_ALERTS);
-    if (r->al) sp_alerter_hold(r->al, !al || al->state != TW_PRESENT);
+    if (r->al) sp_alerter_hold(r->al, al && al->state == TW_MISSING);
 }
 
 /* Health field topics_missing, when it changed and nothing is in flight on
@@ -1775,7 +1789,9 @@ static void topics_publish(run_t *r) {
  * replayed). */
 static int topics_hold_deadletters(run_t *r) {
     const topic_watch_t *w = topics_role(r, TW_DEADLETTER);
-    if (!w || w->state == TW_PRESENT) return 0;
+    /* unknown (no listing answered yet): produced; a real broker refuses a
+     * missing topic, and that refusal is the loud dead-letter path */
+    if (!w || w->state != TW_MISSING) return 0;
     r->dlq_failed++;
     r->dlq_err = w->err ? w->err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
     r->tp.dlq_refused++;
@@ -1923,7 +1939,7 @@ static void topics_tick(run_t *r) {
     int64_t now = sp_clock_mono_ms();
     if (tp->dlq_refused) {
         const topic_watch_t *w = topics_role(r, TW_DEADLETTER);
-        while (w && w->state != TW_PRESENT && !stop_requested && now < tp->next_mono) {
+        while (w && w->state == TW_MISSING && !stop_requested && now < tp->next_mono) {
             int64_t left = tp->next_mono - now;
             usleep((useconds_t)(left < 100 ? left : 100) * 1000);
             if (r->broker) sp_broker_poll(r->broker, 0);
@@ -2003,14 +2019,17 @@ static int run_open(run_t *r, char *err, size_t errsz) {
 
     /* Alerts: their state and the outbox (produced again at start). */
     rd_kafka_conf_t *ac = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
+    if (ac && setc(ac, "allow.auto.create.topics", "false", err, errsz)) return -1;
     if (!ac || !(r->al = sp_alerter_new(cfg, r->rules, ac, err, errsz))) return -1;
     if (topics_open(r, err, errsz) != 0) return -1; /* before anything is produced */
+    renew_lease(r); /* the check (with topics.create) may have taken a while */
     if (sp_alerter_start(r->al, r->st, r->eng, err, errsz) != SP_OK) return -1;
 
     /* Dead-letter producer: idempotent, acks=all. */
     rd_kafka_conf_t *pc = sp_kafka_conf_new(cfg, SP_KAFKA_PRODUCER, err, errsz);
     if (!pc || setc(pc, "enable.idempotence", "true", err, errsz) ||
-        setc(pc, "linger.ms", "5", err, errsz))
+        setc(pc, "linger.ms", "5", err, errsz) ||
+        setc(pc, "allow.auto.create.topics", "false", err, errsz)) /* topics.create does */
         return -1;
     rd_kafka_conf_set_dr_msg_cb(pc, dlq_dr_cb);
     rd_kafka_conf_set_opaque(pc, r);
@@ -2194,6 +2213,10 @@ int sp_run_main(int argc, char **argv) {
                 rd_kafka_message_destroy(r.msgs[i]);
             /* dead letters refused: the replay backs off (consumer served) */
             if (r.dlq_retry_mono && sp_clock_mono_ms() < r.dlq_retry_mono) continue;
+            if (r.dlq_hold) { /* fetch again: the replay starts from our positions */
+                r.dlq_hold = 0;
+                sync_pauses(&r, 0);
+            }
             do_reset(&r);
             continue;
         }

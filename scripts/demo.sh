@@ -23,12 +23,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
-DEMO=${SP_DEMO_DIR:-/tmp/storepulse-demo}
+DEMO=$(realpath -m "${SP_DEMO_DIR:-/tmp/storepulse-demo}")
+
+# the demo's processes still running: a pid of the file whose command line
+# names the demo's directory, or that works in it (a pid reused by another
+# process is left alone)
+demo_pids() {
+  local p
+  for p in $(tac "$DEMO/pids"); do # newest first: traffic, pipeline, broker, redis
+    # redis-server rewrites its command line, but works in the directory
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$DEMO" ||
+      [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$DEMO" ]; then
+      echo "$p"
+    fi
+  done
+  return 0
+}
 
 demo_stop() {
   [ -f "$DEMO/pids" ] || return 0
   local pids
-  pids=$(tac "$DEMO/pids") # newest first: traffic, pipeline, broker, redis
+  pids=$(demo_pids)
   for p in $pids; do kill "$p" 2>/dev/null || true; done
   for _ in $(seq 100); do
     local alive=0
@@ -36,7 +51,7 @@ demo_stop() {
     [ $alive = 0 ] && break
     sleep 0.1
   done
-  for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
+  for p in $(demo_pids); do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$DEMO"
 }
 
