@@ -512,8 +512,8 @@ static void behind_recount(run_t *r) {
 
 /* Pause the partitions behind the checkpoint (all of them while a batch
  * whose dead letters were refused waits for its replay: nothing is fetched
- * only to be dropped) and resume the others that we paused (all the others with resume_all: after an assignment, whatever
- * state librdkafka kept from an earlier one). */
+ * only to be dropped) and resume the others that we paused (all the others with resume_all: after
+ * an assignment, whatever state librdkafka kept from an earlier one). */
 static void sync_pauses(run_t *r, int resume_all) {
     rd_kafka_topic_partition_list_t *pl = rd_kafka_topic_partition_list_new(4);
     rd_kafka_topic_partition_list_t *rl = rd_kafka_topic_partition_list_new(4);
