@@ -71,6 +71,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/file.h"
+
 #define MAX_READER_FIELDS 32
 #define MAX_WRITER_SCHEMAS 4096   /* ids registered at runtime included */
 #define MAX_SCHEMA_FILE (1 << 20) /* an .avsc bigger than 1 MiB is a mistake */
@@ -173,37 +175,7 @@ static const char *unqualified(const char *name) {
 
 static int read_whole_file(const char *path, char **out, size_t *out_len, char *errstr,
                            size_t errstr_size) {
-    int ret = SP_ERR_CONFIG;
-    char *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fmt(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    buf = malloc(MAX_SCHEMA_FILE + 1);
-    if (!buf) {
-        fmt(errstr, errstr_size, "%s: out of memory", path);
-        ret = SP_ERR_NOMEM;
-        goto out;
-    }
-    size_t n = fread(buf, 1, MAX_SCHEMA_FILE + 1, f);
-    if (ferror(f)) {
-        fmt(errstr, errstr_size, "%s: read error", path);
-        goto out;
-    }
-    if (n > MAX_SCHEMA_FILE) {
-        fmt(errstr, errstr_size, "%s: larger than %d bytes", path, MAX_SCHEMA_FILE);
-        goto out;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *out_len = n;
-    buf = NULL;
-    ret = SP_OK;
-out:
-    free(buf);
-    if (f) fclose(f);
-    return ret;
+    return sp_file_read(path, MAX_SCHEMA_FILE, out, out_len, errstr, errstr_size);
 }
 
 static void join_path(char *dst, size_t size, const char *dir, const char *file) {

@@ -48,6 +48,7 @@
 #include <yaml.h>
 
 #include "core/err.h"
+#include "core/log.h"
 
 extern char **environ;
 
@@ -1269,22 +1270,6 @@ out:
 
 /* ---- printing ----------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (2-4) with its code point, or 0. */
-static int utf8_seq(const unsigned char *p, uint32_t *cp) {
-    int n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 0;
-    uint32_t c;
-    if (!n || *p > 0xf4) return 0;
-    c = *p & (0x3f >> (n - 1));
-    for (int i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        c = c << 6 | (p[i] & 0x3f);
-    }
-    if ((n == 2 && c < 0x80) || (n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
-        (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return n;
-}
 
 /* A double-quoted YAML string that reads back to the same bytes: besides
  * ASCII controls, the characters YAML folds as line breaks inside a quoted
@@ -1297,7 +1282,7 @@ static void print_quoted(FILE *out, const char *s) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         uint32_t cp;
         int n;
-        if (*p >= 0x80 && (n = utf8_seq(p, &cp)) > 0) {
+        if (*p >= 0x80 && (n = sp_utf8_seq(p, &cp)) > 0) {
             if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || cp == 0xfeff ||
                 cp == 0xfffe || cp == 0xffff)
                 fprintf(out, "\\u%04x", (unsigned)cp);

@@ -55,8 +55,7 @@ static void puts_(lbuf_t *b, const char *s) {
     put(b, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at p (2-4), or 0. */
-static int utf8_len(const unsigned char *p) {
+int sp_utf8_seq(const unsigned char *p, uint32_t *cp) {
     int n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 ? 2 : 0;
     uint32_t c;
     if (!n || *p > 0xf4) return 0;
@@ -68,6 +67,7 @@ static int utf8_len(const unsigned char *p) {
     if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
         (c >= 0xd800 && c <= 0xdfff))
         return 0;
+    if (cp) *cp = c;
     return n;
 }
 
@@ -88,7 +88,7 @@ static void put_json_str(lbuf_t *b, const char *s) {
             len = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *p);
         } else if (*p < 0x80) {
             piece = (const char *)p, len = 1;
-        } else if ((u = utf8_len(p)) > 0) {
+        } else if ((u = sp_utf8_seq(p, NULL)) > 0) {
             piece = (const char *)p, len = (size_t)u;
         } else {
             piece = "\\ufffd", len = 6;

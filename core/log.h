@@ -34,6 +34,10 @@ extern int sp_log_format;
  * ".c" (then its base name without ".c"); kv/nkv: fields (may be NULL/0). */
 void sp_log_emit(int level, const char *component, const sp_log_kv_t *kv, int nkv, const char *fmt,
                  ...) __attribute__((format(printf, 5, 6)));
+/* Length (2-4) of the valid UTF-8 sequence at p, its code point in *cp
+ * (cp may be NULL); 0 when p starts no valid sequence (overlong forms,
+ * surrogates and code points past U+10FFFF are invalid). */
+int sp_utf8_seq(const unsigned char *p, uint32_t *cp);
 int sp_log_level_parse(const char *name);  /* -1 if unknown */
 int sp_log_format_parse(const char *name); /* -1 if unknown */
 /* Apply log.level and log.format (names as in the config); -1 if unknown. */

@@ -33,6 +33,7 @@
 #include "aggregators/rules.h"
 #include "consumers/decode.h"
 #include "core/err.h"
+#include "core/file.h"
 #include "core/kafka.h"
 #include "producers/alert.h"
 
@@ -79,33 +80,7 @@ static int check_timezone(const sp_config_t *cfg, char *errstr, size_t errstr_si
 }
 
 static int read_file(const char *path, char **out, size_t *len, char *why, size_t why_size) {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n;
-    int rc = -1;
-
-    if (!f) {
-        snprintf(why, why_size, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!(buf = malloc(MAX_AVSC_SIZE + 1))) {
-        snprintf(why, why_size, "out of memory");
-        goto out;
-    }
-    n = fread(buf, 1, MAX_AVSC_SIZE + 1, f);
-    if (ferror(f) || n > MAX_AVSC_SIZE) {
-        snprintf(why, why_size, "%s: %s", path, ferror(f) ? "read error" : "file too large");
-        goto out;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    buf = NULL;
-    rc = 0;
-out:
-    free(buf);
-    fclose(f);
-    return rc;
+    return sp_file_read(path, MAX_AVSC_SIZE, out, len, why, why_size) == SP_OK ? 0 : -1;
 }
 
 /* The decoder as run builds it: reader schemas from schemas.dir, then each

@@ -49,6 +49,8 @@
 #include "core/broker.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/err.h"
+#include "core/file.h"
 #include "core/kafka.h"
 #include "core/log.h"
 
@@ -147,23 +149,8 @@ static pthread_mutex_t schema_lock = PTHREAD_MUTEX_INITIALIZER;
 static alert_schema_t schema_cache; /* one path; another path replaces it */
 
 static int read_whole(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-    int ret = -1;
-    if (!f) return -1;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) goto out;
-    if (!(buf = malloc((size_t)n + 1))) goto out;
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) goto out;
-    buf[n] = '\0';
-    *out = buf;
-    *len = (size_t)n;
-    buf = NULL;
-    ret = 0;
-out:
-    free(buf);
-    fclose(f);
-    return ret;
+    char why[8];
+    return sp_file_read(path, 1 << 20, out, len, why, sizeof(why)) == SP_OK ? 0 : -1;
 }
 
 /* The cached schema of path (loaded on first use); the caller holds

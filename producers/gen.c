@@ -111,6 +111,7 @@
 #include "core/broker.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/file.h"
 #include "core/kafka.h"
 #include "core/log.h"
 
@@ -1265,26 +1266,8 @@ static void heap_push_spawned(sp_gen_t *g) {
 /* ---- encoders ------------------------------------------------------------ */
 
 static int read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long sz;
-    int ok = 0;
-
-    if (!f) return -1;
-    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || sz > (1 << 20) ||
-        fseek(f, 0, SEEK_SET) != 0)
-        goto out;
-    buf = malloc((size_t)sz + 1);
-    if (!buf || fread(buf, 1, (size_t)sz, f) != (size_t)sz) goto out;
-    buf[sz] = '\0';
-    *out = buf;
-    *len = (size_t)sz;
-    buf = NULL;
-    ok = 1;
-out:
-    free(buf);
-    fclose(f);
-    return ok ? 0 : -1;
+    char why[8];
+    return sp_file_read(path, 1 << 20, out, len, why, sizeof(why)) == SP_OK ? 0 : -1;
 }
 
 static int slot_lookup(const char *const *names, int n, const char *name) {
