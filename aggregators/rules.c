@@ -31,9 +31,15 @@
  *  - `for` N: FIRING at the N-th consecutive bad window; pending before.
  *    A good window resets; a no-decision window neither counts nor resets.
  *  - messages: on FIRING, on RESOLVED, and again while firing once
- *    repeat_every has passed since the last one (event time: window ends).
+ *    repeat_every has passed since the last one (event time: window ends),
+ *    also from a window that decides nothing (no data, a small sample):
+ *    that repeat carries no value and moves nothing else, so the alert
+ *    stays alive downstream (Alertmanager's endsAt) through a quiet night.
  *    alert_id = fingerprint:STATE:start of the window that fired (a repeat
  *    is the same alert again: same alert_id).
+ *  - <duration>_mean: no decision in a window that a version before
+ *    _sum_ms wrote to (it has <duration>_sum: its _count covers events its
+ *    _sum_ms does not), docs/METRICS.md "Upgrading".
  *  - contributors (overall rules): every dimension value in the window's
  *    hash, scored by how much of the overall change it explains: share of
  *    the sample x distance, in the bad direction, of its own value from the
@@ -819,16 +825,27 @@ static int get_num(const sp_window_view_t *w, const char *field, const char *key
 }
 
 /* The mean of histogram `hist` for key, in the unit of its name: _sum_ms /
- * _count / the unit's milliseconds (an absent sum is 0: a per-dimension
- * counter at 0 is not stored); 0 = no data. */
+ * _count / the unit's milliseconds; 0 = no data. _count and _sum_ms are
+ * written together (famkit.c emit_row), so:
+ *  - the window has `<hist>_sum` (overall or for key): a version before
+ *    _sum_ms wrote part of it; its _count counts events the _sum_ms lacks,
+ *    so no mean (docs/METRICS.md "Upgrading");
+ *  - overall, _sum_ms absent with a _count: not written by this version
+ *    either, no mean; per dimension value it is a sum of 0 ms (a
+ *    per-dimension counter at 0 is absent). */
 static int get_mean(const sp_window_view_t *w, const char *hist, size_t hlen, const char *key,
                     double *out) {
     char f[128];
     double sum = 0, cnt;
+    snprintf(f, sizeof(f), "%.*s_sum", (int)hlen, hist);
+    if (field_value(w, f) || (*key && get_num(w, f, key, &sum))) return 0;
     snprintf(f, sizeof(f), "%.*s_count", (int)hlen, hist);
     if (!get_num(w, f, key, &cnt) || !(cnt > 0)) return 0;
     snprintf(f, sizeof(f), "%.*s_sum_ms", (int)hlen, hist);
-    if (!get_num(w, f, key, &sum)) sum = 0;
+    if (!get_num(w, f, key, &sum)) {
+        if (!*key) return 0;
+        sum = 0;
+    }
     *out = sum / cnt / (double)sp_hist_unit_ms(hist, hlen);
     return 1;
 }
@@ -1039,6 +1056,38 @@ static void message(const sp_rule_t *r, const char *key, const sp_window_view_t 
     summary(r, key, a, ref, st->absent_ms);
 }
 
+/* A window that decides nothing (no data, a sample below min_samples)
+ * while the alert fires: the repeat is still sent when due, so that a
+ * firing alert stays alive through quiet windows (its endsAt, docs/ALERTS.md).
+ * It carries no value (the window has none that decides), the window's
+ * sample size and the threshold (drop_vs_baseline: that of the current
+ * baseline); nothing else moves. has: the window has a value; n: its
+ * sample size. */
+static int repeat_undecided(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
+                            sp_rule_state_t *st, int has, double n, int64_t now_ms,
+                            sp_alert_t *out) {
+    double ref = r->threshold;
+    char why[96];
+    if (st->phase != SP_PHASE_FIRING || r->repeat_every_ms <= 0 ||
+        w->end_ms - st->last_emit_ms < r->repeat_every_ms)
+        return 0;
+    if (r->kind == SP_RULE_DROP) ref = st->nbase ? (1 - r->threshold) * base_mean(st) : NAN;
+    if (!has) n = 0;
+    st->last_emit_ms = w->end_ms;
+    message(r, key, w, st, 0, 0, 0, ref, n, now_ms, out);
+    if (has)
+        snprintf(why, sizeof(why), "sample %.0f below min_samples %lld", n,
+                 (long long)r->min_samples);
+    else
+        snprintf(why, sizeof(why), "no data");
+    size_t cap = sizeof(out->summary);
+    size_t o = (size_t)snprintf(out->summary, cap,
+                                "%s%s%s still firing: no decision in the %s window (%s)", r->metric,
+                                *key ? " " : "", key, r->window, why);
+    if (r->summary[0] && o < cap) snprintf(out->summary + o, cap - o, ": %s", r->summary);
+    return 1;
+}
+
 int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
                  sp_rule_state_t *st, int64_t now_ms, sp_alert_t *out) {
     double v = 0, n = 0, ref = r->threshold;
@@ -1059,9 +1108,10 @@ int sp_rule_eval(const sp_rule_t *r, const char *key, const sp_window_view_t *w,
         ref = NAN;
     } else {
         has = metric_value(r, w, key, &v);
-        if (!has) return 0; /* no data: no decision */
+        if (!has) /* no data: no decision (a firing alert's repeat aside) */
+            return repeat_undecided(r, key, w, st, 0, 0, now_ms, out);
         n = sample_size(r, w, key, v);
-        if (n < (double)r->min_samples) return 0;
+        if (n < (double)r->min_samples) return repeat_undecided(r, key, w, st, 1, n, now_ms, out);
         if (r->kind == SP_RULE_ABOVE) {
             bad = v > r->threshold;
             good = v <= r->resolve;

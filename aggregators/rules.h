@@ -34,10 +34,10 @@ typedef enum { SP_RULE_ABOVE = 0, SP_RULE_BELOW, SP_RULE_DROP, SP_RULE_ABSENT } 
 
 /* What the rule's field is, from the families' catalogue (family.h). */
 typedef enum {
-    SP_RULE_M_COUNTER = 0, /* a counter, a gauge, a histogram's _count or _sum: absent = 0 */
+    SP_RULE_M_COUNTER = 0, /* a counter, a gauge, a histogram's _count or _sum_ms: absent = 0 */
     SP_RULE_M_RATIO,       /* absent = no data */
     SP_RULE_M_PERCENTILE,  /* <histogram>_p50/_p90/_p99, overall only */
-    SP_RULE_M_MEAN         /* <histogram>_mean = _sum / _count */
+    SP_RULE_M_MEAN         /* <histogram>_mean = _sum_ms / _count / unit */
 } sp_rule_metric_t;
 
 /* min_samples of a ratio rule that sets none (docs/ALERTS.md): a rate of

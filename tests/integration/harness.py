@@ -1399,7 +1399,8 @@ def alerts_evaluated_through(r, ns, rule):
 def rule_lifecycle(rule, values, window_ms):
     """The alert messages docs/ALERTS.md defines for one series of an
     above-rule: values = [(window_start, value)] of consecutive closed
-    windows (value None: no decision). Returns [(state, window_start,
+    windows (value None: no decision; while firing it still sends the
+    repeat when one is due). Returns [(state, window_start,
     alert_window)], alert_window being the window in the alert_id (the one
     that fired, for FIRING and its repeats; the resolving one for RESOLVED).
     Only `above`, `resolve_below`, `for` and `repeat_every` (event time:
@@ -1410,9 +1411,12 @@ def rule_lifecycle(rule, values, window_ms):
     every = parse_duration_ms(rule.get("repeat_every", "1h"))
     out, phase, count, fired, last_end = [], "inactive", 0, None, None
     for start, v in values:
-        if v is None:
-            continue
         end = start + window_ms
+        if v is None:
+            if phase == "firing" and every > 0 and end - last_end >= every:
+                last_end = end
+                out.append(("FIRING", start, fired))
+            continue
         bad, good = v > above, v <= resolve
         if phase != "firing":
             if not bad:

@@ -155,6 +155,13 @@ static void test_round_trips(void **state) {
         round_trip(&a, (sp_alert_format_t)f);
         sparse_alert(&a);
         round_trip(&a, (sp_alert_format_t)f);
+        /* a repeat from a window that decides nothing: FIRING, no value */
+        a.state = SP_ALERT_FIRING;
+        strcpy(a.alert_id, "00000000000000ff:FIRING:1795427100000");
+        a.has_threshold = 1;
+        a.threshold = 0.015;
+        a.sample_size = 40;
+        round_trip(&a, (sp_alert_format_t)f);
     }
 }
 

@@ -508,6 +508,187 @@ static void test_repeat_and_restart(void **state) {
     assert_int_equal(a.state, SP_ALERT_RESOLVED);
 }
 
+/* A firing alert through a quiet night: windows below min_samples or
+ * without data decide nothing, yet the repeat is sent when repeat_every is
+ * due (else Alertmanager lets the alert go at its endsAt and the next
+ * repeat pages again); nothing else moves, and a good window resolves. */
+static void test_repeat_without_decision(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512], fp[32], id[96];
+    assert_int_equal(load(GOOD, &rules, err, sizeof(err)), SP_OK);
+    sp_rule_t r = rules.r[0]; /* conversion below 0.015, min_samples 200, 5m */
+    r.nby = 0;
+    r.for_windows = 1;
+    assert_int_equal(r.repeat_every_ms, 60 * MIN); /* the default */
+    const int64_t S5 = 5 * MIN;
+    sp_rule_state_t st;
+    sp_rule_state_init(&st);
+    sp_alert_t a;
+    win_t w;
+    assert_int_equal(
+        sp_rule_eval(&r, "", mkwin(&w, S5, 0, "sessions=800 conversion_rate=0.01"), &st, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+    sp_rule_fingerprint(&r, "", fp);
+    snprintf(id, sizeof(id), "%s:FIRING:%lld", fp, (long long)T0);
+    assert_string_equal(a.alert_id, id);
+    /* windows 1..11 end less than 1 h after the FIRING: nothing; a good
+     * value in a small sample resolves nothing either */
+    for (int k = 1; k < 12; k++) {
+        const char *quiet = k % 3 == 0   ? "sessions=0"
+                            : k % 3 == 1 ? "sessions=40 conversion_rate=0.001"
+                                         : "sessions=40 conversion_rate=0.05";
+        assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, k, quiet), &st, 1, &a), 0);
+        assert_int_equal(st.phase, SP_PHASE_FIRING);
+    }
+    /* window 12 ends 1 h after the FIRING: the repeat, same alert_id */
+    assert_int_equal(
+        sp_rule_eval(&r, "", mkwin(&w, S5, 12, "sessions=40 conversion_rate=0.001"), &st, 99, &a),
+        1);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+    assert_string_equal(a.alert_id, id);
+    assert_false(a.has_value);
+    assert_true(a.has_threshold && a.threshold == 0.015);
+    assert_int_equal(a.sample_size, 40);
+    assert_int_equal(a.window_start_ms, T0 + 12 * S5);
+    assert_int_equal(a.started_at_ms, T0 + S5);
+    assert_int_equal(a.emitted_at_ms, 99);
+    assert_int_equal(a.ncontrib, 0);
+    assert_string_equal(a.summary, "funnel.conversion_rate still firing: no decision in the 5m "
+                                   "window (sample 40 below min_samples 200)");
+    assert_int_equal(st.phase, SP_PHASE_FIRING);
+    assert_int_equal(st.started_at_ms, T0 + S5);
+    assert_int_equal(st.fired_window, T0);
+    assert_int_equal(st.last_emit_ms, T0 + 13 * S5);
+    /* the next one an hour later, from windows without any data */
+    for (int k = 13; k < 24; k++)
+        assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, k, "sessions=0"), &st, 1, &a), 0);
+    assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, 24, "sessions=0"), &st, 1, &a), 1);
+    assert_string_equal(a.alert_id, id);
+    assert_false(a.has_value);
+    assert_int_equal(a.sample_size, 0);
+    assert_string_equal(
+        a.summary, "funnel.conversion_rate still firing: no decision in the 5m window (no data)");
+    /* the state round trip keeps it; a good window resolves as before */
+    char enc[2048];
+    sp_rule_state_t st2;
+    size_t n = sp_rules_state_encode(&st, enc, sizeof(enc));
+    assert_true(n > 0);
+    assert_int_equal(sp_rules_state_decode(enc, n, &st2), 0);
+    assert_memory_equal(&st, &st2, sizeof(st));
+    assert_int_equal(
+        sp_rule_eval(&r, "", mkwin(&w, S5, 25, "sessions=800 conversion_rate=0.03"), &st2, 1, &a),
+        1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+    assert_true(a.has_value && a.value == 0.03);
+    assert_int_equal(st2.phase, SP_PHASE_INACTIVE);
+    /* repeat_every 0 (never): no repeat from a quiet window either */
+    r.repeat_every_ms = 0;
+    sp_rule_state_init(&st);
+    assert_int_equal(
+        sp_rule_eval(&r, "", mkwin(&w, S5, 0, "sessions=800 conversion_rate=0.01"), &st, 1, &a), 1);
+    for (int k = 1; k < 30; k++)
+        assert_int_equal(sp_rule_eval(&r, "", mkwin(&w, S5, k, "sessions=0"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_FIRING);
+}
+
+/* <duration>_mean across the upgrade that renamed <name>_sum (float, the
+ * unit of the name) to <name>_sum_ms: a window open at the upgrade has a
+ * _count of old and new events and a _sum_ms of the new ones only. Such a
+ * window (it has the old _sum) decides nothing, nor does an overall _count
+ * without _sum_ms; per dimension value an absent _sum_ms is a sum of 0. */
+static void test_mean_across_upgrade(void **state) {
+    (void)state;
+    static sp_rules_t rules;
+    char err[512], keys[8][160];
+    const char *yaml = "windows:\n"
+                       "  sizes: [5m]\n"
+                       "alerts:\n"
+                       "  - name: slow_first_response\n"
+                       "    metric: support.frt_seconds_mean\n"
+                       "    window: 5m\n"
+                       "    above: 600\n"
+                       "    min_samples: 1\n"
+                       "  - name: slow_first_response_by_channel\n"
+                       "    metric: support.frt_seconds_mean\n"
+                       "    window: 5m\n"
+                       "    above: 600\n"
+                       "    min_samples: 1\n"
+                       "    by: [channel]\n";
+    assert_int_equal(load(yaml, &rules, err, sizeof(err)), SP_OK);
+    const sp_rule_t *r = &rules.r[0];
+    const int64_t S5 = 5 * MIN;
+    sp_rule_state_t st;
+    sp_rule_state_init(&st);
+    sp_alert_t a;
+    win_t w;
+    /* 10 events of 1200 s: FIRING */
+    assert_int_equal(
+        sp_rule_eval(r, "", mkwin(&w, S5, 0, "frt_seconds_count=10 frt_seconds_sum_ms=12000000"),
+                     &st, 1, &a),
+        1);
+    assert_int_equal(a.state, SP_ALERT_FIRING);
+    assert_true(a.has_value && a.value == 1200);
+    /* open at the upgrade: 9 events before (10800 s in the old float sum),
+     * 1 after (1200 s); _sum_ms / _count would be 120 s and resolve */
+    assert_int_equal(
+        sp_rule_eval(r, "",
+                     mkwin(&w, S5, 1,
+                           "frt_seconds_count=10 frt_seconds_sum=10800 frt_seconds_sum_ms=1200000"),
+                     &st, 1, &a),
+        0);
+    assert_int_equal(st.phase, SP_PHASE_FIRING);
+    /* every event before the upgrade, nothing since: no _sum_ms at all */
+    assert_int_equal(sp_rule_eval(r, "",
+                                  mkwin(&w, S5, 2, "frt_seconds_count=10 frt_seconds_sum=12000"),
+                                  &st, 1, &a),
+                     0);
+    assert_int_equal(sp_rule_eval(r, "", mkwin(&w, S5, 3, "frt_seconds_count=10"), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_FIRING);
+    /* written by this version only: decides again */
+    assert_int_equal(
+        sp_rule_eval(r, "", mkwin(&w, S5, 4, "frt_seconds_count=10 frt_seconds_sum_ms=1200000"),
+                     &st, 1, &a),
+        1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+    assert_true(a.has_value && a.value == 120);
+
+    /* per channel: an absent _sum_ms|channel=… is 0 ms (a per-dimension
+     * counter at 0 is not stored), unless the window has the old _sum */
+    r = &rules.r[1];
+    const char *mixed = "frt_seconds_count=6 frt_seconds_sum=7200 frt_seconds_sum_ms=1200000 "
+                        "frt_seconds_count|channel=web=5 frt_seconds_sum|channel=web=6000 "
+                        "frt_seconds_sum_ms|channel=web=1200000 "
+                        "frt_seconds_count|channel=chat=1 frt_seconds_sum|channel=chat=1200";
+    assert_int_equal(sp_rule_keys(r, mkwin(&w, S5, 0, mixed), keys, 8), 2);
+    for (int k = 0; k < 2; k++) {
+        sp_rule_state_init(&st);
+        assert_int_equal(sp_rule_eval(r, keys[k], mkwin(&w, S5, 0, mixed), &st, 1, &a), 0);
+        assert_int_equal(st.phase, SP_PHASE_INACTIVE);
+    }
+    /* the old overall _sum alone marks the window: the chat value has no
+     * _sum|channel=chat of its own (an old sum at 0) */
+    const char *old_all =
+        "frt_seconds_count=3 frt_seconds_sum=3600 frt_seconds_sum_ms=2400000 "
+        "frt_seconds_count|channel=chat=3 frt_seconds_sum_ms|channel=chat=2400000";
+    sp_rule_state_init(&st);
+    assert_int_equal(sp_rule_eval(r, "channel=chat", mkwin(&w, S5, 0, old_all), &st, 1, &a), 0);
+    assert_int_equal(st.phase, SP_PHASE_INACTIVE);
+    /* this version only: web at 1000 s fires; chat with 0 ms is decided (0) */
+    const char *now = "frt_seconds_count=4 frt_seconds_sum_ms=3000000 "
+                      "frt_seconds_count|channel=web=3 frt_seconds_sum_ms|channel=web=3000000 "
+                      "frt_seconds_count|channel=chat=1";
+    sp_rule_state_init(&st);
+    assert_int_equal(sp_rule_eval(r, "channel=web", mkwin(&w, S5, 0, now), &st, 1, &a), 1);
+    assert_true(a.has_value && a.value == 1000);
+    sp_rule_state_init(&st);
+    st.phase = SP_PHASE_FIRING;
+    st.last_emit_ms = T0;
+    assert_int_equal(sp_rule_eval(r, "channel=chat", mkwin(&w, S5, 0, now), &st, 1, &a), 1);
+    assert_int_equal(a.state, SP_ALERT_RESOLVED);
+    assert_true(a.has_value && a.value == 0);
+}
+
 static void test_baseline_and_absent(void **state) {
     (void)state;
     static sp_rules_t rules;
@@ -671,6 +852,8 @@ int main(void) {
         cmocka_unit_test(test_alertmanager_needs_repeats),
         cmocka_unit_test(test_threshold_for_hysteresis),
         cmocka_unit_test(test_repeat_and_restart),
+        cmocka_unit_test(test_repeat_without_decision),
+        cmocka_unit_test(test_mean_across_upgrade),
         cmocka_unit_test(test_baseline_and_absent),
         cmocka_unit_test(test_by_and_contributors),
         cmocka_unit_test(test_shipped_rules),
