@@ -835,7 +835,11 @@ static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
         m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
         r->dlq_failed++;
-        r->dlq_err = m->err; /* logged with the batch, at most once a minute */
+        /* logged with the batch, at most once a minute: the broker's own
+         * error when there is one (a refused Produce can also fail the
+         * messages still queued with a local error, e.g. when the topic's
+         * partitions vanish from the metadata meanwhile) */
+        if (!r->dlq_err || (r->dlq_err < 0 && m->err > 0)) r->dlq_err = m->err;
         sp_log(SP_LOG_DEBUG, "dead letter not delivered: %s", rd_kafka_err2str(m->err));
     }
 }
@@ -1314,25 +1318,38 @@ static void late_event(run_t *r, const pos_t *ps, const rd_kafka_message_t *m, i
  * of a queued one. Loud: the reason at most once a minute, health
  * deadletter_error / deadletter_failing_since_ms (written outside the
  * commit), not ready. */
+/* The dead-letter topic's error in a fresh metadata reply (0: none, or no
+ * reply within 1 s). */
+static rd_kafka_resp_err_t dlq_topic_error(run_t *r) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->dlq, r->cfg->topic_deadletter, NULL);
+    rd_kafka_resp_err_t te = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (rkt && rd_kafka_metadata(r->dlq, 0, rkt, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR && md &&
+        md->topic_cnt == 1)
+        te = md->topics[0].err;
+    if (md) rd_kafka_metadata_destroy(md);
+    if (rkt) rd_kafka_topic_destroy(rkt);
+    return te;
+}
+
 static void dlq_unacked(run_t *r) {
+    rd_kafka_resp_err_t te = RD_KAFKA_RESP_ERR_NO_ERROR;
     int64_t n, now = sp_clock_now_ms();
     int queued = rd_kafka_outq_len(r->dlq);
     if (r->dlq_failed && r->tp.dlq_refused) { /* not produced: the topic is not usable */
         snprintf(r->dlq_reason, sizeof(r->dlq_reason),
                  "%s (topic metadata): %d dead letter(s) held until the topic is usable",
                  rd_kafka_err2str(r->dlq_err), r->dlq_failed);
+    } else if (r->dlq_failed && r->dlq_err < 0 && (te = dlq_topic_error(r))) {
+        /* only local errors: the topic's metadata usually says why */
+        snprintf(r->dlq_reason, sizeof(r->dlq_reason),
+                 "%s (topic metadata; %d dead letter(s) refused)", rd_kafka_err2str(te),
+                 r->dlq_failed);
     } else if (r->dlq_failed) {
         snprintf(r->dlq_reason, sizeof(r->dlq_reason), "%s (%d dead letter(s) refused)",
                  rd_kafka_err2str(r->dlq_err), r->dlq_failed);
     } else { /* waiting: the topic's metadata usually says why */
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->dlq, r->cfg->topic_deadletter, NULL);
-        rd_kafka_resp_err_t te = RD_KAFKA_RESP_ERR_NO_ERROR;
-        if (rkt && rd_kafka_metadata(r->dlq, 0, rkt, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            md && md->topic_cnt == 1)
-            te = md->topics[0].err;
-        if (md) rd_kafka_metadata_destroy(md);
-        if (rkt) rd_kafka_topic_destroy(rkt);
+        te = dlq_topic_error(r);
         snprintf(r->dlq_reason, sizeof(r->dlq_reason),
                  "%s%s%d dead letter(s) not acknowledged within %d s",
                  te ? rd_kafka_err2str(te) : "", te ? " (topic metadata): " : "", queued,
